@@ -1,0 +1,10 @@
+//! The verifiable ledger (see docs/ledger.md).
+pub mod batch;
+pub mod event;
+pub mod hash;
+pub mod keys;
+pub mod note;
+pub mod proof;
+pub mod sequencer;
+pub mod store;
+pub mod tree;

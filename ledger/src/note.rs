@@ -1,0 +1,266 @@
+//! Checkpoints as C2SP signed notes.
+//!
+//! A checkpoint body is three lines: the log's origin, the tree size in
+//! decimal, and the root hash in standard base64, each ending in `\n`. The
+//! note is the body, one empty line, and one signature line per signer:
+//! `— <key name> <base64(key id || DER ECDSA signature)>\n` (the dash is
+//! U+2014). The signature covers the body bytes exactly.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::hash::{Hash, hash_from_slice};
+use crate::keys::{KeyPair, PublicKey};
+
+const SIGNATURE_PREFIX: &str = "\u{2014} ";
+
+/// Why a note or checkpoint was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    #[error("note is malformed: {0}")]
+    Malformed(String),
+    #[error("checkpoint body is malformed: {0}")]
+    BadBody(String),
+    #[error("signature by {name} (key id {key_id}) does not verify")]
+    BadSignature { name: String, key_id: String },
+    #[error("no signature by a known key (signers: {0})")]
+    NoKnownSigner(String),
+    #[error("checkpoint origin is {found:?}, expected {expected:?}")]
+    WrongOrigin { found: String, expected: String },
+}
+
+/// What a checkpoint commits to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+}
+
+impl Checkpoint {
+    /// The exact bytes that are signed.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        )
+    }
+
+    /// The complete signed note text.
+    pub fn sign(&self, key: &KeyPair) -> String {
+        let body = self.body();
+        let mut blob = key.key_id().to_vec();
+        blob.extend_from_slice(&key.sign(body.as_bytes()));
+        format!(
+            "{body}\n{SIGNATURE_PREFIX}{} {}\n",
+            key.name(),
+            STANDARD.encode(blob)
+        )
+    }
+
+    fn parse_body(body: &str) -> Result<Self, NoteError> {
+        let bad = |why: &str| NoteError::BadBody(why.to_string());
+        let lines: Vec<&str> = body
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("no final newline"))?
+            .split('\n')
+            .collect();
+        let [origin, size, root, ..] = lines.as_slice() else {
+            return Err(bad("fewer than three lines"));
+        };
+        if origin.is_empty() {
+            return Err(bad("empty origin"));
+        }
+        if size.is_empty()
+            || !size.bytes().all(|b| b.is_ascii_digit())
+            || (size.len() > 1 && size.starts_with('0'))
+        {
+            return Err(bad("size is not a canonical decimal number"));
+        }
+        let size = size
+            .parse()
+            .map_err(|_| bad("size does not fit in 64 bits"))?;
+        let root = STANDARD
+            .decode(root)
+            .ok()
+            .and_then(|r| hash_from_slice(&r))
+            .ok_or_else(|| bad("root is not 32 bytes of base64"))?;
+        Ok(Self {
+            origin: origin.to_string(),
+            size,
+            root,
+        })
+    }
+}
+
+/// One signature line of a note.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteSignature {
+    pub name: String,
+    pub key_id: [u8; 4],
+    pub signature: Vec<u8>,
+}
+
+/// Splits a note into its body and signature lines without checking them.
+pub fn split_note(text: &str) -> Result<(&str, Vec<NoteSignature>), NoteError> {
+    let bad = |why: &str| NoteError::Malformed(why.to_string());
+    let cut = text
+        .rfind("\n\n")
+        .ok_or_else(|| bad("no blank line before signatures"))?;
+    let body = &text[..=cut];
+    let sigs = text[cut + 2..]
+        .strip_suffix('\n')
+        .ok_or_else(|| bad("no final newline"))?;
+    let mut out = Vec::new();
+    for line in sigs.split('\n') {
+        let rest = line
+            .strip_prefix(SIGNATURE_PREFIX)
+            .ok_or_else(|| bad("signature line without em dash"))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or_else(|| bad("signature line without key name"))?;
+        let blob = STANDARD
+            .decode(b64)
+            .map_err(|_| bad("signature is not base64"))?;
+        if blob.len() < 5 {
+            return Err(bad("signature too short"));
+        }
+        out.push(NoteSignature {
+            name: name.to_string(),
+            key_id: [blob[0], blob[1], blob[2], blob[3]],
+            signature: blob[4..].to_vec(),
+        });
+    }
+    Ok((body, out))
+}
+
+/// Checks a checkpoint note against the known log keys and returns what it
+/// commits to and the key that signed it. At least one signature must be by a
+/// known key (same name and key id) and verify; a signature that claims a known
+/// key but does not verify is an error, not something to skip.
+pub fn open_checkpoint(
+    text: &str,
+    keys: &[PublicKey],
+    origin: Option<&str>,
+) -> Result<(Checkpoint, PublicKey), NoteError> {
+    let (body, sigs) = split_note(text)?;
+    let checkpoint = Checkpoint::parse_body(body)?;
+    if let Some(expected) = origin
+        && checkpoint.origin != expected
+    {
+        return Err(NoteError::WrongOrigin {
+            found: checkpoint.origin,
+            expected: expected.into(),
+        });
+    }
+    let mut signer = None;
+    for sig in &sigs {
+        let Some(key) = keys
+            .iter()
+            .find(|k| k.name() == sig.name && k.key_id() == sig.key_id)
+        else {
+            continue;
+        };
+        key.verify(body.as_bytes(), &sig.signature)
+            .map_err(|_| NoteError::BadSignature {
+                name: sig.name.clone(),
+                key_id: hex::encode(sig.key_id),
+            })?;
+        signer.get_or_insert_with(|| key.clone());
+    }
+    let names: Vec<String> = sigs
+        .iter()
+        .map(|s| format!("{}+{}", s.name, hex::encode(s.key_id)))
+        .collect();
+    let signer = signer.ok_or_else(|| NoteError::NoKnownSigner(names.join(", ")))?;
+    Ok((checkpoint, signer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint() -> Checkpoint {
+        Checkpoint {
+            origin: "caracal.dev/ledger/test".into(),
+            size: 12,
+            root: [7; 32],
+        }
+    }
+
+    #[test]
+    fn signed_note_round_trips() {
+        let key = KeyPair::generate("caracal.dev/ledger/test").unwrap();
+        let note = checkpoint().sign(&key);
+        assert!(note.starts_with("caracal.dev/ledger/test\n12\nBwcH"));
+        assert!(note.contains("\n\n\u{2014} caracal.dev/ledger/test "));
+        let (cp, signer) = open_checkpoint(
+            &note,
+            &[key.public().clone()],
+            Some("caracal.dev/ledger/test"),
+        )
+        .unwrap();
+        assert_eq!(cp, checkpoint());
+        assert_eq!(signer.key_id(), key.key_id());
+    }
+
+    #[test]
+    fn rotated_keys_still_verify_old_notes() {
+        let old = KeyPair::generate("log").unwrap();
+        let new = KeyPair::generate("log").unwrap();
+        let cp = Checkpoint {
+            origin: "log".into(),
+            ..checkpoint()
+        };
+        let keys = [new.public().clone(), old.public().clone()];
+        assert_eq!(
+            open_checkpoint(&cp.sign(&old), &keys, None)
+                .unwrap()
+                .1
+                .key_id(),
+            old.key_id()
+        );
+        assert_eq!(
+            open_checkpoint(&cp.sign(&new), &keys, None)
+                .unwrap()
+                .1
+                .key_id(),
+            new.key_id()
+        );
+        assert!(matches!(
+            open_checkpoint(&cp.sign(&old), &[new.public().clone()], None),
+            Err(NoteError::NoKnownSigner(_))
+        ));
+    }
+
+    #[test]
+    fn any_change_to_the_note_is_rejected() {
+        let key = KeyPair::generate("log").unwrap();
+        let keys = [key.public().clone()];
+        let note = checkpoint().sign(&key);
+        for (i, _) in note.char_indices() {
+            let mut bytes = note.clone().into_bytes();
+            // Flip a low bit of ASCII bytes only, so the text stays UTF-8.
+            if !bytes[i].is_ascii() {
+                continue;
+            }
+            bytes[i] ^= 0x01;
+            let Ok(changed) = String::from_utf8(bytes) else {
+                continue;
+            };
+            if let Ok((cp, _)) = open_checkpoint(&changed, &keys, None) {
+                panic!("change at byte {i} accepted: {cp:?}");
+            }
+        }
+        assert!(open_checkpoint(&note, &keys, Some("other")).is_err());
+    }
+
+    #[test]
+    fn size_must_be_canonical_decimal() {
+        for body in ["o\n012\nAAAA\n", "o\n+1\nAAAA\n", "o\n\nAAAA\n", "o\n1\n"] {
+            assert!(Checkpoint::parse_body(body).is_err(), "{body:?}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Where the log lives: one trait, a Postgres store and a SQLite store.
+//!
+//! Stores do I/O only. Deciding indexes and nodes is [`crate::sequencer`],
+//! checking batches is [`crate::batch`], and judging integrity is
+//! [`crate::verify`], which reads through this trait and trusts nothing it
+//! reads. [`Ledger`] opens either store from a URL so callers need not care.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::batch::{Batch, BatchError};
+use crate::hash::Hash;
+use crate::keys::{KeyPair, PublicKey};
+use crate::sequencer::SequenceError;
+use crate::tree::NodeKey;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Storage failures. Callers must treat every one as "not recorded".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("batch refused: {0}")]
+    Batch(#[from] BatchError),
+    #[error("sequencing failed: {0}")]
+    Sequence(#[from] SequenceError),
+    #[error("unsupported database URL {0:?} (expected postgres://... or sqlite:...)")]
+    UnsupportedUrl(String),
+    #[error("the stored log is inconsistent, refusing to extend it: {0}")]
+    Inconsistent(String),
+    #[error("stored key is unreadable: {0}")]
+    BadKey(String),
+}
+
+/// One log entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRecord {
+    pub index: u64,
+    pub event_id: Uuid,
+    /// The exact canonical event bytes that were hashed.
+    pub leaf: Vec<u8>,
+    pub batch_root: Vec<u8>,
+    pub batch_pos: u32,
+}
+
+/// One submitted batch as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub root: Vec<u8>,
+    pub key_id: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// The batch's leaf hashes, 32 bytes each, in batch order.
+    pub leaf_hashes: Vec<u8>,
+}
+
+/// One signed checkpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub size: u64,
+    pub note: String,
+}
+
+/// What a submission did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    /// Events newly queued for sequencing.
+    pub accepted: usize,
+    /// Events already queued or logged (resubmissions are harmless).
+    pub duplicates: usize,
+}
+
+/// What one sequencing step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequenceOutcome {
+    pub appended: u64,
+    pub size: u64,
+    pub root: Hash,
+    /// The checkpoint note signed for the new size (`None` when nothing was appended).
+    pub checkpoint: Option<String>,
+}
+
+/// A summary of the log for `caracal merkle status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub entries: u64,
+    pub pending: u64,
+    pub latest_checkpoint: Option<CheckpointRecord>,
+    pub log_keys: Vec<String>,
+    pub submitters: Vec<String>,
+}
+
+/// The operations every store provides. Writes are idempotent where they can
+/// be retried; reads return raw rows for the verifier to judge.
+pub trait LedgerStore: Send + Sync {
+    /// Allows a gateway key to submit batches (idempotent).
+    fn register_submitter(
+        &self,
+        key: &PublicKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Checks a batch against the registered gateway keys and queues its new
+    /// events. Events already queued or logged are skipped, so a gateway may
+    /// resubmit after any failure.
+    fn submit(
+        &self,
+        batch: Batch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
+    /// Under the sequencer lock: gives queued events dense indexes, stores the
+    /// tree nodes they complete and a checkpoint signed by `key` (whose name is
+    /// the log origin). Appends at most [`crate::sequencer::MAX_EVENTS_PER_STEP`].
+    fn sequence_pending(
+        &self,
+        key: &KeyPair,
+    ) -> impl Future<Output = Result<SequenceOutcome, StoreError>> + Send;
+    fn status(&self) -> impl Future<Output = Result<Status, StoreError>> + Send;
+    fn submitter_keys(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn log_keys(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Every checkpoint, smallest size first.
+    fn checkpoints(&self)
+    -> impl Future<Output = Result<Vec<CheckpointRecord>, StoreError>> + Send;
+    fn batches(&self) -> impl Future<Output = Result<Vec<BatchRecord>, StoreError>> + Send;
+    /// Entries with `from <= index < to`, in index order (gaps are not filled in).
+    fn entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<Vec<EntryRecord>, StoreError>> + Send;
+    /// Entries whose indexed time and agent match, in index order.
+    fn entries_matching(
+        &self,
+        agent: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<EntryRecord>, StoreError>> + Send;
+    /// One past the highest stored index (the size the entries claim).
+    fn entry_bound(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn entry_by_event(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<EntryRecord>, StoreError>> + Send;
+    /// Lowest and one-past-highest index of entries with time in `[start, end)`.
+    fn index_range_for_time(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<(u64, u64)>, StoreError>> + Send;
+    /// Stored tree nodes among `keys` (missing ones are simply absent).
+    fn nodes(
+        &self,
+        keys: &[NodeKey],
+    ) -> impl Future<Output = Result<HashMap<NodeKey, Hash>, StoreError>> + Send;
+}
+
+/// A store opened from a URL: `postgres://...` / `postgresql://...` or `sqlite:...`.
+#[derive(Clone, Debug)]
+pub enum Ledger {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Ledger {
+    /// Connects and runs the ledger migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::open(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::open(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// Submits and sequences in one go (the in-process `caracal dev` mode).
+    pub async fn submit_and_sequence(
+        &self,
+        batch: Batch,
+        key: &KeyPair,
+    ) -> Result<SequenceOutcome, StoreError> {
+        self.submit(batch).await?;
+        self.sequence_pending(key).await
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Ledger::Postgres($s) => $e,
+            Ledger::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl LedgerStore for Ledger {
+    async fn register_submitter(&self, key: &PublicKey) -> Result<(), StoreError> {
+        dispatch!(self, s => s.register_submitter(key).await)
+    }
+    async fn submit(&self, batch: Batch) -> Result<SubmitOutcome, StoreError> {
+        dispatch!(self, s => s.submit(batch).await)
+    }
+    async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
+        dispatch!(self, s => s.sequence_pending(key).await)
+    }
+    async fn status(&self) -> Result<Status, StoreError> {
+        dispatch!(self, s => s.status().await)
+    }
+    async fn submitter_keys(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.submitter_keys().await)
+    }
+    async fn log_keys(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.log_keys().await)
+    }
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        dispatch!(self, s => s.checkpoints().await)
+    }
+    async fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        dispatch!(self, s => s.batches().await)
+    }
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
+        dispatch!(self, s => s.entries(from, to).await)
+    }
+    async fn entries_matching(
+        &self,
+        agent: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        dispatch!(self, s => s.entries_matching(agent, since, until).await)
+    }
+    async fn entry_bound(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.entry_bound().await)
+    }
+    async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
+        dispatch!(self, s => s.entry_by_event(id).await)
+    }
+    async fn index_range_for_time(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        dispatch!(self, s => s.index_range_for_time(start, end).await)
+    }
+    async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
+        dispatch!(self, s => s.nodes(keys).await)
+    }
+}
+
+/// Parses vkey strings read back from a store.
+pub(crate) fn parse_vkeys(vkeys: &[String]) -> Result<Vec<PublicKey>, StoreError> {
+    vkeys
+        .iter()
+        .map(|v| PublicKey::from_vkey(v).map_err(|e| StoreError::BadKey(e.to_string())))
+        .collect()
+}

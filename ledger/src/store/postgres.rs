@@ -1,0 +1,438 @@
+//! The Postgres store: the production home of the log.
+//!
+//! Sequencing runs in one transaction under `pg_advisory_xact_lock`, so at
+//! most one sequencer extends the log at a time even if several processes
+//! believe they lead; indexes come from the entries themselves (dense, never
+//! from a database sequence that can skip numbers). Rows are written in bulk
+//! with `UNNEST` so one step costs a few statements, not one per event.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{
+    BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, SequenceOutcome, Status, StoreError,
+    SubmitOutcome, parse_vkeys,
+};
+use crate::batch::Batch;
+use crate::hash::{Hash, hash_from_slice};
+use crate::keys::{KeyPair, PublicKey};
+use crate::sequencer::{MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
+use crate::tree::{Frontier, NodeKey, frontier_keys};
+
+/// Advisory lock key of the sequencer ("caracal" in ASCII, as a number).
+const SEQUENCER_LOCK: i64 = 0x0063_6172_6163_616c;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A Postgres-backed ledger.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError> {
+    Ok(EntryRecord {
+        index: row.try_get::<i64, _>("idx")? as u64,
+        event_id: row.try_get("event_id")?,
+        leaf: row.try_get("leaf")?,
+        batch_root: row.try_get("batch_root")?,
+        batch_pos: row.try_get::<i32, _>("batch_pos")? as u32,
+    })
+}
+
+impl PgStore {
+    /// Connects and applies the migrations under `migrations/postgres`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (migrations are still applied).
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn frontier(
+        tx: &mut Transaction<'_, Postgres>,
+        size: u64,
+    ) -> Result<Frontier, StoreError> {
+        let keys = frontier_keys(size);
+        let found = fetch_nodes(&mut **tx, &keys).await?;
+        let hashes = keys
+            .iter()
+            .map(|k| found.get(k).copied())
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
+            })?;
+        Frontier::from_hashes(size, &hashes)
+            .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))
+    }
+}
+
+async fn fetch_nodes<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    keys: &[NodeKey],
+) -> Result<HashMap<NodeKey, Hash>, StoreError> {
+    let levels: Vec<i16> = keys.iter().map(|k| i16::from(k.level)).collect();
+    let idxs: Vec<i64> = keys.iter().map(|k| to_i64(k.index)).collect();
+    let rows = sqlx::query(
+        "SELECT n.level, n.idx, n.hash FROM ledger_nodes n
+         JOIN UNNEST($1::smallint[], $2::bigint[]) AS k(level, idx)
+           ON n.level = k.level AND n.idx = k.idx",
+    )
+    .bind(&levels)
+    .bind(&idxs)
+    .fetch_all(exec)
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let hash: Vec<u8> = row.try_get("hash")?;
+        let Some(hash) = hash_from_slice(&hash) else {
+            continue;
+        };
+        let key = NodeKey {
+            level: row.try_get::<i16, _>("level")? as u8,
+            index: row.try_get::<i64, _>("idx")? as u64,
+        };
+        out.insert(key, hash);
+    }
+    Ok(out)
+}
+
+impl LedgerStore for PgStore {
+    async fn register_submitter(&self, key: &PublicKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ledger_submitters (key_id, vkey) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.key_id().to_vec())
+        .bind(key.to_vkey())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(events = batch.events.len()))]
+    async fn submit(&self, batch: Batch) -> Result<SubmitOutcome, StoreError> {
+        let submitters = parse_vkeys(&self.submitter_keys().await?)?;
+        let checked = batch.check(&submitters)?;
+        let total = checked.events.len();
+        let ids: Vec<Uuid> = checked.events.iter().map(|e| e.event.id).collect();
+        let positions: Vec<i32> = (0..total as i32).collect();
+        let leaves: Vec<Vec<u8>> = checked.events.iter().map(|e| e.bytes.clone()).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ledger_batches (root, key_id, signature, leaf_hashes)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (root) DO NOTHING",
+        )
+        .bind(checked.root.to_vec())
+        .bind(checked.key_id.to_vec())
+        .bind(&checked.signature)
+        .bind(checked.leaf_hashes_blob())
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO ledger_pending (event_id, batch_root, batch_pos, leaf)
+             SELECT u.event_id, $1, u.pos, u.leaf
+             FROM UNNEST($2::uuid[], $3::int[], $4::bytea[]) WITH ORDINALITY AS u(event_id, pos, leaf, ord)
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = u.event_id)
+             ORDER BY u.ord
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(checked.root.to_vec())
+        .bind(&ids)
+        .bind(&positions)
+        .bind(&leaves)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as usize;
+        tx.commit().await?;
+        Ok(SubmitOutcome {
+            accepted: inserted,
+            duplicates: total - inserted,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEQUENCER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO ledger_log_keys (key_id, vkey) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.key_id().to_vec())
+        .bind(key.public().to_vkey())
+        .execute(&mut *tx)
+        .await?;
+        // Events that reached the log through an earlier, racing submission.
+        sqlx::query(
+            "DELETE FROM ledger_pending p USING ledger_entries e WHERE e.event_id = p.event_id",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&mut *tx)
+            .await?;
+        let size = size as u64;
+        let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?;
+        if signed.map_or(0, |s| s as u64) != size {
+            return Err(StoreError::Inconsistent(format!(
+                "{size} entries stored but the latest checkpoint has size {}",
+                signed.unwrap_or(0)
+            )));
+        }
+        let frontier = Self::frontier(&mut tx, size).await?;
+        let rows = sqlx::query(
+            "SELECT event_id, batch_root, batch_pos, leaf FROM ledger_pending ORDER BY arrival LIMIT $1",
+        )
+        .bind(MAX_EVENTS_PER_STEP as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(SequenceOutcome {
+                appended: 0,
+                size,
+                root: frontier.root(),
+                checkpoint: None,
+            });
+        }
+        let pending = rows
+            .iter()
+            .map(|r| {
+                Ok(PendingEvent {
+                    event_id: r.try_get("event_id")?,
+                    batch_root: r.try_get("batch_root")?,
+                    batch_pos: r.try_get::<i32, _>("batch_pos")? as u32,
+                    leaf: r.try_get("leaf")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let plan = plan_append(frontier, pending, key)?;
+
+        let n = plan.entries.len();
+        let mut idx = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut leaves = Vec::with_capacity(n);
+        let mut roots = Vec::with_capacity(n);
+        let mut poss = Vec::with_capacity(n);
+        let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        let mut agents = Vec::with_capacity(n);
+        for e in plan.entries {
+            idx.push(to_i64(e.index));
+            ids.push(e.event_id);
+            leaves.push(e.leaf);
+            roots.push(e.batch_root);
+            poss.push(e.batch_pos as i32);
+            times.push(e.event_time);
+            agents.push(e.agent);
+        }
+        sqlx::query(
+            "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[], $5::int[],
+                                  $6::timestamptz[], $7::text[])",
+        )
+        .bind(&idx)
+        .bind(&ids)
+        .bind(&leaves)
+        .bind(&roots)
+        .bind(&poss)
+        .bind(&times)
+        .bind(&agents)
+        .execute(&mut *tx)
+        .await?;
+        let levels: Vec<i16> = plan.nodes.iter().map(|(k, _)| i16::from(k.level)).collect();
+        let node_idx: Vec<i64> = plan.nodes.iter().map(|(k, _)| to_i64(k.index)).collect();
+        let hashes: Vec<Vec<u8>> = plan.nodes.iter().map(|(_, h)| h.to_vec()).collect();
+        sqlx::query(
+            "INSERT INTO ledger_nodes (level, idx, hash)
+             SELECT * FROM UNNEST($1::smallint[], $2::bigint[], $3::bytea[])",
+        )
+        .bind(&levels)
+        .bind(&node_idx)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(to_i64(plan.checkpoint.size))
+        .bind(plan.checkpoint.root.to_vec())
+        .bind(key.key_id().to_vec())
+        .bind(&plan.note)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM ledger_pending WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(appended = n, size = plan.checkpoint.size, "sequenced");
+        Ok(SequenceOutcome {
+            appended: n as u64,
+            size: plan.checkpoint.size,
+            root: plan.checkpoint.root,
+            checkpoint: Some(plan.note),
+        })
+    }
+
+    async fn status(&self) -> Result<Status, StoreError> {
+        let entries = self.entry_bound().await?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_pending")
+            .fetch_one(&self.pool)
+            .await?;
+        let latest =
+            sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| -> Result<_, sqlx::Error> {
+                    Ok(CheckpointRecord {
+                        size: r.try_get::<i64, _>("size")? as u64,
+                        note: r.try_get("note")?,
+                    })
+                })
+                .transpose()?;
+        Ok(Status {
+            entries,
+            pending: pending as u64,
+            latest_checkpoint: latest,
+            log_keys: self.log_keys().await?,
+            submitters: self.submitter_keys().await?,
+        })
+    }
+
+    async fn submitter_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT vkey FROM ledger_submitters ORDER BY added_at, key_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn log_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT vkey FROM ledger_log_keys ORDER BY added_at, key_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    size: r.try_get::<i64, _>("size")? as u64,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query("SELECT root, key_id, signature, leaf_hashes FROM ledger_batches")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BatchRecord {
+                    root: r.try_get("root")?,
+                    key_id: r.try_get("key_id")?,
+                    signature: r.try_get("signature")?,
+                    leaf_hashes: r.try_get("leaf_hashes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT idx, event_id, leaf, batch_root, batch_pos FROM ledger_entries
+             WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(to_i64(from))
+        .bind(to_i64(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn entries_matching(
+        &self,
+        agent: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT idx, event_id, leaf, batch_root, batch_pos FROM ledger_entries
+             WHERE ($1::text IS NULL OR agent = $1)
+               AND ($2::timestamptz IS NULL OR event_time >= $2)
+               AND ($3::timestamptz IS NULL OR event_time < $3)
+             ORDER BY idx",
+        )
+        .bind(agent)
+        .bind(since)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn entry_bound(&self) -> Result<u64, StoreError> {
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(size as u64)
+    }
+
+    async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT idx, event_id, leaf, batch_root, batch_pos FROM ledger_entries WHERE event_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn index_range_for_time(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(idx) AS lo, MAX(idx) AS hi FROM ledger_entries WHERE event_time >= $1 AND event_time < $2",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_one(&self.pool)
+        .await?;
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        Ok(lo.zip(hi).map(|(lo, hi)| (lo as u64, hi as u64 + 1)))
+    }
+
+    async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
+        fetch_nodes(&self.pool, keys).await
+    }
+}

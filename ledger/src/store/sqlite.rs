@@ -1,0 +1,395 @@
+//! The SQLite store: the embedded default for `caracal dev`.
+//!
+//! Same tables and meaning as Postgres. The sequencer's lock is SQLite's own
+//! write lock: each step's transaction starts with a write, so from then on no
+//! other writer can slip in between reading the tree size and appending.
+//! Times are stored as microseconds since the Unix epoch.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use uuid::Uuid;
+
+use super::{
+    BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, SequenceOutcome, Status, StoreError,
+    SubmitOutcome, parse_vkeys,
+};
+use crate::batch::Batch;
+use crate::hash::{Hash, hash_from_slice};
+use crate::keys::{KeyPair, PublicKey};
+use crate::sequencer::{MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
+use crate::tree::{Frontier, NodeKey, frontier_keys};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// A SQLite-backed ledger.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord, StoreError> {
+    Ok(EntryRecord {
+        index: row.try_get::<i64, _>("idx")? as u64,
+        event_id: row.try_get("event_id")?,
+        leaf: row.try_get("leaf")?,
+        batch_root: row.try_get("batch_root")?,
+        batch_pos: row.try_get::<i64, _>("batch_pos")? as u32,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "idx, event_id, leaf, batch_root, batch_pos";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and applies `migrations/sqlite`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10));
+        // An in-memory database exists per connection, so it gets exactly one.
+        let max = if url.contains(":memory:") || url.contains("mode=memory") {
+            1
+        } else {
+            4
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+async fn fetch_nodes(
+    conn: &mut sqlx::SqliteConnection,
+    keys: &[NodeKey],
+) -> Result<HashMap<NodeKey, Hash>, StoreError> {
+    let mut out = HashMap::with_capacity(keys.len());
+    for key in keys {
+        let hash: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM ledger_nodes WHERE level = ?1 AND idx = ?2")
+                .bind(i64::from(key.level))
+                .bind(to_i64(key.index))
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(hash) = hash.as_deref().and_then(hash_from_slice) {
+            out.insert(*key, hash);
+        }
+    }
+    Ok(out)
+}
+
+impl LedgerStore for SqliteStore {
+    async fn register_submitter(&self, key: &PublicKey) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO ledger_submitters (key_id, vkey) VALUES (?1, ?2)")
+            .bind(key.key_id().to_vec())
+            .bind(key.to_vkey())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(events = batch.events.len()))]
+    async fn submit(&self, batch: Batch) -> Result<SubmitOutcome, StoreError> {
+        let submitters = parse_vkeys(&self.submitter_keys().await?)?;
+        let checked = batch.check(&submitters)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
+            .bind(checked.root.to_vec())
+            .bind(checked.key_id.to_vec())
+            .bind(&checked.signature)
+            .bind(checked.leaf_hashes_blob())
+            .execute(&mut *tx)
+            .await?;
+        let mut accepted = 0;
+        for (pos, e) in checked.events.iter().enumerate() {
+            accepted += sqlx::query(
+                "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf)
+                 SELECT ?1, ?2, ?3, ?4
+                 WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE event_id = ?1)",
+            )
+            .bind(e.event.id)
+            .bind(checked.root.to_vec())
+            .bind(pos as i64)
+            .bind(&e.bytes)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(SubmitOutcome {
+            accepted,
+            duplicates: checked.events.len() - accepted,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first: it takes SQLite's write lock for the whole step.
+        sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
+            .bind(key.key_id().to_vec())
+            .bind(key.public().to_vkey())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM ledger_pending WHERE event_id IN (SELECT event_id FROM ledger_entries)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&mut *tx)
+            .await?;
+        let size = size as u64;
+        let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?;
+        if signed.map_or(0, |s| s as u64) != size {
+            return Err(StoreError::Inconsistent(format!(
+                "{size} entries stored but the latest checkpoint has size {}",
+                signed.unwrap_or(0)
+            )));
+        }
+        let keys = frontier_keys(size);
+        let found = fetch_nodes(&mut *tx, &keys).await?;
+        let hashes = keys
+            .iter()
+            .map(|k| found.get(k).copied())
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
+            })?;
+        let frontier = Frontier::from_hashes(size, &hashes)
+            .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
+        let rows = sqlx::query("SELECT event_id, batch_root, batch_pos, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
+            .bind(MAX_EVENTS_PER_STEP as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            return Ok(SequenceOutcome {
+                appended: 0,
+                size,
+                root: frontier.root(),
+                checkpoint: None,
+            });
+        }
+        let pending = rows
+            .iter()
+            .map(|r| {
+                Ok(PendingEvent {
+                    event_id: r.try_get("event_id")?,
+                    batch_root: r.try_get("batch_root")?,
+                    batch_pos: r.try_get::<i64, _>("batch_pos")? as u32,
+                    leaf: r.try_get("leaf")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let plan = plan_append(frontier, pending, key)?;
+        let appended = plan.entries.len() as u64;
+        for e in &plan.entries {
+            sqlx::query(
+                "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(to_i64(e.index))
+            .bind(e.event_id)
+            .bind(&e.leaf)
+            .bind(&e.batch_root)
+            .bind(i64::from(e.batch_pos))
+            .bind(micros(e.event_time))
+            .bind(&e.agent)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1")
+                .bind(e.event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (k, h) in &plan.nodes {
+            sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+                .bind(i64::from(k.level))
+                .bind(to_i64(k.index))
+                .bind(h.to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(to_i64(plan.checkpoint.size))
+        .bind(plan.checkpoint.root.to_vec())
+        .bind(key.key_id().to_vec())
+        .bind(&plan.note)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SequenceOutcome {
+            appended,
+            size: plan.checkpoint.size,
+            root: plan.checkpoint.root,
+            checkpoint: Some(plan.note),
+        })
+    }
+
+    async fn status(&self) -> Result<Status, StoreError> {
+        let entries = self.entry_bound().await?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_pending")
+            .fetch_one(&self.pool)
+            .await?;
+        let latest =
+            sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| -> Result<_, sqlx::Error> {
+                    Ok(CheckpointRecord {
+                        size: r.try_get::<i64, _>("size")? as u64,
+                        note: r.try_get("note")?,
+                    })
+                })
+                .transpose()?;
+        Ok(Status {
+            entries,
+            pending: pending as u64,
+            latest_checkpoint: latest,
+            log_keys: self.log_keys().await?,
+            submitters: self.submitter_keys().await?,
+        })
+    }
+
+    async fn submitter_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT vkey FROM ledger_submitters ORDER BY added_at, key_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn log_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT vkey FROM ledger_log_keys ORDER BY added_at, key_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    size: r.try_get::<i64, _>("size")? as u64,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query("SELECT root, key_id, signature, leaf_hashes FROM ledger_batches")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BatchRecord {
+                    root: r.try_get("root")?,
+                    key_id: r.try_get("key_id")?,
+                    signature: r.try_get("signature")?,
+                    leaf_hashes: r.try_get("leaf_hashes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(from))
+            .bind(to_i64(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn entries_matching(
+        &self,
+        agent: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<EntryRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries
+             WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR event_time >= ?2)
+               AND (?3 IS NULL OR event_time < ?3)
+             ORDER BY idx"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(agent)
+            .bind(since.map(micros))
+            .bind(until.map(micros))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn entry_bound(&self) -> Result<u64, StoreError> {
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(size as u64)
+    }
+
+    async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE event_id = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn index_range_for_time(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(idx) AS lo, MAX(idx) AS hi FROM ledger_entries WHERE event_time >= ?1 AND event_time < ?2",
+        )
+        .bind(micros(start))
+        .bind(micros(end))
+        .fetch_one(&self.pool)
+        .await?;
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        Ok(lo.zip(hi).map(|(lo, hi)| (lo as u64, hi as u64 + 1)))
+    }
+
+    async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_nodes(&mut conn, keys).await
+    }
+}

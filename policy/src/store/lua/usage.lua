@@ -1,0 +1,14 @@
+-- Committed spend and live holds of each line.
+-- KEYS: per line, counter hash then holds zset.
+-- ARGV: now_ms, then per line: kind, window_ms, bucket_ms.
+-- Returns {spent1, held1, spent2, held2, ...}.
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local ck, hk = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 1 + (i - 1) * 3
+  local spent = committed(ck, ARGV[a + 1], now, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+  out[#out + 1] = spent
+  out[#out + 1] = live_held(ck, hk, now)
+end
+return out

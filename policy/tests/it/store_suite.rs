@@ -1,0 +1,305 @@
+//! One suite, two stores: every case runs against `MemoryBudgetStore` and
+//! against `RedisBudgetStore` on the real Redis, and both must agree.
+
+use std::time::Duration;
+
+use caracal_api::Micros;
+use caracal_policy::{
+    BudgetLine, BudgetStore, LineUsage, Reservation, ReserveAmount, ReserveOutcome, ReserveRequest,
+    SettleOutcome, StoreError, WindowInstance,
+};
+use chrono::{DateTime, Utc};
+
+use crate::support::{at, day_of, line};
+
+const T0: &str = "2026-05-10T12:00:00Z";
+const TTL: Duration = Duration::from_secs(60);
+
+async fn reserve(
+    store: &dyn BudgetStore,
+    id: &str,
+    lines: &[BudgetLine],
+    (min, max): (i64, i64),
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> ReserveOutcome {
+    store
+        .reserve(ReserveRequest {
+            id,
+            lines,
+            amount: ReserveAmount {
+                min: Micros(min),
+                max: Micros(max),
+            },
+            now,
+            ttl,
+        })
+        .await
+        .unwrap()
+}
+
+fn held(outcome: ReserveOutcome) -> Reservation {
+    match outcome {
+        ReserveOutcome::Reserved(r) => r,
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+async fn usage(
+    store: &dyn BudgetStore,
+    lines: &[BudgetLine],
+    now: DateTime<Utc>,
+) -> Vec<(i64, i64)> {
+    store
+        .usage(lines, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|LineUsage { spent, held }| (spent.get(), held.get()))
+        .collect()
+}
+
+async fn reserve_settle_and_exhaust(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("t1", "daily", 100, day_of(now))];
+    let first = held(reserve(store, "r1", &lines, (60, 60), now, TTL).await);
+    assert_eq!(first.amount, Micros(60));
+    assert_eq!(
+        reserve(store, "r2", &lines, (60, 60), now, TTL).await,
+        ReserveOutcome::Exhausted {
+            line: 0,
+            available: Micros(40),
+            resets_at: Some(at("2026-05-11T00:00:00Z")),
+        }
+    );
+    assert_eq!(usage(store, &lines, now).await, [(0, 60)]);
+    let settled = store.settle(&first, Micros(30), now).await.unwrap();
+    assert_eq!(settled, SettleOutcome::Settled);
+    assert_eq!(usage(store, &lines, now).await, [(30, 0)]);
+    held(reserve(store, "r3", &lines, (70, 70), now, TTL).await);
+    assert!(matches!(
+        reserve(store, "r4", &lines, (1, 1), now, TTL).await,
+        ReserveOutcome::Exhausted {
+            available: Micros(0),
+            ..
+        }
+    ));
+}
+
+async fn reserves_on_all_lines_or_none(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let parent = line("t2", "parent", 100, day_of(now));
+    let child = line("t2", "child", 50, day_of(now));
+    let spend = held(
+        reserve(
+            store,
+            "c1",
+            std::slice::from_ref(&child),
+            (40, 40),
+            now,
+            TTL,
+        )
+        .await,
+    );
+    store.settle(&spend, Micros(40), now).await.unwrap();
+    let both = [parent.clone(), child.clone()];
+    assert!(matches!(
+        reserve(store, "c2", &both, (20, 20), now, TTL).await,
+        ReserveOutcome::Exhausted {
+            line: 1,
+            available: Micros(10),
+            ..
+        }
+    ));
+    // Nothing was held on the parent by the failed attempt.
+    assert_eq!(usage(store, &both, now).await, [(0, 0), (40, 0)]);
+    let ok = held(reserve(store, "c3", &both, (10, 10), now, TTL).await);
+    assert_eq!(usage(store, &both, now).await, [(0, 10), (40, 10)]);
+    store.settle(&ok, Micros(7), now).await.unwrap();
+    assert_eq!(usage(store, &both, now).await, [(7, 0), (47, 0)]);
+}
+
+async fn flexible_amount_takes_what_the_tightest_line_has(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [
+        line("t3", "wide", 1_000, day_of(now)),
+        line("t3", "narrow", 300, day_of(now)),
+    ];
+    let r = held(reserve(store, "f1", &lines, (10, 250), now, TTL).await);
+    assert_eq!(r.amount, Micros(250));
+    let r = held(reserve(store, "f2", &lines, (10, 250), now, TTL).await);
+    assert_eq!(r.amount, Micros(50));
+    assert!(matches!(
+        reserve(store, "f3", &lines, (10, 250), now, TTL).await,
+        ReserveOutcome::Exhausted { line: 1, .. }
+    ));
+}
+
+async fn unsettled_holds_expire(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("t4", "daily", 100, day_of(now))];
+    held(
+        reserve(
+            store,
+            "dead",
+            &lines,
+            (100, 100),
+            now,
+            Duration::from_secs(1),
+        )
+        .await,
+    );
+    let half = now + chrono::Duration::milliseconds(999);
+    assert!(matches!(
+        reserve(store, "e1", &lines, (1, 1), half, TTL).await,
+        ReserveOutcome::Exhausted { .. }
+    ));
+    let after = now + chrono::Duration::seconds(1);
+    let r = held(reserve(store, "e2", &lines, (100, 100), after, TTL).await);
+    assert_eq!(usage(store, &lines, after).await, [(0, 100)]);
+    store.settle(&r, Micros(100), after).await.unwrap();
+    assert_eq!(usage(store, &lines, after).await, [(100, 0)]);
+}
+
+async fn settle_is_once_and_counts_even_after_expiry(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("t5", "daily", 1_000, day_of(now))];
+    let r = held(reserve(store, "s1", &lines, (100, 100), now, Duration::from_secs(1)).await);
+    // The gateway was slow: the hold expired before the response came back,
+    // but the money was spent, so it is still committed.
+    let late = now + chrono::Duration::seconds(5);
+    assert_eq!(
+        store.settle(&r, Micros(80), late).await.unwrap(),
+        SettleOutcome::Settled
+    );
+    assert_eq!(
+        store.settle(&r, Micros(80), late).await.unwrap(),
+        SettleOutcome::AlreadySettled
+    );
+    assert_eq!(usage(store, &lines, late).await, [(80, 0)]);
+}
+
+async fn window_resets_during_a_request(store: &dyn BudgetStore) {
+    let before = at("2026-05-10T23:59:59Z");
+    let after = at("2026-05-11T00:00:01Z");
+    let old_day = [line("t6", "daily", 100, day_of(before))];
+    let new_day = [line("t6", "daily", 100, day_of(after))];
+    assert_ne!(old_day[0].key, new_day[0].key);
+    let r = held(reserve(store, "w1", &old_day, (100, 100), before, TTL).await);
+    // The new day starts empty while the old request is still in flight.
+    held(reserve(store, "w2", &new_day, (100, 100), after, TTL).await);
+    // Its cost lands in the day it was reserved in.
+    store.settle(&r, Micros(90), after).await.unwrap();
+    assert_eq!(usage(store, &old_day, after).await, [(90, 0)]);
+    assert_eq!(usage(store, &new_day, after).await, [(0, 100)]);
+}
+
+async fn rolling_window_forgets_old_spend(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let window = WindowInstance::Rolling {
+        seconds: 60,
+        bucket_seconds: 1,
+    };
+    let lines = [line("t7", "rolling", 100, window)];
+    let r = held(reserve(store, "o1", &lines, (100, 100), now, TTL).await);
+    store.settle(&r, Micros(100), now).await.unwrap();
+    let soon = now + chrono::Duration::seconds(30);
+    // Spend in the bucket starting at T0 counts until T0 + 1s + 60s.
+    assert_eq!(
+        reserve(store, "o2", &lines, (1, 1), soon, TTL).await,
+        ReserveOutcome::Exhausted {
+            line: 0,
+            available: Micros(0),
+            resets_at: Some(at("2026-05-10T12:01:01Z")),
+        }
+    );
+    let edge = at("2026-05-10T12:01:00.999Z");
+    assert!(matches!(
+        reserve(store, "o3", &lines, (1, 1), edge, TTL).await,
+        ReserveOutcome::Exhausted { .. }
+    ));
+    let later = at("2026-05-10T12:01:01Z");
+    held(reserve(store, "o4", &lines, (100, 100), later, TTL).await);
+}
+
+async fn invalid_requests_are_refused(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("t8", "daily", 100, day_of(now))];
+    let bad_id = store
+        .reserve(ReserveRequest {
+            id: "has:colon",
+            lines: &lines,
+            amount: ReserveAmount {
+                min: Micros(1),
+                max: Micros(1),
+            },
+            now,
+            ttl: TTL,
+        })
+        .await;
+    assert!(matches!(bad_id, Err(StoreError::Invalid(_))));
+    let mixed = [lines[0].clone(), line("other", "daily", 100, day_of(now))];
+    let mixed_trees = store
+        .reserve(ReserveRequest {
+            id: "ok",
+            lines: &mixed,
+            amount: ReserveAmount {
+                min: Micros(1),
+                max: Micros(1),
+            },
+            now,
+            ttl: TTL,
+        })
+        .await;
+    assert!(matches!(mixed_trees, Err(StoreError::Invalid(_))));
+    let inverted = store
+        .reserve(ReserveRequest {
+            id: "ok",
+            lines: &lines,
+            amount: ReserveAmount {
+                min: Micros(2),
+                max: Micros(1),
+            },
+            now,
+            ttl: TTL,
+        })
+        .await;
+    assert!(matches!(inverted, Err(StoreError::Invalid(_))));
+    assert_eq!(usage(store, &lines, now).await, [(0, 0)]);
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let store = caracal_policy::MemoryBudgetStore::new();
+                    super::$case(&store).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let redis = crate::support::TestRedis::new();
+                    let store = redis.store().await;
+                    super::$case(&store).await;
+                    redis.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    reserve_settle_and_exhaust,
+    reserves_on_all_lines_or_none,
+    flexible_amount_takes_what_the_tightest_line_has,
+    unsettled_holds_expire,
+    settle_is_once_and_counts_even_after_expiry,
+    window_resets_during_a_request,
+    rolling_window_forgets_old_spend,
+    invalid_requests_are_refused,
+);
