@@ -131,7 +131,8 @@ pub struct Rule {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Glob allowlists (`*` any run of characters, `?` one character).
+/// Glob allowlists (`*` any run of characters, `?` one character). Tool
+/// patterns match `provider/tool` (e.g. `github/search_*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Allow {

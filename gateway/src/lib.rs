@@ -11,3 +11,12 @@
 pub mod refusal;
 pub mod spool;
 pub mod wire;
+pub mod config;
+pub mod identity;
+pub mod mock;
+pub mod upstream;
+pub mod live;
+pub mod metrics;
+pub mod proxy;
+pub mod ledger_sink;
+pub mod server;

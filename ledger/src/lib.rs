@@ -1,6 +1,7 @@
 //! The verifiable ledger (see docs/ledger.md).
 pub mod batch;
 pub mod event;
+pub mod export;
 pub mod hash;
 pub mod keys;
 pub mod note;
@@ -8,3 +9,4 @@ pub mod proof;
 pub mod sequencer;
 pub mod store;
 pub mod tree;
+pub mod verify;

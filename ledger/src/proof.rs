@@ -5,7 +5,7 @@
 //! [`crate::tree::range_hash`] turns each range into a hash from stored nodes.
 //! Verification needs only hashes and sizes; it never trusts the prover.
 
-use crate::hash::{Hash, node_hash};
+use crate::hash::{Hash, hash_from_slice, node_hash};
 use crate::tree::{LeafRange, split_point};
 
 /// Why a proof was rejected.
@@ -206,6 +206,53 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// [`verify_inclusion`] over untrusted byte strings: every hash must be
+/// exactly 32 bytes (a short hash is refused, never padded).
+pub fn verify_inclusion_bytes(
+    index: u64,
+    size: u64,
+    leaf: &[u8],
+    proof: &[Vec<u8>],
+    root: &[u8],
+) -> Result<(), ProofError> {
+    let leaf = hash_from_slice(leaf).ok_or(ProofError::BadHashLength)?;
+    let root = hash_from_slice(root).ok_or(ProofError::BadHashLength)?;
+    let proof = hashes(proof)?;
+    verify_inclusion(index, size, &leaf, &proof, &root)
+}
+
+/// [`verify_consistency`] over untrusted byte strings. Sizes are checked
+/// first; equal sizes need an empty proof and byte-equal roots (there is
+/// nothing to hash, so the roots are compared as given); otherwise every hash
+/// must be exactly 32 bytes.
+pub fn verify_consistency_bytes(
+    old: u64,
+    new: u64,
+    old_root: &[u8],
+    new_root: &[u8],
+    proof: &[Vec<u8>],
+) -> Result<(), ProofError> {
+    if old == 0 {
+        return Err(ProofError::EmptyOldTree);
+    }
+    if old > new {
+        return Err(ProofError::SizesOutOfOrder { old, new });
+    }
+    if old == new {
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        return if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) };
+    }
+    let old_root = hash_from_slice(old_root).ok_or(ProofError::BadHashLength)?;
+    let new_root = hash_from_slice(new_root).ok_or(ProofError::BadHashLength)?;
+    verify_consistency(old, new, &old_root, &new_root, &hashes(proof)?)
+}
+
+fn hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, ProofError> {
+    proof.iter().map(|p| hash_from_slice(p).ok_or(ProofError::BadHashLength)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,51 +261,75 @@ mod tests {
 
     /// The RFC 6962 definitions written as literally as possible, over a leaf
     /// list, as an independent reference for the node-store implementation.
+    /// The RFC 6962 definitions written as literally as possible, over a leaf
+    /// list, as an independent reference for the node-store implementation.
+    /// `MTH` is memoised by leaf range only so the exhaustive test runs quickly
+    /// in debug builds; the recursion is the RFC's.
     mod naive {
         use super::*;
+        use std::collections::HashMap;
 
-        pub fn mth(leaves: &[Hash]) -> Hash {
-            match leaves.len() {
-                0 => crate::hash::empty_root(),
-                1 => leaves[0],
-                n => {
-                    let k = split_point(n as u64) as usize;
-                    node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        pub struct Naive<'a> {
+            pub leaves: &'a [Hash],
+            memo: HashMap<(usize, usize), Hash>,
+        }
+
+        impl<'a> Naive<'a> {
+            pub fn new(leaves: &'a [Hash]) -> Self {
+                Self { leaves, memo: HashMap::new() }
+            }
+
+            /// MTH(D[a:b]).
+            pub fn mth(&mut self, a: usize, b: usize) -> Hash {
+                if let Some(h) = self.memo.get(&(a, b)) {
+                    return *h;
+                }
+                let h = match b - a {
+                    0 => crate::hash::empty_root(),
+                    1 => self.leaves[a],
+                    n => {
+                        let k = split_point(n as u64) as usize;
+                        node_hash(&self.mth(a, a + k), &self.mth(a + k, b))
+                    }
+                };
+                self.memo.insert((a, b), h);
+                h
+            }
+
+            /// PATH(m, D[a:b]).
+            pub fn path(&mut self, m: usize, a: usize, b: usize) -> Vec<Hash> {
+                let n = b - a;
+                if n <= 1 {
+                    return vec![];
+                }
+                let k = split_point(n as u64) as usize;
+                if m < k {
+                    let mut p = self.path(m, a, a + k);
+                    p.push(self.mth(a + k, b));
+                    p
+                } else {
+                    let mut p = self.path(m - k, a + k, b);
+                    p.push(self.mth(a, a + k));
+                    p
                 }
             }
-        }
 
-        pub fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
-            let n = leaves.len();
-            if n <= 1 {
-                return vec![];
-            }
-            let k = split_point(n as u64) as usize;
-            if m < k {
-                let mut p = path(m, &leaves[..k]);
-                p.push(mth(&leaves[k..]));
-                p
-            } else {
-                let mut p = path(m - k, &leaves[k..]);
-                p.push(mth(&leaves[..k]));
-                p
-            }
-        }
-
-        pub fn subproof(m: usize, leaves: &[Hash], b: bool) -> Vec<Hash> {
-            let n = leaves.len();
-            if m == n {
-                return if b { vec![] } else { vec![mth(leaves)] };
-            }
-            let k = split_point(n as u64) as usize;
-            if m <= k {
-                let mut p = subproof(m, &leaves[..k], b);
-                p.push(mth(&leaves[k..]));
-                p
-            } else {
-                let mut p = subproof(m - k, &leaves[k..], false);
-                p.push(mth(&leaves[..k]));
-                p
+            /// SUBPROOF(m, D[a:b], complete).
+            pub fn subproof(&mut self, m: usize, a: usize, b: usize, complete: bool) -> Vec<Hash> {
+                let n = b - a;
+                if m == n {
+                    return if complete { vec![] } else { vec![self.mth(a, b)] };
+                }
+                let k = split_point(n as u64) as usize;
+                if m <= k {
+                    let mut p = self.subproof(m, a, a + k, complete);
+                    p.push(self.mth(a + k, b));
+                    p
+                } else {
+                    let mut p = self.subproof(m - k, a + k, b, false);
+                    p.push(self.mth(a, a + k));
+                    p
+                }
             }
         }
     }
@@ -274,13 +345,14 @@ mod tests {
     #[test]
     fn matches_naive_rfc_recursion_for_sizes_1_to_300() {
         let all = leaves(300);
+        let mut naive = naive::Naive::new(&all);
         let mut tree = MemoryTree::new();
         let mut roots = vec![crate::hash::empty_root()];
         for (i, leaf) in all.iter().enumerate() {
             tree.push(*leaf);
             let size = i + 1;
             let root = tree.root();
-            assert_eq!(root, naive::mth(&all[..size]), "root at size {size}");
+            assert_eq!(root, naive.mth(0, size), "root at size {size}");
             assert_eq!(tree.root_at(size as u64), Some(root));
             roots.push(root);
         }
@@ -288,7 +360,7 @@ mod tests {
             let root = roots[size];
             for m in 0..size {
                 let proof = tree.inclusion_proof(m as u64, size as u64).unwrap();
-                assert_eq!(proof, naive::path(m, &all[..size]), "path {m} in {size}");
+                assert_eq!(proof, naive.path(m, 0, size), "path {m} in {size}");
                 verify_inclusion(m as u64, size as u64, &all[m], &proof, &root).unwrap();
             }
             for old in 1..=size {
@@ -296,7 +368,7 @@ mod tests {
                 let expected = if old == size {
                     vec![]
                 } else {
-                    naive::subproof(old, &all[..size], true)
+                    naive.subproof(old, 0, size, true)
                 };
                 assert_eq!(proof, expected, "consistency {old} -> {size}");
                 verify_consistency(old as u64, size as u64, &roots[old], &root, &proof).unwrap();

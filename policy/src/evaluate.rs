@@ -151,7 +151,14 @@ fn check_rule(rule: &Rule, request: &Request<'_>, now: DateTime<Utc>) -> Result<
                 model: model.to_owned(),
             })
         }
-        Call::Tool { tool } if !allowed_by(rule.allow.tools.as_deref(), tool) => {
+        // Tool patterns name the MCP server too: "github/search_*".
+        Call::Tool { tool }
+            if rule.allow.tools.is_some()
+                && !allowed_by(
+                    rule.allow.tools.as_deref(),
+                    &format!("{}/{tool}", request.provider),
+                ) =>
+        {
             Err(DenyReason::ToolNotAllowed {
                 tool: tool.to_owned(),
             })

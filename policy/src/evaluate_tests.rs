@@ -23,7 +23,7 @@ fn team_policy() -> Rule {
         "team/bot",
     );
     rule.allow.models = Some(vec!["gpt-*".into(), "claude-*".into()]);
-    rule.allow.tools = Some(vec!["web_*".into()]);
+    rule.allow.tools = Some(vec!["search/web_*".into()]);
     rule.max_request_cost = Some(Micros(500_000));
     rule
 }

@@ -11,6 +11,7 @@
 //! 3. after the response, [`Budgets::settle`] commits the actual cost
 //!    (priced with [`ModelRates::cost`]) and releases the rest.
 
+pub mod compile;
 pub mod cost;
 pub mod decision;
 pub mod evaluate;
@@ -19,6 +20,7 @@ pub mod glob;
 pub mod store;
 pub mod window;
 
+pub use compile::{CompileInput, Compiled, ObjectKind, Problem, compile};
 pub use cost::{ModelRates, Usage};
 pub use decision::{
     Allowed, BudgetLine, Call, Decision, Denial, DenyReason, Pricing, Request, ReserveAmount,

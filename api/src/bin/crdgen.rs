@@ -1,11 +1,16 @@
-//! Writes the CRD manifests generated from the Rust types into a directory
-//! (default `crds/`). A test in this crate fails when the committed files
-//! differ from what the types generate.
+//! Writes the files generated from the CRD types: the manifests (`crds/*.yaml`)
+//! and the reference (`docs/reference/crds.md`). With a directory argument,
+//! writes all of them flat into that directory instead (used by the check
+//! that the committed copies are current).
 
 use std::{env, fs, path::PathBuf, process::ExitCode};
 
 fn main() -> ExitCode {
-    let dir = PathBuf::from(env::args().nth(1).unwrap_or_else(|| "crds".into()));
+    let out = env::args().nth(1).map(PathBuf::from);
+    let (crd_dir, doc_dir) = match &out {
+        Some(dir) => (dir.clone(), dir.clone()),
+        None => (PathBuf::from("crds"), PathBuf::from("docs/reference")),
+    };
     let manifests = match caracal_api::crd::generated_manifests() {
         Ok(m) => m,
         Err(e) => {
@@ -13,9 +18,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for (file, yaml) in manifests {
-        let path = dir.join(file);
-        if let Err(e) = fs::write(&path, yaml) {
+    let mut files: Vec<(PathBuf, String)> = manifests
+        .into_iter()
+        .map(|(f, y)| (crd_dir.join(f), y))
+        .collect();
+    files.push((
+        doc_dir.join("crds.md"),
+        caracal_api::crd::generated_reference(),
+    ));
+    for (path, text) in files {
+        if let Some(parent) = path.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        if let Err(e) = fs::write(&path, text) {
             eprintln!("crdgen: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

@@ -16,8 +16,6 @@ use crate::money::Micros;
     kind = "Agent",
     namespaced,
     status = "AgentStatus",
-    shortname = "agent",
-    shortname = "agents",
     shortname = "cag",
     category = "caracal",
     printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.owner"}"#,

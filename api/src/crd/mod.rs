@@ -5,12 +5,14 @@ mod agent;
 mod common;
 mod delegation;
 mod policy;
+mod reference;
 
 pub use agent::{
     Agent, AgentSpec, AgentStatus, ApiKeyIdentity, BudgetStatus, GatewaySync, Identity,
 };
 pub use common::{AgentRef, Allow, Budget, Condition, Period, Window, WindowType};
 pub use delegation::{Delegation, DelegationSpec, DelegationState, DelegationStatus};
+pub use kube::api::ObjectMeta;
 pub use policy::{Enforcement, Policy, PolicySpec, PolicyStatus};
 
 use kube::CustomResourceExt;
@@ -39,4 +41,10 @@ pub fn generated_manifests() -> Result<Vec<(&'static str, String)>, GenerateErro
         ("policy.yaml", render("Policy", Policy::crd())?),
         ("delegation.yaml", render("Delegation", Delegation::crd())?),
     ])
+}
+
+/// The CRD reference document (`docs/reference/crds.md`), generated from the
+/// same schemas as the manifests.
+pub fn generated_reference() -> String {
+    reference::render(&[Agent::crd(), Policy::crd(), Delegation::crd()])
 }

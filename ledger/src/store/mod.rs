@@ -51,6 +51,10 @@ pub struct EntryRecord {
     pub leaf: Vec<u8>,
     pub batch_root: Vec<u8>,
     pub batch_pos: u32,
+    /// The leaf hash the tree recorded for this index when it was sequenced
+    /// (level-0 node), where the read provides it; lets the verifier name the
+    /// exact index of swapped or rewritten entries.
+    pub recorded_hash: Option<Vec<u8>>,
 }
 
 /// One submitted batch as stored.

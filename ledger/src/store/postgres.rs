@@ -45,6 +45,7 @@ fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError
         leaf: row.try_get("leaf")?,
         batch_root: row.try_get("batch_root")?,
         batch_pos: row.try_get::<i32, _>("batch_pos")? as u32,
+        recorded_hash: row.try_get("recorded_hash").ok().flatten(),
     })
 }
 
@@ -367,8 +368,9 @@ impl LedgerStore for PgStore {
 
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT idx, event_id, leaf, batch_root, batch_pos FROM ledger_entries
-             WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            "SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash AS recorded_hash
+             FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
+             WHERE e.idx >= $1 AND e.idx < $2 ORDER BY e.idx",
         )
         .bind(to_i64(from))
         .bind(to_i64(to))

@@ -49,6 +49,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord, StoreError> {
         leaf: row.try_get("leaf")?,
         batch_root: row.try_get("batch_root")?,
         batch_pos: row.try_get::<i64, _>("batch_pos")? as u32,
+        recorded_hash: row.try_get("recorded_hash").ok().flatten(),
     })
 }
 
@@ -324,7 +325,9 @@ impl LedgerStore for SqliteStore {
 
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx"
+            "SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash AS recorded_hash
+             FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
+             WHERE e.idx >= ?1 AND e.idx < ?2 ORDER BY e.idx"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(from))

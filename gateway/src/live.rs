@@ -1,0 +1,28 @@
+//! The configuration a gateway serves with, swapped whole on every change.
+//!
+//! Requests take a cheap `Arc` clone of the current [`Live`] when they
+//! start, so a reload never changes the rules under a request in flight.
+
+use std::sync::Arc;
+
+use caracal_api::snapshot::ConfigSnapshot;
+use tokio::sync::watch;
+
+use crate::identity::KeyTable;
+
+/// The policy snapshot and the agents' key digests that go with it.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// `None` until a snapshot arrives; every request is denied until then.
+    pub snapshot: Option<Arc<ConfigSnapshot>>,
+    pub keys: Arc<KeyTable>,
+}
+
+/// Publishes new [`Live`] values to a running gateway.
+pub type LiveSender = watch::Sender<Arc<Live>>;
+pub type LiveReceiver = watch::Receiver<Arc<Live>>;
+
+/// A channel starting with no configuration.
+pub fn channel() -> (LiveSender, LiveReceiver) {
+    watch::channel(Arc::new(Live::default()))
+}

@@ -1,0 +1,122 @@
+//! MCP over streamable HTTP.
+//!
+//! `tools/call` is evaluated (allowlists, per-call price, budgets) and
+//! charged its per-call price when the server accepts it (2xx). Every other
+//! message passes once the agent is known, ready and allowed this provider;
+//! such messages cost nothing and produce no ledger event. Responses,
+//! including SSE streams, are relayed as they come. The tool call's event is
+//! spooled before the response starts, since its cost is known by then.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use caracal_api::{Micros, snapshot::AgentState};
+use caracal_ledger::event::Outcome;
+use caracal_policy::{Call, Decision, Denial, DenyReason, Pricing, Request as PolicyRequest, evaluate};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
+
+use super::{Gateway, Record, authenticate, model::settle, read_body, refusal_for, spool_refusal};
+use crate::{
+    config::Provider,
+    refusal::Refusal,
+    upstream::{Body, relayed_headers},
+    wire::mcp::{McpMessage, classify},
+};
+
+pub(super) async fn handle(
+    gw: &Arc<Gateway>,
+    provider: &Provider,
+    req: Request<Incoming>,
+    rest: &str,
+    request_id: &str,
+    started: Instant,
+) -> Result<Response<Body>, Refusal> {
+    let live = gw.live.borrow().clone();
+    let agent = authenticate(req.headers(), &live)?;
+    let mut record = Record::new(request_id, started, &agent, &provider.name);
+    let now = chrono::Utc::now();
+    let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
+    let Some(snapshot) = live.snapshot.clone() else {
+        return Err(deny(Denial::new(DenyReason::NoConfig, None)));
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = if parts.method == Method::POST { read_body(body, gw.limits.max_request_bytes).await? } else { Bytes::new() };
+    let message = if parts.method == Method::POST {
+        classify(&bytes).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_mcp_message", e.to_string()))?
+    } else {
+        McpMessage::Other
+    };
+
+    let McpMessage::ToolCall { tool } = message else {
+        // Not metered, but still only for agents allowed to use this server.
+        let entry = snapshot.agents.get(&agent).ok_or_else(|| deny(Denial::new(DenyReason::UnknownAgent, None)))?;
+        if entry.state != AgentState::Ready {
+            return Err(deny(Denial::new(DenyReason::AgentNotReady { detail: format!("{:?}", entry.state) }, None)));
+        }
+        if !entry.providers.iter().any(|p| p == &provider.name) {
+            return Err(deny(Denial::new(DenyReason::ProviderNotAllowed { provider: provider.name.clone() }, None)));
+        }
+        let response = gw
+            .upstream
+            .send(provider, parts.method, rest, &parts.headers, bytes)
+            .await
+            .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()))?;
+        return Ok(relay(response));
+    };
+
+    record.tool = Some(tool.clone());
+    if let Err(e) = gw.spool.check_room() {
+        let refusal = spool_refusal(&e);
+        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+        return Err(refusal);
+    }
+    let request = PolicyRequest { agent: &agent, provider: &provider.name, call: Call::Tool { tool: &tool } };
+    let allowed = match evaluate(&snapshot, &request, now) {
+        Decision::Allow(a) => a,
+        Decision::Deny(d) => {
+            let refusal = deny(d);
+            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+            return Err(refusal);
+        }
+    };
+    let per_call = match allowed.pricing {
+        Pricing::Tool { per_call } => per_call,
+        Pricing::Model(_) => Micros::ZERO,
+    };
+    let reservation_id = uuid::Uuid::now_v7().simple().to_string();
+    let reservation = match gw.budgets.reserve(&allowed, &reservation_id, now).await {
+        Ok(r) => r,
+        Err(d) => {
+            let refusal = deny(d);
+            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+            return Err(refusal);
+        }
+    };
+    record.reserved = reservation.amount;
+    let response = match gw.upstream.send(provider, parts.method, rest, &parts.headers, bytes).await {
+        Ok(r) => r,
+        Err(e) => {
+            settle(gw, &reservation, Micros::ZERO).await;
+            record.finish(Outcome::UpstreamError, "upstream_unreachable");
+            let _ = gw.finish(&record, Some(&snapshot)).await;
+            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()));
+        }
+    };
+    if response.status().is_success() {
+        record.cost = per_call;
+        record.finish(Outcome::Allowed, "");
+    } else {
+        record.finish(Outcome::UpstreamError, format!("upstream_status_{}", response.status().as_u16()));
+    }
+    settle(gw, &reservation, record.cost).await;
+    gw.finish(&record, Some(&snapshot)).await.map_err(|e| spool_refusal(&e))?;
+    Ok(relay(response))
+}
+
+fn relay(response: Response<Body>) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let mut out = Response::new(body);
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = relayed_headers(&parts.headers);
+    out
+}

@@ -1,0 +1,235 @@
+//! The request path. `handle` routes a request to a provider and turns any
+//! refusal into the provider SDK's error shape; the provider-specific flows
+//! live in `model` (completions, responses, embeddings, messages) and `mcp`.
+
+mod deny;
+mod mcp;
+mod model;
+mod record;
+mod stream;
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use caracal_api::snapshot::ConfigSnapshot;
+use caracal_ledger::event::Outcome;
+use caracal_policy::Budgets;
+use http_body_util::{BodyExt, Limited};
+use hyper::{
+    HeaderMap, Request, Response, StatusCode,
+    body::Incoming,
+    header::{HeaderValue, RETRY_AFTER},
+};
+use tracing::Instrument;
+
+pub use deny::refusal_for;
+pub use record::Record;
+
+use crate::{
+    config::{Limits, Provider, ProviderKind},
+    identity,
+    live::{Live, LiveReceiver},
+    metrics::Metrics,
+    refusal::{ErrorStyle, Refusal, error_body},
+    spool::{Spool, SpoolError},
+    upstream::{Body, UpstreamClient, full},
+};
+
+/// Everything the request path shares across connections.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) providers: HashMap<String, Provider>,
+    pub(crate) live: LiveReceiver,
+    pub(crate) budgets: Budgets,
+    pub(crate) spool: Spool,
+    pub(crate) upstream: UpstreamClient,
+    pub(crate) limits: Limits,
+    pub(crate) gateway_id: String,
+    pub(crate) metrics: Metrics,
+}
+
+impl Gateway {
+    pub fn new(
+        providers: Vec<Provider>,
+        live: LiveReceiver,
+        budgets: Budgets,
+        spool: Spool,
+        limits: Limits,
+        gateway_id: impl Into<String>,
+    ) -> Result<Gateway, rustls::Error> {
+        Ok(Gateway {
+            providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            live,
+            budgets,
+            upstream: UpstreamClient::new(limits.upstream_timeout)?,
+            spool,
+            limits,
+            gateway_id: gateway_id.into(),
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(self.spool.status())
+    }
+
+    /// Ready to serve: a snapshot is loaded and the ledger is taking events.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.live.borrow().snapshot.is_none() {
+            return Err("no configuration snapshot yet");
+        }
+        if self.spool.check_room().is_err() {
+            return Err("the spool is full; the ledger store is not taking events");
+        }
+        Ok(())
+    }
+
+    /// Append the request's event to the spool (waiting for fsync) and count
+    /// it. An error means the event is not durable.
+    pub(crate) async fn finish(&self, record: &Record, snapshot: Option<&ConfigSnapshot>) -> Result<(), SpoolError> {
+        let event = record::event(record, snapshot, &self.gateway_id);
+        let result = match event.encode() {
+            Ok(bytes) => self.spool.append(bytes).await,
+            Err(e) => Err(SpoolError::Io { path: self.spool.dir().to_owned(), source: std::io::Error::other(e.to_string()) }),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "could not record the metering event");
+        }
+        let outcome = if result.is_ok() { record.outcome.as_str() } else { "unrecorded" };
+        self.metrics.record(
+            &record.provider,
+            outcome,
+            &record.reason,
+            record.cost.get(),
+            &record.tokens_by_kind(),
+            record.started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    /// Record a refusal decided before anything was forwarded.
+    pub(crate) async fn finish_denied(&self, mut record: Record, refusal: &Refusal, snapshot: Option<&ConfigSnapshot>) {
+        record.finish(Outcome::Denied, refusal.reason.clone());
+        // The refusal stands whether or not the event could be written.
+        let _ = self.finish(&record, snapshot).await;
+    }
+}
+
+/// Serve one request.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    async move {
+        let mut response = route(&gw, req, &request_id, started).await;
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", v.clone());
+            response.headers_mut().insert("request-id", v);
+        }
+        tracing::info!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(gw: &Arc<Gateway>, req: Request<Incoming>, request_id: &str, started: Instant) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/healthz" => return plain(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            return match gw.readiness() {
+                Ok(()) => plain(StatusCode::OK, "ready\n"),
+                Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+            };
+        }
+        "/metrics" => {
+            let mut r = plain(StatusCode::OK, &gw.metrics_text());
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+            return r;
+        }
+        _ => {}
+    }
+    let trimmed = path.trim_start_matches('/');
+    let (name, rest) = trimmed.split_once('/').map_or((trimmed, "/"), |(n, r)| (n, r));
+    let Some(provider) = gw.providers.get(name) else {
+        let refusal = Refusal::new(StatusCode::NOT_FOUND, "unknown_provider", format!("no provider named {name:?} is configured; use /PROVIDER/v1/..."));
+        return refusal_response(ErrorStyle::OpenAi, &refusal, request_id);
+    };
+    let mut rest = format!("/{rest}");
+    if let Some(q) = req.uri().query() {
+        rest.push('?');
+        rest.push_str(q);
+    }
+    let style = match provider.kind {
+        ProviderKind::Anthropic => ErrorStyle::Anthropic,
+        ProviderKind::Mcp => ErrorStyle::Plain,
+        // The mock answers both shapes; its errors follow the endpoint.
+        ProviderKind::Mock if rest.starts_with("/v1/messages") => ErrorStyle::Anthropic,
+        _ => ErrorStyle::OpenAi,
+    };
+    let result = match provider.kind {
+        ProviderKind::Mcp => mcp::handle(gw, provider, req, &rest, request_id, started).await,
+        _ => model::handle(gw, provider, req, &rest, request_id, started).await,
+    };
+    result.unwrap_or_else(|refusal| refusal_response(style, &refusal, request_id))
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(full(text.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// A refusal as an HTTP response in the SDK's error shape.
+pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) -> Response<Body> {
+    let body = error_body(style, refusal, request_id).to_string();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = refusal.status;
+    let headers = r.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-caracal-reason", HeaderValue::from_str(&refusal.reason).unwrap_or(HeaderValue::from_static("unknown")));
+    if let Some(seconds) = refusal.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    // The official SDKs retry 429 and 5xx by themselves; a budget or policy
+    // refusal will not change in the next second, so tell them not to.
+    if refusal.status != StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    r
+}
+
+/// The agent a request's credential names.
+pub(crate) fn authenticate(headers: &HeaderMap, live: &Live) -> Result<String, Refusal> {
+    let key = identity::presented_key(headers).ok_or_else(|| {
+        Refusal::new(StatusCode::UNAUTHORIZED, "missing_credentials", "send your Caracal key as `Authorization: Bearer KEY` or `x-api-key: KEY`")
+    })?;
+    live.keys
+        .agent_for(key)
+        .map(str::to_owned)
+        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the key is not a known Caracal agent key"))
+}
+
+/// Read a request body, refusing one over `limit` bytes.
+pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the gateway's limit of {limit} bytes"),
+        )),
+        Err(e) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read the request body: {e}"))),
+    }
+}
+
+pub(crate) fn spool_refusal(e: &SpoolError) -> Refusal {
+    let reason = if matches!(e, SpoolError::Full { .. }) { "spool_full" } else { "spool_unavailable" };
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string())
+}

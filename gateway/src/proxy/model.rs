@@ -1,0 +1,258 @@
+//! Model calls: chat completions, responses, embeddings, messages.
+//!
+//! Order matters and is the design's: authenticate, evaluate, reserve, cap
+//! the output at what was reserved, forward, meter, settle, spool, respond.
+//! Every early exit before forwarding is a recorded denial; every exit after
+//! reserving settles (committing what was used, releasing the rest).
+
+use std::{sync::Arc, time::Instant};
+
+use caracal_api::{Micros, snapshot::ConfigSnapshot};
+use caracal_ledger::event::Outcome;
+use caracal_policy::{Allowed, Call, Decision, DenyReason, Denial, ModelRates, Pricing, Request as PolicyRequest, Reservation, evaluate};
+use http_body_util::{BodyExt, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
+use serde_json::Value;
+
+use super::{Gateway, Record, authenticate, read_body, refusal_for, spool_refusal, stream};
+use crate::{
+    config::{Provider, ProviderKind},
+    mock,
+    refusal::Refusal,
+    upstream::{Body, full, relayed_headers},
+    wire::{self, Endpoint, RequestFacts, Usage},
+};
+
+fn endpoint_for(kind: ProviderKind, rest: &str) -> Option<Endpoint> {
+    let path = rest.split('?').next().unwrap_or(rest);
+    let endpoint = Endpoint::from_path(path)?;
+    let fits = match kind {
+        ProviderKind::Anthropic => endpoint == Endpoint::Messages,
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => endpoint != Endpoint::Messages,
+        ProviderKind::Mock => true,
+        ProviderKind::Mcp => false,
+    };
+    fits.then_some(endpoint)
+}
+
+fn bad_request(reason: &str, message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, reason, message)
+}
+
+/// What the stream pump and the JSON path need after the upstream answered.
+pub(super) struct Metering {
+    pub endpoint: Endpoint,
+    pub rates: ModelRates,
+    pub reservation: Reservation,
+    pub facts: RequestFacts,
+    /// Most output tokens the reservation pays for, all choices together.
+    pub output_bound: u64,
+    pub snapshot: Arc<ConfigSnapshot>,
+}
+
+impl Metering {
+    /// Cost when the provider did not (completely) report usage: the worst
+    /// case of the tokens seen, never more than was reserved.
+    pub fn fallback_cost(&self, observed_output: u64, usage: Option<Usage>) -> Micros {
+        let cost = match usage {
+            Some(mut u) => {
+                let extra = observed_output.saturating_sub(u.total_output());
+                u.output_tokens += extra;
+                self.rates.cost(&u.into())
+            }
+            None => self.rates.worst_case(self.facts.input_bound, observed_output),
+        };
+        cost.min(self.reservation.amount)
+    }
+}
+
+pub(super) async fn handle(
+    gw: &Arc<Gateway>,
+    provider: &Provider,
+    req: Request<Incoming>,
+    rest: &str,
+    request_id: &str,
+    started: Instant,
+) -> Result<Response<Body>, Refusal> {
+    let endpoint = endpoint_for(provider.kind, rest).filter(|_| req.method() == Method::POST).ok_or_else(|| {
+        Refusal::new(StatusCode::NOT_FOUND, "unsupported_endpoint", format!("{} {rest} is not a metered endpoint of provider {:?}", req.method(), provider.name))
+    })?;
+    let live = gw.live.borrow().clone();
+    let agent = authenticate(req.headers(), &live)?;
+    let mut record = Record::new(request_id, started, &agent, &provider.name);
+    let Some(snapshot) = live.snapshot.clone() else {
+        let refusal = refusal_for(&Denial::new(DenyReason::NoConfig, None), gw.limits.budget_denial_status, chrono::Utc::now());
+        gw.finish_denied(record, &refusal, None).await;
+        return Err(refusal);
+    };
+    let (parts, body) = req.into_parts();
+    let early = async {
+        let bytes = read_body(body, gw.limits.max_request_bytes).await?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        let facts = wire::inspect(endpoint, &json, bytes.len()).map_err(|e| bad_request("invalid_request", e.to_string()))?;
+        gw.spool.check_room().map_err(|e| spool_refusal(&e))?;
+        Ok::<_, Refusal>((json, facts))
+    };
+    let (mut json, facts) = match early.await {
+        Ok(v) => v,
+        Err(refusal) => {
+            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+            return Err(refusal);
+        }
+    };
+    record.model = Some(facts.model.clone());
+
+    let now = chrono::Utc::now();
+    let requested_total = facts.requested_output.map(|o| u32::try_from(facts.output_bound(o)).unwrap_or(u32::MAX));
+    let call = Call::Model { model: &facts.model, input_tokens: facts.input_bound, max_tokens: requested_total };
+    let policy_request = PolicyRequest { agent: &agent, provider: &provider.name, call };
+    let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
+    let allowed: Allowed = match evaluate(&snapshot, &policy_request, now) {
+        Decision::Allow(a) => a,
+        Decision::Deny(d) => {
+            let refusal = deny(d);
+            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+            return Err(refusal);
+        }
+    };
+    for would in &allowed.would_deny {
+        tracing::info!(reason = would.reason.code(), message = %would.message, "dry-run policy would deny");
+    }
+    let Pricing::Model(rates) = allowed.pricing else {
+        let refusal = Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "pricing_mismatch", "a model call was priced as a tool");
+        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+        return Err(refusal);
+    };
+    let reservation_id = uuid::Uuid::now_v7().simple().to_string();
+    let reservation = match gw.budgets.reserve(&allowed, &reservation_id, now).await {
+        Ok(r) => r,
+        Err(d) => {
+            let refusal = deny(d);
+            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+            return Err(refusal);
+        }
+    };
+    record.reserved = reservation.amount;
+
+    // Cap output at what the reservation pays for.
+    let total_cap = allowed.max_tokens_for(reservation.amount).or(requested_total).map(u64::from);
+    let per_choice = total_cap.map(|t| t / facts.choices);
+    if endpoint != Endpoint::Embeddings && per_choice == Some(0) {
+        settle(gw, &reservation, Micros::ZERO).await;
+        let refusal = Refusal::new(gw.limits.budget_denial_status, "budget_exhausted", "the remaining budget cannot pay for a single output token");
+        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
+        return Err(refusal);
+    }
+    let effective = match per_choice {
+        Some(cap) => wire::prepare(endpoint, &mut json, cap, provider.kind == ProviderKind::OpenaiCompatible),
+        None => 0,
+    };
+    let metering = Metering {
+        endpoint,
+        rates,
+        reservation,
+        output_bound: facts.output_bound(effective),
+        facts,
+        snapshot: snapshot.clone(),
+    };
+
+    // Forward.
+    let upstream = if provider.kind == ProviderKind::Mock {
+        Ok(mock::respond(endpoint, &json))
+    } else {
+        let body = serde_json::to_vec(&json).unwrap_or_default();
+        gw.upstream.send(provider, parts.method, rest, &parts.headers, body.into()).await
+    };
+    let response = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            settle(gw, &metering.reservation, Micros::ZERO).await;
+            record.finish(Outcome::UpstreamError, "upstream_unreachable");
+            let _ = gw.finish(&record, Some(&snapshot)).await;
+            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()));
+        }
+    };
+
+    let status = response.status();
+    let streaming = metering.facts.stream
+        && status.is_success()
+        && response.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    if streaming {
+        return Ok(stream::start(gw.clone(), response, metering, record));
+    }
+    relay_whole(gw, response, metering, record).await
+}
+
+/// A non-streamed answer (or any upstream error): read it whole, meter,
+/// settle, spool, then respond.
+async fn relay_whole(gw: &Arc<Gateway>, response: Response<Body>, metering: Metering, mut record: Record) -> Result<Response<Body>, Refusal> {
+    let (parts, body) = response.into_parts();
+    let bytes = match Limited::new(body, gw.limits.max_response_bytes).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            // The provider may have billed this; charge the reservation.
+            settle(gw, &metering.reservation, metering.reservation.amount).await;
+            record.cost = metering.reservation.amount;
+            record.finish(Outcome::UpstreamError, "upstream_body_failed");
+            let _ = gw.finish(&record, Some(&metering.snapshot)).await;
+            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_body_failed", format!("reading the provider's response failed: {e}")));
+        }
+    };
+    if parts.status.is_success() {
+        match wire::usage_from_json(metering.endpoint, &bytes) {
+            Ok(usage) => {
+                record.usage = usage;
+                record.cost = metering.rates.cost(&usage.into());
+                record.finish(Outcome::Allowed, "");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no usage in the provider's answer; charging the reservation");
+                record.cost = metering.reservation.amount;
+                record.finish(Outcome::Allowed, "usage_missing");
+            }
+        }
+    } else {
+        // Providers do not bill refused requests.
+        record.finish(Outcome::UpstreamError, format!("upstream_status_{}", parts.status.as_u16()));
+    }
+    settle(gw, &metering.reservation, record.cost).await;
+    if let Err(e) = gw.finish(&record, Some(&metering.snapshot)).await {
+        return Err(spool_refusal(&e));
+    }
+    let mut out = Response::new(full(bytes));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = relayed_headers(&parts.headers);
+    out.headers_mut().insert("x-caracal-cost-micros", HeaderValue::from(record.cost.get()));
+    Ok(out)
+}
+
+/// Commit `actual` on the reservation. A failure leaves the hold to expire
+/// (never an overspend); it is logged, and the event still records the cost.
+pub(super) async fn settle(gw: &Gateway, reservation: &Reservation, actual: Micros) {
+    if let Err(e) = gw.budgets.settle(reservation, actual, chrono::Utc::now()).await {
+        tracing::warn!(error = %e, reservation = %reservation.id, "settle failed; the hold will expire on its own");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_fit_the_provider_kind() {
+        use ProviderKind::*;
+        let cases = [
+            (Openai, "/v1/chat/completions", Some(Endpoint::ChatCompletions)),
+            (Openai, "/v1/messages", None),
+            (Anthropic, "/v1/messages?beta=true", Some(Endpoint::Messages)),
+            (Anthropic, "/v1/chat/completions", None),
+            (OpenaiCompatible, "/v1/embeddings", Some(Endpoint::Embeddings)),
+            (Mock, "/v1/messages", Some(Endpoint::Messages)),
+            (Mock, "/v1/files", None),
+            (Mcp, "/v1/chat/completions", None),
+        ];
+        for (kind, rest, want) in cases {
+            assert_eq!(endpoint_for(kind, rest), want, "{kind:?} {rest}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The verifier: recomputes the log from its entries and checks everything
+//! that is signed, trusting no stored hash, size or column.
+//!
+//! What is checked, in order:
+//! 1. every checkpoint note verifies under a trusted log key (and origin);
+//! 2. every batch verifies under a registered gateway key, over the root of
+//!    its own leaf hashes;
+//! 3. entries run densely from the start index with no gaps; each entry's
+//!    bytes name its event id and hash to the leaf its gateway signed;
+//! 4. the tree recomputed from the entries has, at every checkpoint size, the
+//!    root that checkpoint signed;
+//! 5. no entry lies beyond the latest checkpoint, and none is missing below it.
+//!
+//! [`Checker`] is pure and fed in index order; [`verify_store`] and
+//! [`crate::export::verify_export`] only feed it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::batch::verify_batch_record;
+use crate::hash::{Hash, hash_from_slice, leaf_hash};
+use crate::keys::PublicKey;
+use crate::note::open_checkpoint;
+use crate::store::{BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, StoreError};
+use crate::tree::{Frontier, frontier_keys};
+
+/// Entries read per round trip.
+const CHUNK: u64 = 20_000;
+/// Problems after this many are counted but not listed.
+const MAX_LISTED: usize = 20;
+
+/// One thing wrong with the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The first entry index concerned, when one can be named.
+    pub index: Option<u64>,
+    /// The checkpoint concerned, by tree size, if any.
+    pub checkpoint: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.index, self.checkpoint) {
+            (Some(i), _) => write!(f, "index {i}: {}", self.what),
+            (None, Some(s)) => write!(f, "checkpoint at size {s}: {}", self.what),
+            (None, None) => write!(f, "{}", self.what),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Entries whose bytes were hashed.
+    pub entries_checked: u64,
+    /// Checkpoints whose root was compared with the recomputed tree.
+    pub checkpoints_matched: u64,
+    pub batches_checked: u64,
+    /// Tree size and root recomputed at the end of the checked range.
+    pub size: u64,
+    pub root: Option<Hash>,
+    pub problems: Vec<Problem>,
+    /// Problems found beyond those listed.
+    pub more_problems: u64,
+}
+
+impl Report {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The lowest entry index any problem names.
+    pub fn first_bad_index(&self) -> Option<u64> {
+        self.problems.iter().filter_map(|p| p.index).min()
+    }
+}
+
+/// What to trust and what to check.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// Log keys whose checkpoint signatures are accepted.
+    pub log_keys: Vec<PublicKey>,
+    /// Gateway keys whose batch signatures are accepted.
+    pub submitters: Vec<PublicKey>,
+    /// When set, checkpoints must carry this origin.
+    pub origin: Option<String>,
+}
+
+/// Which part of the log to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything, from index 0.
+    Full,
+    /// Entries from `from` on, through the first checkpoint at or past `to`.
+    Range { from: u64, to: u64 },
+}
+
+/// The pure core of verification.
+#[derive(Debug)]
+pub struct Checker {
+    start: u64,
+    frontier: Frontier,
+    /// Verified checkpoint roots by size.
+    checkpoints: BTreeMap<u64, Hash>,
+    /// Batch root -> its signed leaf hashes, or why the batch is not valid.
+    batches: HashMap<Vec<u8>, Result<Vec<Hash>, String>>,
+    /// Set once the recomputed tree can no longer be trusted (after a gap).
+    broken: bool,
+    report: Report,
+}
+
+impl Checker {
+    /// Checks signatures on checkpoints and batches. `start` is the first
+    /// index to be fed and `frontier` the tree right edge at that index
+    /// (empty for a full check).
+    pub fn new(
+        trust: &Trust,
+        checkpoints: &[CheckpointRecord],
+        batches: &[BatchRecord],
+        start: u64,
+        frontier: Frontier,
+    ) -> Self {
+        let mut this = Self {
+            start,
+            frontier,
+            checkpoints: BTreeMap::new(),
+            batches: HashMap::new(),
+            broken: false,
+            report: Report::default(),
+        };
+        for record in checkpoints {
+            match open_checkpoint(&record.note, &trust.log_keys, trust.origin.as_deref()) {
+                Ok((cp, _)) if cp.size == record.size => {
+                    this.checkpoints.insert(cp.size, cp.root);
+                }
+                Ok((cp, _)) => this.problem(
+                    None,
+                    Some(record.size),
+                    format!("stored under size {} but the signed note says {}", record.size, cp.size),
+                ),
+                Err(e) => this.problem(None, Some(record.size), format!("note rejected: {e}")),
+            }
+        }
+        for b in batches {
+            let verdict = check_batch(trust, b);
+            if verdict.is_ok() {
+                this.report.batches_checked += 1;
+            }
+            this.batches.insert(b.root.clone(), verdict);
+        }
+        this
+    }
+
+    fn problem(&mut self, index: Option<u64>, checkpoint: Option<u64>, what: String) {
+        if self.report.problems.len() < MAX_LISTED {
+            self.report.problems.push(Problem { index, checkpoint, what });
+        } else {
+            self.report.more_problems += 1;
+        }
+    }
+
+    /// The next index the checker expects.
+    pub fn next_index(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Feeds one entry (entries must come in increasing index order).
+    pub fn feed(&mut self, entry: &EntryRecord) {
+        let expected = self.frontier.size();
+        if entry.index != expected {
+            if !self.broken {
+                let what = if entry.index > expected {
+                    format!("entry missing (the next stored entry is index {})", entry.index)
+                } else {
+                    format!("entry out of order (index {} after {})", entry.index, expected)
+                };
+                self.problem(Some(expected.min(entry.index)), None, what);
+                self.broken = true;
+            }
+            return;
+        }
+        let hash = leaf_hash(&entry.leaf);
+        if !names_event(&entry.leaf, &entry.event_id) {
+            self.problem(Some(entry.index), None, format!("bytes do not carry event id {}", entry.event_id));
+        }
+        let signed = match self.batches.get(&entry.batch_root) {
+            None => Err("its batch is not stored (no gateway signed it)".to_string()),
+            Some(Err(why)) => Err(format!("its batch is not validly signed: {why}")),
+            Some(Ok(leaves)) => match leaves.get(entry.batch_pos as usize) {
+                Some(h) if *h == hash => Ok(()),
+                Some(_) => Err(format!(
+                    "bytes differ from what the gateway signed (batch position {})",
+                    entry.batch_pos
+                )),
+                None => Err(format!("batch has no position {}", entry.batch_pos)),
+            },
+        };
+        if let Err(why) = signed {
+            self.problem(Some(entry.index), None, why);
+        } else if let Some(recorded) = &entry.recorded_hash
+            && recorded[..] != hash[..]
+        {
+            self.problem(
+                Some(entry.index),
+                None,
+                "bytes differ from the leaf hash the tree recorded when this index was sequenced (entries moved or rewritten)".into(),
+            );
+        }
+        self.frontier.push_hash(hash);
+        self.report.entries_checked += 1;
+        self.check_root_here();
+    }
+
+    fn check_root_here(&mut self) {
+        let size = self.frontier.size();
+        if let Some(root) = self.checkpoints.get(&size).copied() {
+            if self.frontier.root() == root {
+                self.report.checkpoints_matched += 1;
+            } else {
+                let previous = self.checkpoints.range(..size).next_back().map_or(0, |(s, _)| *s);
+                let from = previous.max(self.start);
+                self.problem(
+                    None,
+                    Some(size),
+                    format!(
+                        "signed root differs from the root of the stored entries (a forked checkpoint, \
+                         or entries altered somewhere in indexes {from}..{size})"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Finishes: checks for entries beyond the last checkpoint and for
+    /// truncation, and returns the report. `stored_bound` is one past the
+    /// highest index the source holds.
+    pub fn finish(mut self, stored_bound: u64, full: bool) -> Report {
+        let size = self.frontier.size();
+        let latest = self.checkpoints.keys().next_back().copied().unwrap_or(0);
+        if full && !self.broken {
+            if size < latest {
+                self.problem(
+                    Some(size),
+                    Some(latest),
+                    format!("log truncated: {size} entries stored but a signed checkpoint covers {latest}"),
+                );
+            } else if stored_bound > latest {
+                self.problem(
+                    Some(latest),
+                    None,
+                    format!("entries up to index {} are not covered by any signed checkpoint", stored_bound - 1),
+                );
+            }
+        }
+        if self.broken {
+            self.report.root = None;
+        } else {
+            self.report.root = Some(self.frontier.root());
+        }
+        self.report.size = size;
+        self.report
+    }
+}
+
+/// Canonical event bytes start with `{"v":1,"id":"<uuid>"`; checking the id
+/// this way keeps verification fast (the full decode is for readers).
+fn names_event(bytes: &[u8], id: &uuid::Uuid) -> bool {
+    let prefix = br#"{"v":1,"id":""#;
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut buf).as_bytes();
+    bytes.len() > prefix.len() + text.len()
+        && bytes.starts_with(prefix)
+        && &bytes[prefix.len()..prefix.len() + text.len()] == text
+        && bytes[prefix.len() + text.len()] == b'"'
+}
+
+fn check_batch(trust: &Trust, b: &BatchRecord) -> Result<Vec<Hash>, String> {
+    let key = trust
+        .submitters
+        .iter()
+        .find(|k| k.key_id()[..] == b.key_id[..])
+        .ok_or_else(|| format!("key id {} is not a registered gateway key", hex::encode(&b.key_id)))?;
+    if b.leaf_hashes.len() % 32 != 0 {
+        return Err("leaf hash list is not a whole number of hashes".into());
+    }
+    let leaves: Vec<Hash> = b.leaf_hashes.chunks(32).filter_map(hash_from_slice).collect();
+    let root = hash_from_slice(&b.root).ok_or("batch root is not 32 bytes")?;
+    verify_batch_record(key, &leaves, &root, &b.signature).map_err(|e| e.to_string())?;
+    Ok(leaves)
+}
+
+/// Verifies a store. With [`Scope::Range`], the tree's right edge at `from`
+/// is read from the stored nodes; if those were altered the roots will not
+/// match, so the check still fails closed.
+pub async fn verify_store(store: &impl LedgerStore, trust: &Trust, scope: Scope) -> Result<Report, StoreError> {
+    let checkpoints = store.checkpoints().await?;
+    let batches = store.batches().await?;
+    let bound = store.entry_bound().await?;
+    let latest = checkpoints.last().map_or(0, |c| c.size);
+    let (start, end, full) = match scope {
+        Scope::Full => (0, bound.max(latest), true),
+        Scope::Range { from, to } => {
+            let end = checkpoints.iter().map(|c| c.size).find(|s| *s >= to.max(from + 1)).unwrap_or(bound.max(latest));
+            (from, end, false)
+        }
+    };
+    let frontier = if start == 0 {
+        Frontier::new()
+    } else {
+        let keys = frontier_keys(start);
+        let nodes = store.nodes(&keys).await?;
+        let hashes: Option<Vec<Hash>> = keys.iter().map(|k| nodes.get(k).copied()).collect();
+        match hashes.and_then(|h| Frontier::from_hashes(start, &h)) {
+            Some(f) => f,
+            None => {
+                let mut report = Report::default();
+                report.problems.push(Problem {
+                    index: Some(start),
+                    checkpoint: None,
+                    what: "stored tree nodes needed to start a range check here are missing".into(),
+                });
+                return Ok(report);
+            }
+        }
+    };
+    let mut checker = Checker::new(trust, &checkpoints, &batches, start, frontier);
+    let mut next = start;
+    while next < end {
+        let chunk_end = (next + CHUNK).min(end);
+        let entries = store.entries(next, chunk_end).await?;
+        for e in &entries {
+            checker.feed(e);
+        }
+        next = chunk_end;
+    }
+    Ok(checker.finish(bound, full))
+}
