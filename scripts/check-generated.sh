@@ -14,6 +14,10 @@ for f in "$tmp"/*.yaml; do
     exit 1
   fi
 done
+if ! diff -r crds charts/caracal/crds; then
+  echo "charts/caracal/crds differs from crds/: run 'cargo run -p caracal-api --bin crdgen' and commit" >&2
+  exit 1
+fi
 for doc in "$tmp"/*.md; do
   [ -e "$doc" ] || continue
   if ! diff -u "docs/reference/$(basename "$doc")" "$doc"; then
@@ -26,6 +30,7 @@ kubernetes-validate --strict crds/*.yaml
 scripts/kubectl-dry-run.sh
 if [ -d charts/caracal ]; then
   helm lint --strict charts/caracal
-  helm template caracal charts/caracal --namespace caracal-system >"$tmp/rendered.yaml"
+  helm template caracal charts/caracal --namespace caracal-system --include-crds \
+    --set egress.enabled=true --set "egress.namespaces={agents,research}" >"$tmp/rendered.yaml"
   kubernetes-validate --strict "$tmp/rendered.yaml"
 fi

@@ -95,11 +95,10 @@ impl ModelRates {
         let prompt = u128::from(input_tokens) * self.worst_input;
         let left = budget.checked_sub(prompt)?;
         let ceiling = u128::from(self.max_output_tokens.unwrap_or(u32::MAX));
-        let n = if self.worst_output == 0 {
-            ceiling
-        } else {
-            (left / self.worst_output).min(ceiling)
-        };
+        // Free output (a zero price) is bounded only by the ceiling.
+        let n = left
+            .checked_div(self.worst_output)
+            .map_or(ceiling, |n| n.min(ceiling));
         // n <= ceiling <= u32::MAX, so the conversion cannot fail.
         Some(u32::try_from(n).unwrap_or(u32::MAX))
     }

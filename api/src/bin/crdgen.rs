@@ -1,5 +1,6 @@
-//! Writes the files generated from the CRD types: the manifests (`crds/*.yaml`)
-//! and the reference (`docs/reference/crds.md`). With a directory argument,
+//! Writes the files generated from the CRD types: the manifests (`crds/*.yaml`,
+//! copied into the Helm chart's `charts/caracal/crds/`) and the reference
+//! (`docs/reference/crds.md`). With a directory argument,
 //! writes all of them flat into that directory instead (used by the check
 //! that the committed copies are current).
 
@@ -18,10 +19,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut files: Vec<(PathBuf, String)> = manifests
-        .into_iter()
-        .map(|(f, y)| (crd_dir.join(f), y))
-        .collect();
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    for (file, yaml) in manifests {
+        if out.is_none() {
+            files.push((
+                PathBuf::from("charts/caracal/crds").join(file),
+                yaml.clone(),
+            ));
+        }
+        files.push((crd_dir.join(file), yaml));
+    }
     files.push((
         doc_dir.join("crds.md"),
         caracal_api::crd::generated_reference(),

@@ -125,7 +125,7 @@ impl Spool {
             shared,
             config: Arc::new(config),
         };
-        tokio::spawn(flush_loop(spool.clone(), sink));
+        tokio::spawn(flush_loop(spool.tx.downgrade(), spool.shared.clone(), spool.config.clone(), sink));
         Ok(spool)
     }
 
@@ -169,47 +169,9 @@ impl Spool {
     /// Ship everything committed so far (used on shutdown and in tests).
     pub async fn flush_now(&self, sink: &dyn LedgerSink) -> Result<(), String> {
         while self.status().pending_records > 0 {
-            self.ship_one_batch(sink).await?;
+            ship_one_batch(&self.tx, &self.shared, &self.config, sink).await?;
         }
         Ok(())
-    }
-
-    async fn ship_one_batch(&self, sink: &dyn LedgerSink) -> Result<usize, String> {
-        let (done, wait) = oneshot::channel();
-        let cmd = writer::Command::ReadBatch {
-            max: self.config.batch_records,
-            done,
-        };
-        self.tx
-            .send(cmd)
-            .await
-            .map_err(|_| "spool writer stopped".to_owned())?;
-        let (records, end) = wait
-            .await
-            .map_err(|_| "spool writer stopped".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let result = sink.submit(&records).await;
-        self.shared
-            .sink_healthy
-            .store(result.is_ok(), Ordering::Release);
-        result?;
-        let (done, wait) = oneshot::channel();
-        let cmd = writer::Command::MarkShipped {
-            end,
-            count: records.len() as u64,
-            done,
-        };
-        self.tx
-            .send(cmd)
-            .await
-            .map_err(|_| "spool writer stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "spool writer stopped".to_owned())?
-            .map_err(|e| e.to_string())?;
-        Ok(records.len())
     }
 
     pub fn dir(&self) -> &Path {
@@ -217,21 +179,34 @@ impl Spool {
     }
 }
 
-async fn flush_loop(spool: Spool, sink: Arc<dyn LedgerSink>) {
+async fn ship_one_batch(tx: &mpsc::Sender<writer::Command>, shared: &Shared, config: &SpoolConfig, sink: &dyn LedgerSink) -> Result<usize, String> {
+    let stopped = || "spool writer stopped".to_owned();
+    let (done, wait) = oneshot::channel();
+    tx.send(writer::Command::ReadBatch { max: config.batch_records, done }).await.map_err(|_| stopped())?;
+    let (records, end) = wait.await.map_err(|_| stopped())?.map_err(|e| e.to_string())?;
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let result = sink.submit(&records).await;
+    shared.sink_healthy.store(result.is_ok(), Ordering::Release);
+    result?;
+    let (done, wait) = oneshot::channel();
+    tx.send(writer::Command::MarkShipped { end, count: records.len() as u64, done }).await.map_err(|_| stopped())?;
+    wait.await.map_err(|_| stopped())?.map_err(|e| e.to_string())?;
+    Ok(records.len())
+}
+
+/// Ships batches until every [`Spool`] handle is gone. It holds only a weak
+/// sender, so dropping the last handle stops the writer thread and this task.
+async fn flush_loop(tx: mpsc::WeakSender<writer::Command>, shared: Arc<Shared>, config: Arc<SpoolConfig>, sink: Arc<dyn LedgerSink>) {
     loop {
-        match spool.ship_one_batch(sink.as_ref()).await {
+        let Some(strong) = tx.upgrade() else { return };
+        match ship_one_batch(&strong, &shared, &config, sink.as_ref()).await {
             Ok(n) if n > 0 => continue,
-            Ok(_) => {
-                spool.shared.sink_healthy.store(true, Ordering::Release);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not ship spooled events to the ledger; will retry")
-            }
+            Ok(_) => shared.sink_healthy.store(true, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "could not ship spooled events to the ledger; will retry"),
         }
-        if spool.tx.is_closed() {
-            return;
-        }
-        let _ =
-            tokio::time::timeout(spool.config.flush_interval, spool.shared.notify.notified()).await;
+        drop(strong);
+        let _ = tokio::time::timeout(config.flush_interval, shared.notify.notified()).await;
     }
 }

@@ -1,3 +1,6 @@
 //! Integration tests for caracal-ledger (one binary, one module per concern).
+//! Postgres tests use a fresh database per test (CARACAL_TEST_DATABASE_URL).
 
+mod common;
+mod store;
 mod vectors;

@@ -300,3 +300,6 @@ fn grant(
     })
 }
 
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! A real gateway on a loopback port, with a fake upstream, an in-memory
+//! budget store and a spool whose ledger sink keeps what it is sent.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use caracal_api::snapshot::ConfigSnapshot;
+use caracal_gateway::{
+    config::{Limits, Provider, ProviderKind},
+    identity::{KeyTable, digest, generate_key},
+    live::{self, Live, LiveSender},
+    proxy::Gateway,
+    server,
+    spool::{LedgerSink, Spool, SpoolConfig},
+    upstream::Body,
+};
+use caracal_ledger::event::MeteringEvent;
+use caracal_policy::{Budgets, MemoryBudgetStore};
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::{net::TcpListener, sync::oneshot};
+
+/// Keeps every batch it is sent; can be told to fail.
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: Mutex<Vec<Vec<u8>>>,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+impl LedgerSink for MemorySink {
+    fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("ledger store unreachable (test)".into());
+            }
+            self.events.lock().unwrap().extend(batch.iter().cloned());
+            Ok(())
+        })
+    }
+}
+
+impl MemorySink {
+    pub fn decoded(&self) -> Vec<MeteringEvent> {
+        self.events.lock().unwrap().iter().map(|b| MeteringEvent::decode(b).expect("canonical event")).collect()
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("caracal-gw-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a fake upstream was sent.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+pub type Handler = Arc<dyn Fn(&Seen) -> Response<Body> + Send + Sync>;
+
+/// An HTTP server on loopback answering with `handler`.
+pub struct FakeUpstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeUpstream {
+    pub async fn start(handler: Handler) -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => r.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                let handler = handler.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let seen = seen.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let s = Seen { path: parts.uri.path().to_owned(), headers: parts.headers, body };
+                            seen.lock().unwrap().push(s.clone());
+                            Ok::<_, Infallible>(handler(&s))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeUpstream { url, seen, _stop: stop }
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+    }
+}
+
+/// A running gateway and its moving parts.
+pub struct TestGateway {
+    pub url: String,
+    pub key: String,
+    pub live: LiveSender,
+    pub sink: Arc<MemorySink>,
+    pub budgets: Budgets,
+    pub gateway: Arc<Gateway>,
+    pub spool_dir: TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+pub struct Setup {
+    pub providers: Vec<Provider>,
+    pub snapshot: Option<ConfigSnapshot>,
+    pub agent: String,
+    pub limits: Limits,
+}
+
+pub fn provider(name: &str, kind: ProviderKind, base: Option<&str>) -> Provider {
+    Provider {
+        name: name.into(),
+        kind,
+        base_url: base.map(|b| b.parse().unwrap()),
+        credential: Some(format!("sk-provider-{name}")),
+    }
+}
+
+pub async fn start(setup: Setup) -> TestGateway {
+    let key = generate_key();
+    let (live, rx) = live::channel();
+    live.send_replace(Arc::new(Live {
+        snapshot: setup.snapshot.map(Arc::new),
+        keys: Arc::new(KeyTable::new([(digest(&key), setup.agent.clone())])),
+    }));
+    let sink = Arc::new(MemorySink::default());
+    let spool_dir = TempDir::new();
+    let mut spool_config = SpoolConfig::new(spool_dir.0.join("spool"));
+    spool_config.flush_interval = Duration::from_millis(20);
+    let spool = Spool::open(spool_config, sink.clone()).unwrap();
+    let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
+    let gateway = Arc::new(Gateway::new(setup.providers, rx, budgets.clone(), spool, setup.limits, "gw-test").unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let gw = gateway.clone();
+    tokio::spawn(async move {
+        server::serve(listener, gw, async { let _ = stopped.await; }, Duration::from_secs(1)).await.unwrap();
+    });
+    TestGateway { url, key, live, sink, budgets, gateway, spool_dir, _stop: stop }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(body.into())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => Bytes::from(format!("<<body error: {e}>>")),
+    };
+    Answer { status, headers, body }
+}
+
+pub async fn get(url: &str) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, headers, body }
+}
+
+impl TestGateway {
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.key)
+    }
+
+    /// Wait until the sink holds `n` events (the flusher runs every 20 ms).
+    pub async fn events(&self, n: usize) -> Vec<MeteringEvent> {
+        for _ in 0..200 {
+            let events = self.sink.decoded();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {n} events, ledger has {:?}", self.sink.decoded());
+    }
+}
+
+/// A JSON response from a handler.
+pub fn json_response(v: serde_json::Value) -> Response<Body> {
+    Response::builder().header("content-type", "application/json").body(caracal_gateway::upstream::full(v.to_string())).unwrap()
+}
+
+/// An SSE response from a handler, one frame per chunk.
+pub fn sse_response(chunks: Vec<String>) -> Response<Body> {
+    let frames = chunks.into_iter().map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(c))));
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    Response::builder().header("content-type", "text/event-stream").body(BodyExt::boxed(body)).unwrap()
+}
+
+pub fn headers_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}

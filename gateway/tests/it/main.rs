@@ -1,0 +1,10 @@
+//! In-process gateway tests: real listeners on loopback, fake upstreams that
+//! speak the providers' wire formats, the real policy engine and spool.
+
+mod anthropic;
+mod enforcement;
+mod harness;
+mod mcp;
+mod openai;
+mod spool;
+mod streams;

@@ -1,0 +1,113 @@
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use caracal_gateway::{
+    config::{Limits, ProviderKind},
+    spool::{Spool, SpoolConfig},
+};
+use serde_json::json;
+
+use crate::{harness::*, openai::budgeted_snapshot};
+
+async fn wait_for(sink: &MemorySink, n: usize) {
+    for _ in 0..300 {
+        if sink.events.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("sink has {} of {n} records", sink.events.lock().unwrap().len());
+}
+
+#[tokio::test]
+async fn unshipped_records_are_replayed_after_a_restart() {
+    let dir = TempDir::new();
+    let failing = Arc::new(MemorySink::default());
+    failing.failing.store(true, Ordering::SeqCst);
+    {
+        let spool = Spool::open(SpoolConfig::new(&dir.0), failing.clone()).unwrap();
+        for i in 0..25u32 {
+            spool.append(format!("event-{i}").into_bytes()).await.unwrap();
+        }
+        assert_eq!(spool.status().pending_records, 25);
+    }
+    // A torn record, as a crash in the middle of a write leaves.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let path = dir.0.join("events.spool");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0xCA, 9, 0, 0, 0, 1, 2]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let sink = Arc::new(MemorySink::default());
+    let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    wait_for(&sink, 25).await;
+    let got: Vec<String> = sink.events.lock().unwrap().iter().map(|b| String::from_utf8(b.clone()).unwrap()).collect();
+    let want: Vec<String> = (0..25).map(|i| format!("event-{i}")).collect();
+    assert_eq!(got, want);
+    // The torn tail was cut; new appends land after the valid records.
+    spool.append(b"after".to_vec()).await.unwrap();
+    wait_for(&sink, 26).await;
+    assert_eq!(spool.status().pending_records, 0);
+}
+
+#[tokio::test]
+async fn shipped_records_are_not_shipped_again() {
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    {
+        let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+        for i in 0..5u32 {
+            spool.append(vec![i as u8]).await.unwrap();
+        }
+        wait_for(&sink, 5).await;
+        for _ in 0..100 {
+            if spool.status().pending_records == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = Arc::new(MemorySink::default());
+    let spool = Spool::open(SpoolConfig::new(&dir.0), again.clone()).unwrap();
+    assert_eq!(spool.status().pending_records, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(again.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_spool_denies_until_the_ledger_is_back() {
+    let upstream = FakeUpstream::start(Arc::new(|_: &Seen| json_response(json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})))).await;
+    let gw = start(Setup {
+        providers: vec![provider("openai", ProviderKind::Openai, Some(&upstream.url))],
+        snapshot: Some(budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: Limits::default(),
+    })
+    .await;
+    // The harness's spool has the default 64 MiB limit; use a small one here.
+    drop(gw);
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    sink.failing.store(true, Ordering::SeqCst);
+    let mut config = SpoolConfig::new(&dir.0);
+    config.max_pending_bytes = 1500;
+    config.flush_interval = Duration::from_millis(20);
+    let spool = Spool::open(config, sink.clone()).unwrap();
+    let mut accepted = 0;
+    while spool.check_room().is_ok() {
+        spool.append(vec![7u8; 200]).await.unwrap();
+        accepted += 1;
+        assert!(accepted < 100);
+    }
+    let err = spool.append(vec![1]).await.unwrap_err().to_string();
+    assert!(err.contains("not taking events"), "{err}");
+    sink.failing.store(false, Ordering::SeqCst);
+    wait_for(&sink, accepted).await;
+    for _ in 0..100 {
+        if spool.check_room().is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    spool.append(vec![1]).await.unwrap();
+}

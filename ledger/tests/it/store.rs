@@ -1,0 +1,167 @@
+//! Both stores against the same expectations: submission, idempotency,
+//! sequencing, proofs from stored nodes, append-only triggers.
+
+use caracal_ledger::hash::leaf_hash;
+use caracal_ledger::keys::KeyPair;
+use caracal_ledger::proof::{consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion};
+use caracal_ledger::store::{Ledger, LedgerStore, StoreError};
+use caracal_ledger::tree::{MemoryTree, range_hash, range_keys};
+use caracal_ledger::verify::{Scope, Trust, verify_store};
+
+use crate::common::*;
+
+async fn exercise(ledger: Ledger) {
+    let key = log_key();
+    let gw = gateway();
+
+    // Unknown gateways are refused before anything is stored.
+    let refused = ledger.submit(batch(&gw, 0..3)).await;
+    assert!(matches!(refused, Err(StoreError::Batch(_))), "{refused:?}");
+
+    filled(&ledger, &key, &gw, 3, 7).await;
+
+    // Resubmitting a batch, or an overlapping one, adds only the new events.
+    let again = ledger.submit(batch(&gw, 0..7)).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 7));
+    let overlap = ledger.submit(batch(&gw, 19..25)).await.unwrap();
+    assert_eq!((overlap.accepted, overlap.duplicates), (4, 2));
+    let queued_twice = ledger.submit(batch(&gw, 21..25)).await.unwrap();
+    assert_eq!(queued_twice.accepted, 0);
+    let seq = ledger.sequence_pending(&key).await.unwrap();
+    assert_eq!((seq.appended, seq.size), (4, 25));
+    let idle = ledger.sequence_pending(&key).await.unwrap();
+    assert_eq!((idle.appended, idle.checkpoint), (0, None));
+
+    // The stored log equals an in-memory tree over the same bytes.
+    let entries = ledger.entries(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 25);
+    let mut mem = MemoryTree::new();
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.index, i as u64);
+        mem.push(leaf_hash(&e.leaf));
+    }
+    assert_eq!(mem.root(), seq.root);
+
+    // Proofs assembled from stored nodes verify against the signed roots.
+    let checkpoints = ledger.checkpoints().await.unwrap();
+    assert_eq!(checkpoints.iter().map(|c| c.size).collect::<Vec<_>>(), vec![7, 14, 21, 25]);
+    for index in [0u64, 6, 13, 24] {
+        let ranges = inclusion_ranges(index, 25).unwrap();
+        let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
+        let nodes = ledger.nodes(&keys).await.unwrap();
+        let proof: Vec<_> = ranges.iter().map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap()).collect();
+        verify_inclusion(index, 25, &leaf_hash(&entries[index as usize].leaf), &proof, &seq.root).unwrap();
+    }
+    let ranges = consistency_ranges(7, 25).unwrap();
+    let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
+    let nodes = ledger.nodes(&keys).await.unwrap();
+    let proof: Vec<_> = ranges.iter().map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap()).collect();
+    verify_consistency(7, 25, &mem.root_at(7).unwrap(), &seq.root, &proof).unwrap();
+
+    // Lookups.
+    let e = caracal_ledger::event::MeteringEvent::example(22);
+    assert_eq!(ledger.entry_by_event(e.id).await.unwrap().unwrap().index, 21);
+    let status = ledger.status().await.unwrap();
+    assert_eq!((status.entries, status.pending), (25, 0));
+    assert_eq!(status.latest_checkpoint.unwrap().size, 25);
+    assert_eq!(status.log_keys, vec![key.public().to_vkey()]);
+    let agent = ledger.entries_matching(Some("team-a/agent-3"), None, None).await.unwrap();
+    assert_eq!(agent.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 10, 17, 24]);
+
+    // The whole thing verifies, fully and by range.
+    let trust = Trust {
+        log_keys: vec![key.public().clone()],
+        submitters: vec![gw.public().clone()],
+        origin: Some(ORIGIN.into()),
+    };
+    let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!((report.entries_checked, report.checkpoints_matched), (25, 4));
+    let ranged = verify_store(&ledger, &trust, Scope::Range { from: 9, to: 15 }).await.unwrap();
+    assert!(ranged.is_intact(), "{:?}", ranged.problems);
+    assert_eq!(ranged.entries_checked, 21 - 9);
+
+    // A rotated log key keeps extending the same log; both keys verify it.
+    let rotated = KeyPair::generate(ORIGIN).unwrap();
+    ledger.submit(batch(&gw, 25..30)).await.unwrap();
+    ledger.sequence_pending(&rotated).await.unwrap();
+    let trust = Trust { log_keys: vec![key.public().clone(), rotated.public().clone()], ..trust };
+    let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.checkpoints_matched, 5);
+}
+
+#[tokio::test]
+async fn postgres_store_behaves() {
+    let db = TestDb::new().await;
+    exercise(Ledger::open(&db.url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_behaves() {
+    let file = TestFile::new();
+    exercise(Ledger::open(&file.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_refuses_update_delete_truncate() {
+    let db = TestDb::new().await;
+    let ledger = Ledger::open(&db.url).await.unwrap();
+    filled(&ledger, &log_key(), &gateway(), 1, 3).await;
+    let Ledger::Postgres(pg) = &ledger else { unreachable!() };
+    for sql in [
+        "UPDATE ledger_entries SET agent = 'x' WHERE idx = 0",
+        "DELETE FROM ledger_entries WHERE idx = 2",
+        "TRUNCATE ledger_entries",
+        "UPDATE ledger_checkpoints SET note = 'x'",
+        "DELETE FROM ledger_nodes",
+        "DELETE FROM ledger_batches",
+        "UPDATE ledger_log_keys SET vkey = 'x'",
+        "DELETE FROM ledger_submitters",
+    ] {
+        let err = sqlx::query(sql).execute(pg.pool()).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(ledger.entry_bound().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn sqlite_refuses_update_delete() {
+    let file = TestFile::new();
+    let ledger = Ledger::open(&file.url()).await.unwrap();
+    filled(&ledger, &log_key(), &gateway(), 1, 3).await;
+    let Ledger::Sqlite(lite) = &ledger else { unreachable!() };
+    for sql in [
+        "UPDATE ledger_entries SET agent = 'x' WHERE idx = 0",
+        "DELETE FROM ledger_entries WHERE idx = 2",
+        "UPDATE ledger_checkpoints SET note = 'x'",
+        "DELETE FROM ledger_nodes",
+    ] {
+        let err = sqlx::query(sql).execute(lite.pool()).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_sequencers_keep_indexes_dense() {
+    let db = TestDb::new().await;
+    let ledger = Ledger::open(&db.url).await.unwrap();
+    let key = log_key();
+    let gw = gateway();
+    ledger.register_submitter(gw.public()).await.unwrap();
+    for b in 0..8u64 {
+        ledger.submit(batch(&gw, b * 50..(b + 1) * 50)).await.unwrap();
+    }
+    let mut tasks = vec![];
+    for _ in 0..4 {
+        let (l, k) = (ledger.clone(), key.clone());
+        tasks.push(tokio::spawn(async move { l.sequence_pending(&k).await.unwrap() }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(ledger.entry_bound().await.unwrap(), 400);
+    let trust = Trust { log_keys: vec![key.public().clone()], submitters: vec![gw.public().clone()], origin: None };
+    let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+}
