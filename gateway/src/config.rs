@@ -66,17 +66,28 @@ impl ProviderConfig {
     /// Check the entry and read its credential through `env` (a lookup
     /// function, so tests need not touch the process environment).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
-        let fail = |problem: String| ConfigError::Provider { name: self.name.clone(), problem };
+        let fail = |problem: String| ConfigError::Provider {
+            name: self.name.clone(),
+            problem,
+        };
         let valid_name = !self.name.is_empty()
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid_name {
-            return Err(fail("names may use only lowercase letters, digits, '-' and '_'".into()));
+            return Err(fail(
+                "names may use only lowercase letters, digits, '-' and '_'".into(),
+            ));
         }
         let base_url = match (&self.base_url, self.kind) {
             (_, ProviderKind::Mock) => None,
             (None, _) => return Err(fail("baseUrl is required".into())),
             (Some(url), _) => {
-                let uri: hyper::Uri = url.trim_end_matches('/').parse().map_err(|e| fail(format!("baseUrl: {e}")))?;
+                let uri: hyper::Uri = url
+                    .trim_end_matches('/')
+                    .parse()
+                    .map_err(|e| fail(format!("baseUrl: {e}")))?;
                 match uri.scheme_str() {
                     Some("http") | Some("https") => {}
                     _ => return Err(fail("baseUrl must start with http:// or https://".into())),
@@ -89,9 +100,16 @@ impl ProviderConfig {
         };
         let credential = match &self.api_key_env {
             None => None,
-            Some(var) => Some(env(var).ok_or_else(|| fail(format!("environment variable {var} is not set")))?),
+            Some(var) => Some(
+                env(var).ok_or_else(|| fail(format!("environment variable {var} is not set")))?,
+            ),
         };
-        Ok(Provider { name: self.name.clone(), kind: self.kind, base_url, credential })
+        Ok(Provider {
+            name: self.name.clone(),
+            kind: self.kind,
+            base_url,
+            credential,
+        })
     }
 }
 
@@ -126,7 +144,12 @@ impl Default for Limits {
 mod tests {
     use super::*;
 
-    fn cfg(name: &str, kind: ProviderKind, base_url: Option<&str>, env: Option<&str>) -> ProviderConfig {
+    fn cfg(
+        name: &str,
+        kind: ProviderKind,
+        base_url: Option<&str>,
+        env: Option<&str>,
+    ) -> ProviderConfig {
         ProviderConfig {
             name: name.into(),
             kind,
@@ -139,13 +162,39 @@ mod tests {
     fn providers_are_checked_when_resolved() {
         let env = |k: &str| (k == "KEY").then(|| "sk-test".to_owned());
         let cases: Vec<(ProviderConfig, Result<(Option<&str>, Option<&str>), &str>)> = vec![
-            (cfg("openai", ProviderKind::Openai, Some("https://api.openai.com/"), Some("KEY")), Ok((Some("https://api.openai.com/"), Some("sk-test")))),
-            (cfg("mock", ProviderKind::Mock, None, None), Ok((None, None))),
-            (cfg("x", ProviderKind::Openai, None, None), Err("baseUrl is required")),
-            (cfg("x", ProviderKind::Openai, Some("ftp://h"), None), Err("must start with http")),
-            (cfg("x", ProviderKind::Openai, Some("http://h?a=b"), None), Err("query")),
-            (cfg("x", ProviderKind::Openai, Some("http://h"), Some("MISSING")), Err("MISSING is not set")),
-            (cfg("Bad Name", ProviderKind::Mock, None, None), Err("lowercase")),
+            (
+                cfg(
+                    "openai",
+                    ProviderKind::Openai,
+                    Some("https://api.openai.com/"),
+                    Some("KEY"),
+                ),
+                Ok((Some("https://api.openai.com/"), Some("sk-test"))),
+            ),
+            (
+                cfg("mock", ProviderKind::Mock, None, None),
+                Ok((None, None)),
+            ),
+            (
+                cfg("x", ProviderKind::Openai, None, None),
+                Err("baseUrl is required"),
+            ),
+            (
+                cfg("x", ProviderKind::Openai, Some("ftp://h"), None),
+                Err("must start with http"),
+            ),
+            (
+                cfg("x", ProviderKind::Openai, Some("http://h?a=b"), None),
+                Err("query"),
+            ),
+            (
+                cfg("x", ProviderKind::Openai, Some("http://h"), Some("MISSING")),
+                Err("MISSING is not set"),
+            ),
+            (
+                cfg("Bad Name", ProviderKind::Mock, None, None),
+                Err("lowercase"),
+            ),
             (cfg("", ProviderKind::Mock, None, None), Err("lowercase")),
         ];
         for (config, want) in cases {

@@ -72,11 +72,21 @@ impl KeyTable {
 /// The credential a client presented, if any: `Authorization: Bearer X`
 /// wins over `x-api-key: X`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, token) = auth.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty())
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -90,7 +100,10 @@ mod tests {
         let b = generate_key();
         assert!(a.starts_with(KEY_PREFIX) && a.len() == 3 + 64);
         assert_ne!(a, b);
-        let table = KeyTable::new([(digest(&a), "team/a".to_owned()), (digest(&b), "team/b".to_owned())]);
+        let table = KeyTable::new([
+            (digest(&a), "team/a".to_owned()),
+            (digest(&b), "team/b".to_owned()),
+        ]);
         assert_eq!(table.len(), 2);
         assert_eq!(table.agent_for(&a), Some("team/a"));
         assert_eq!(table.agent_for(&b), Some("team/b"));
@@ -104,7 +117,10 @@ mod tests {
             (vec![("authorization", "Bearer ck_1")], Some("ck_1")),
             (vec![("authorization", "bearer  ck_1 ")], Some("ck_1")),
             (vec![("x-api-key", "ck_2")], Some("ck_2")),
-            (vec![("authorization", "Bearer ck_1"), ("x-api-key", "ck_2")], Some("ck_1")),
+            (
+                vec![("authorization", "Bearer ck_1"), ("x-api-key", "ck_2")],
+                Some("ck_1"),
+            ),
             (vec![("authorization", "Basic abc")], None),
             (vec![("authorization", "Bearer ")], None),
             (vec![("x-api-key", "")], None),

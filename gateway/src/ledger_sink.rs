@@ -26,7 +26,11 @@ impl<S: LedgerStore + 'static> LedgerSink for SignedSink<S> {
     fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let signed = self.signer.sign_encoded(batch.to_vec());
-            self.store.submit(signed).await.map(|_| ()).map_err(|e| e.to_string())
+            self.store
+                .submit(signed)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }

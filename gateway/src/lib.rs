@@ -8,15 +8,15 @@
 //! metering event to the durable spool, respond. Anything that cannot be
 //! completed denies.
 
-pub mod refusal;
-pub mod spool;
-pub mod wire;
 pub mod config;
 pub mod identity;
-pub mod mock;
-pub mod upstream;
+pub mod ledger_sink;
 pub mod live;
 pub mod metrics;
+pub mod mock;
 pub mod proxy;
-pub mod ledger_sink;
+pub mod refusal;
 pub mod server;
+pub mod spool;
+pub mod upstream;
+pub mod wire;

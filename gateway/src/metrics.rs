@@ -51,18 +51,52 @@ impl Metrics {
         let decisions = Family::<Labels, Counter>::default();
         let spend = Family::<Labels, Counter>::default();
         let tokens = Family::<Labels, Counter>::default();
-        let latency = Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let spool_pending_records = Gauge::default();
         let spool_pending_bytes = Gauge::default();
         let spool_shipped_records = Gauge::default();
-        registry.register("requests", "Requests by provider and outcome", requests.clone());
-        registry.register("decisions", "Decisions by reason code (\"allowed\" for allowed requests)", decisions.clone());
-        registry.register("spend_micros", "Micro-dollars charged, by provider", spend.clone());
-        registry.register("tokens", "Tokens metered, by provider and kind", tokens.clone());
-        registry.register("request_duration_seconds", "Time from request to the end of the response, by provider", latency.clone());
-        registry.register("spool_pending_records", "Events in the spool not yet in the ledger", spool_pending_records.clone());
-        registry.register("spool_pending_bytes", "Bytes in the spool not yet in the ledger", spool_pending_bytes.clone());
-        registry.register("spool_shipped_records", "Events shipped to the ledger since start", spool_shipped_records.clone());
+        registry.register(
+            "requests",
+            "Requests by provider and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions by reason code (\"allowed\" for allowed requests)",
+            decisions.clone(),
+        );
+        registry.register(
+            "spend_micros",
+            "Micro-dollars charged, by provider",
+            spend.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens metered, by provider and kind",
+            tokens.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response, by provider",
+            latency.clone(),
+        );
+        registry.register(
+            "spool_pending_records",
+            "Events in the spool not yet in the ledger",
+            spool_pending_records.clone(),
+        );
+        registry.register(
+            "spool_pending_bytes",
+            "Bytes in the spool not yet in the ledger",
+            spool_pending_bytes.clone(),
+        );
+        registry.register(
+            "spool_shipped_records",
+            "Events shipped to the ledger since start",
+            spool_shipped_records.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -77,19 +111,43 @@ impl Metrics {
     }
 
     /// Count one finished request.
-    pub fn record(&self, provider: &str, outcome: &str, reason: &str, cost_micros: i64, tokens: &[(&'static str, u64)], seconds: f64) {
-        self.requests.get_or_create(&vec![("provider", provider.to_owned()), ("outcome", outcome.to_owned())]).inc();
+    pub fn record(
+        &self,
+        provider: &str,
+        outcome: &str,
+        reason: &str,
+        cost_micros: i64,
+        tokens: &[(&'static str, u64)],
+        seconds: f64,
+    ) {
+        self.requests
+            .get_or_create(&vec![
+                ("provider", provider.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
         let reason = if reason.is_empty() { "allowed" } else { reason };
-        self.decisions.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+        self.decisions
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
         if cost_micros > 0 {
-            self.spend.get_or_create(&vec![("provider", provider.to_owned())]).inc_by(cost_micros as u64);
+            self.spend
+                .get_or_create(&vec![("provider", provider.to_owned())])
+                .inc_by(cost_micros as u64);
         }
         for (kind, n) in tokens {
             if *n > 0 {
-                self.tokens.get_or_create(&vec![("provider", provider.to_owned()), ("kind", (*kind).to_owned())]).inc_by(*n);
+                self.tokens
+                    .get_or_create(&vec![
+                        ("provider", provider.to_owned()),
+                        ("kind", (*kind).to_owned()),
+                    ])
+                    .inc_by(*n);
             }
         }
-        self.latency.get_or_create(&vec![("provider", provider.to_owned())]).observe(seconds);
+        self.latency
+            .get_or_create(&vec![("provider", provider.to_owned())])
+            .observe(seconds);
     }
 
     /// The text exposition, with spool gauges as of now.
@@ -112,16 +170,28 @@ mod tests {
     #[test]
     fn renders_counted_requests() {
         let m = Metrics::new();
-        m.record("openai", "allowed", "", 125, &[("input", 10), ("output", 5)], 0.002);
+        m.record(
+            "openai",
+            "allowed",
+            "",
+            125,
+            &[("input", 10), ("output", 5)],
+            0.002,
+        );
         m.record("openai", "denied", "budget_exhausted", 0, &[], 0.0001);
-        let text = m.render(SpoolStatus { pending_bytes: 10, pending_records: 2, shipped_records: 7, sink_healthy: true });
+        let text = m.render(SpoolStatus {
+            pending_bytes: 10,
+            pending_records: 2,
+            shipped_records: 7,
+            sink_healthy: true,
+        });
         for needle in [
             "caracal_gateway_requests_total{provider=\"openai\",outcome=\"allowed\"} 1",
             "caracal_gateway_decisions_total{reason=\"budget_exhausted\"} 1",
             "caracal_gateway_spend_micros_total{provider=\"openai\"} 125",
             "caracal_gateway_tokens_total{provider=\"openai\",kind=\"output\"} 5",
             "caracal_gateway_spool_pending_records 2",
-            "caracal_gateway_request_duration_seconds_count{provider=\"openai\"} 1",
+            "caracal_gateway_request_duration_seconds_count{provider=\"openai\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -19,21 +19,30 @@ use serde_json::{Value, json};
 use crate::upstream::{Body, full};
 use crate::wire::Endpoint;
 
-const REPLY: &str = "This is a mock reply from Caracal. No provider was called and no money was spent.";
+const REPLY: &str =
+    "This is a mock reply from Caracal. No provider was called and no money was spent.";
 
 fn count_words(v: &Value) -> u64 {
     match v {
         Value::String(s) => s.split_whitespace().count() as u64,
         Value::Array(items) => items.iter().map(count_words).sum(),
         // Labels such as `"role": "user"` are structure, not prompt text.
-        Value::Object(map) => map.iter().filter(|(k, _)| !matches!(k.as_str(), "role" | "type" | "name" | "id")).map(|(_, v)| count_words(v)).sum(),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "role" | "type" | "name" | "id"))
+            .map(|(_, v)| count_words(v))
+            .sum(),
         _ => 0,
     }
 }
 
 /// Input tokens the mock charges for a request body.
 pub fn input_tokens(body: &Value) -> u64 {
-    let words: u64 = ["messages", "input", "prompt", "system"].iter().filter_map(|k| body.get(k)).map(count_words).sum();
+    let words: u64 = ["messages", "input", "prompt", "system"]
+        .iter()
+        .filter_map(|k| body.get(k))
+        .map(count_words)
+        .sum();
     words.max(1)
 }
 
@@ -44,11 +53,16 @@ fn reply_words(body: &Value) -> Vec<&'static str> {
         .filter_map(|k| body.get(k).and_then(Value::as_u64))
         .min()
         .unwrap_or(u64::MAX);
-    REPLY.split(' ').take(limit.min(usize::MAX as u64) as usize).collect()
+    REPLY
+        .split(' ')
+        .take(limit.min(usize::MAX as u64) as usize)
+        .collect()
 }
 
 fn sse(events: Vec<String>) -> Body {
-    let frames = events.into_iter().map(|e| Ok::<_, std::io::Error>(Frame::data(Bytes::from(e))));
+    let frames = events
+        .into_iter()
+        .map(|e| Ok::<_, std::io::Error>(Frame::data(Bytes::from(e))));
     StreamBody::new(stream::iter(frames)).boxed()
 }
 
@@ -61,12 +75,20 @@ fn named(event: &str, v: Value) -> String {
 }
 
 fn response(content_type: &str, body: Body) -> Response<Body> {
-    Response::builder().status(StatusCode::OK).header("content-type", content_type).body(body).unwrap_or_else(|_| Response::new(full("")))
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full("")))
 }
 
 /// Answer `body` (already prepared by the gateway) as the provider would.
 pub fn respond(endpoint: Endpoint, body: &Value) -> Response<Body> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_owned();
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let input = input_tokens(body);
     let words = reply_words(body);
@@ -148,26 +170,55 @@ mod tests {
     use crate::wire::{SseScanner, StreamMeter, Usage, usage_from_json};
 
     async fn collect(resp: Response<Body>) -> Vec<u8> {
-        resp.into_body().collect().await.unwrap().to_bytes().to_vec()
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
     }
 
     #[tokio::test]
     async fn mock_answers_meter_like_real_providers() {
         let cases = [
-            (Endpoint::ChatCompletions, json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_completion_tokens": 5})),
-            (Endpoint::ChatCompletions, json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_completion_tokens": 5, "stream": true, "stream_options": {"include_usage": true}})),
-            (Endpoint::Responses, json!({"model": "m", "input": "one two three", "max_output_tokens": 5})),
-            (Endpoint::Responses, json!({"model": "m", "input": "one two three", "max_output_tokens": 5, "stream": true})),
-            (Endpoint::Messages, json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5})),
-            (Endpoint::Messages, json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5, "stream": true})),
+            (
+                Endpoint::ChatCompletions,
+                json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_completion_tokens": 5}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_completion_tokens": 5, "stream": true, "stream_options": {"include_usage": true}}),
+            ),
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "one two three", "max_output_tokens": 5}),
+            ),
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "one two three", "max_output_tokens": 5, "stream": true}),
+            ),
+            (
+                Endpoint::Messages,
+                json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5}),
+            ),
+            (
+                Endpoint::Messages,
+                json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5, "stream": true}),
+            ),
         ];
-        let want = Usage { input_tokens: 3, output_tokens: 5, ..Usage::default() };
+        let want = Usage {
+            input_tokens: 3,
+            output_tokens: 5,
+            ..Usage::default()
+        };
         for (endpoint, body) in cases {
             let bytes = collect(respond(endpoint, &body)).await;
             let usage = if body["stream"] == json!(true) {
                 let mut scanner = SseScanner::new(1 << 16);
                 let mut meter = StreamMeter::new(endpoint);
-                scanner.feed(&bytes, |e| meter.observe(&e).unwrap()).unwrap();
+                scanner
+                    .feed(&bytes, |e| meter.observe(&e).unwrap())
+                    .unwrap();
                 assert!(meter.finished(), "{endpoint:?}");
                 meter.usage().unwrap()
             } else {
@@ -180,6 +231,11 @@ mod tests {
     #[test]
     fn input_tokens_count_words_in_prompt_fields() {
         assert_eq!(input_tokens(&json!({"model": "a b c"})), 1);
-        assert_eq!(input_tokens(&json!({"system": "be brief", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]})), 4);
+        assert_eq!(
+            input_tokens(
+                &json!({"system": "be brief", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]})
+            ),
+            4
+        );
     }
 }

@@ -64,10 +64,23 @@ pub enum UpstreamError {
 /// The upstream URL for `rest` (path and query after the provider prefix).
 pub fn upstream_uri(base: &Uri, rest: &str) -> Result<Uri, UpstreamError> {
     let base_path = base.path().trim_end_matches('/');
-    let rest = if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") };
+    let rest = if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    };
     let mut parts = base.clone().into_parts();
-    let pq = format!("{base_path}{rest}");
-    parts.path_and_query = Some(pq.parse().map_err(|e: hyper::http::uri::InvalidUri| UpstreamError::BadUri(e.to_string()))?);
+    // `/NAME` alone means the base URL itself (an MCP endpoint such as `/mcp`).
+    let pq = match (base_path, rest.as_str()) {
+        ("", _) => rest.clone(),
+        (_, "/") => base_path.to_owned(),
+        (_, r) if r.starts_with("/?") => format!("{base_path}{}", &r[1..]),
+        _ => format!("{base_path}{rest}"),
+    };
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| UpstreamError::BadUri(e.to_string()))?,
+    );
     Uri::from_parts(parts).map_err(|e| UpstreamError::BadUri(e.to_string()))
 }
 
@@ -113,17 +126,23 @@ pub struct UpstreamClient {
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamClient").field("timeout", &self.timeout).finish()
+        f.debug_struct("UpstreamClient")
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
 impl UpstreamClient {
     pub fn new(timeout: std::time::Duration) -> Result<Self, rustls::Error> {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -133,7 +152,9 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
         Ok(UpstreamClient { client, timeout })
     }
 
@@ -147,9 +168,16 @@ impl UpstreamClient {
         incoming: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
-        let base = provider.base_url.as_ref().ok_or_else(|| UpstreamError::NoBaseUrl(provider.name.clone()))?;
+        let base = provider
+            .base_url
+            .as_ref()
+            .ok_or_else(|| UpstreamError::NoBaseUrl(provider.name.clone()))?;
         let uri = upstream_uri(base, rest)?;
-        let mut request = Request::builder().method(method).uri(uri).body(Full::new(body)).map_err(|e| UpstreamError::BadUri(e.to_string()))?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::BadUri(e.to_string()))?;
         *request.headers_mut() = forward_headers(incoming, provider);
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
@@ -172,7 +200,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A whole body from bytes, for gateway-made responses.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 #[cfg(test)]
@@ -180,18 +210,39 @@ mod tests {
     use super::*;
 
     fn provider(kind: ProviderKind, cred: Option<&str>) -> Provider {
-        Provider { name: "p".into(), kind, base_url: None, credential: cred.map(Into::into) }
+        Provider {
+            name: "p".into(),
+            kind,
+            base_url: None,
+            credential: cred.map(Into::into),
+        }
     }
 
     #[test]
     fn uris_join_base_path_and_rest() {
         let cases = [
-            ("https://api.openai.com", "/v1/chat/completions", "https://api.openai.com/v1/chat/completions"),
-            ("http://127.0.0.1:9000/base/", "/v1/messages", "http://127.0.0.1:9000/base/v1/messages"),
+            (
+                "https://api.openai.com",
+                "/v1/chat/completions",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                "http://127.0.0.1:9000/base/",
+                "/v1/messages",
+                "http://127.0.0.1:9000/base/v1/messages",
+            ),
             ("http://h:1", "mcp?x=1", "http://h:1/mcp?x=1"),
+            ("http://h:1/mcp", "/", "http://h:1/mcp"),
+            ("http://h:1/mcp", "/?s=1", "http://h:1/mcp?s=1"),
+            ("http://h:1", "/", "http://h:1/"),
         ];
         for (base, rest, want) in cases {
-            assert_eq!(upstream_uri(&base.parse().unwrap(), rest).unwrap().to_string(), want);
+            assert_eq!(
+                upstream_uri(&base.parse().unwrap(), rest)
+                    .unwrap()
+                    .to_string(),
+                want
+            );
         }
     }
 
@@ -207,9 +258,21 @@ mod tests {
         incoming.insert("openai-organization", HeaderValue::from_static("org-x"));
 
         let cases: Vec<(ProviderKind, Option<&str>, Vec<(&str, &str)>)> = vec![
-            (ProviderKind::Openai, Some("sk-real"), vec![("authorization", "Bearer sk-real")]),
-            (ProviderKind::OpenaiCompatible, Some("tok"), vec![("authorization", "Bearer tok")]),
-            (ProviderKind::Anthropic, Some("sk-ant"), vec![("x-api-key", "sk-ant")]),
+            (
+                ProviderKind::Openai,
+                Some("sk-real"),
+                vec![("authorization", "Bearer sk-real")],
+            ),
+            (
+                ProviderKind::OpenaiCompatible,
+                Some("tok"),
+                vec![("authorization", "Bearer tok")],
+            ),
+            (
+                ProviderKind::Anthropic,
+                Some("sk-ant"),
+                vec![("x-api-key", "sk-ant")],
+            ),
             (ProviderKind::Mcp, None, vec![]),
         ];
         for (kind, cred, injected) in cases {
@@ -229,7 +292,10 @@ mod tests {
     #[test]
     fn hop_by_hop_response_headers_are_dropped() {
         let mut upstream = HeaderMap::new();
-        upstream.insert("content-type", HeaderValue::from_static("text/event-stream"));
+        upstream.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream"),
+        );
         upstream.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         upstream.insert("content-length", HeaderValue::from_static("10"));
         upstream.insert("mcp-session-id", HeaderValue::from_static("s1"));

@@ -222,13 +222,11 @@ impl MeteringEvent {
             ((n % 1000) * 1_000_000) as u32,
         )
         .expect("in range");
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            time.timestamp() as u64,
-            time.timestamp_subsec_nanos(),
-        );
-        let mut id = Uuid::new_v7(ts).into_bytes();
-        // Make ids unique per n even within one millisecond.
+        // A deterministic UUIDv7: 48-bit Unix milliseconds, version 7, then n.
+        let ms = time.timestamp_millis() as u64;
+        let mut id = [0u8; 16];
+        id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        id[6] = 0x70;
         id[8..16].copy_from_slice(&n.to_be_bytes());
         id[8] = (id[8] & 0x3f) | 0x80;
         Self {

@@ -159,10 +159,11 @@ pub fn read_export(input: impl BufRead) -> Result<Export, ExportError> {
     Ok(export)
 }
 
-/// Verifies an export offline, trusting only `log_keys` for checkpoints.
-pub fn verify_export(export: &Export, log_keys: Vec<PublicKey>, origin: Option<String>) -> Report {
-    let submitters = export.submitters.iter().filter_map(|v| PublicKey::from_vkey(v).ok()).collect();
-    let trust = Trust { log_keys, submitters, origin };
+/// Verifies an export offline. Checkpoints are trusted only under
+/// `trust.log_keys` (the file's own log keys are ignored); the gateway keys
+/// listed in the file are added to `trust.submitters`.
+pub fn verify_export(export: &Export, mut trust: Trust) -> Report {
+    trust.submitters.extend(export.submitters.iter().filter_map(|v| PublicKey::from_vkey(v).ok()));
     let mut checkpoints = export.checkpoints.clone();
     checkpoints.sort_by_key(|c| c.size);
     let mut checker = Checker::new(&trust, &checkpoints, &export.batches, 0, Frontier::new());

@@ -6,6 +6,7 @@ pub mod hash;
 pub mod keys;
 pub mod note;
 pub mod proof;
+pub mod prove;
 pub mod sequencer;
 pub mod store;
 pub mod tree;

@@ -84,6 +84,10 @@ pub struct Trust {
     pub submitters: Vec<PublicKey>,
     /// When set, checkpoints must carry this origin.
     pub origin: Option<String>,
+    /// Checkpoint notes obtained outside the store (kept by a monitor, a
+    /// client or a previous verification). They are checked like stored ones,
+    /// so a log rolled back or forked behind their back is caught.
+    pub known_checkpoints: Vec<String>,
 }
 
 /// Which part of the log to check.
@@ -128,17 +132,31 @@ impl Checker {
             broken: false,
             report: Report::default(),
         };
-        for record in checkpoints {
-            match open_checkpoint(&record.note, &trust.log_keys, trust.origin.as_deref()) {
-                Ok((cp, _)) if cp.size == record.size => {
-                    this.checkpoints.insert(cp.size, cp.root);
-                }
-                Ok((cp, _)) => this.problem(
+        let known = trust.known_checkpoints.iter().map(|note| (None, note.as_str()));
+        let stored = checkpoints.iter().map(|r| (Some(r.size), r.note.as_str()));
+        for (stored_size, note) in stored.chain(known) {
+            let place = stored_size.unwrap_or(0);
+            match open_checkpoint(note, &trust.log_keys, trust.origin.as_deref()) {
+                Ok((cp, _)) if stored_size.is_some_and(|s| s != cp.size) => this.problem(
                     None,
-                    Some(record.size),
-                    format!("stored under size {} but the signed note says {}", record.size, cp.size),
+                    Some(place),
+                    format!("stored under size {place} but the signed note says {}", cp.size),
                 ),
-                Err(e) => this.problem(None, Some(record.size), format!("note rejected: {e}")),
+                Ok((cp, _)) => match this.checkpoints.get(&cp.size) {
+                    Some(root) if *root != cp.root => this.problem(
+                        None,
+                        Some(cp.size),
+                        "two validly signed checkpoints disagree on the root (a fork)".into(),
+                    ),
+                    _ => {
+                        this.checkpoints.insert(cp.size, cp.root);
+                    }
+                },
+                Err(e) => this.problem(
+                    None,
+                    stored_size,
+                    format!("note rejected: {e}{}", if stored_size.is_none() { " (known checkpoint)" } else { "" }),
+                ),
             }
         }
         for b in batches {

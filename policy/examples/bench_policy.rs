@@ -23,7 +23,13 @@ use caracal_policy::{
 };
 use chrono::Utc;
 
-const ZONES: [&str; 5] = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney"];
+const ZONES: [&str; 5] = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+];
 
 /// `bench/leaf` is delegated to by `bench/mid`, itself delegated to by
 /// `bench/root`: 10 policies on the leaf, 2 grants, 2 policies on each
@@ -35,19 +41,36 @@ fn deep_snapshot() -> ConfigSnapshot {
         let window = match i % 3 {
             0 => daily(ZONES[i % ZONES.len()]),
             1 => WindowSpec::Calendar {
-                period: if i % 2 == 0 { Period::Weekly } else { Period::Monthly },
+                period: if i % 2 == 0 {
+                    Period::Weekly
+                } else {
+                    Period::Monthly
+                },
                 time_zone: ZONES[i % ZONES.len()].into(),
             },
             _ => WindowSpec::Rolling { seconds: 3600 },
         };
-        let mut rule = with_budget(policy_rule(&format!("bench/p{i}"), "bench/leaf"), 100_000_000, window, tree);
+        let mut rule = with_budget(
+            policy_rule(&format!("bench/p{i}"), "bench/leaf"),
+            100_000_000,
+            window,
+            tree,
+        );
         rule.allow.models = Some(vec!["claude-*".into(), "gpt-*".into(), "o3*".into()]);
         rule.allow.providers = Some(vec!["openai".into(), "anthropic".into()]);
         rule.max_request_cost = Some(Micros(5_000_000));
         rules.push(rule);
     }
-    for (d, parent, child) in [("bench/mid-leaf", "bench/mid", "bench/leaf"), ("bench/root-mid", "bench/root", "bench/mid")] {
-        let mut grant = with_budget(delegation_rule(d, parent, child), 50_000_000, daily("Europe/Berlin"), tree);
+    for (d, parent, child) in [
+        ("bench/mid-leaf", "bench/mid", "bench/leaf"),
+        ("bench/root-mid", "bench/root", "bench/mid"),
+    ] {
+        let mut grant = with_budget(
+            delegation_rule(d, parent, child),
+            50_000_000,
+            daily("Europe/Berlin"),
+            tree,
+        );
         grant.allow.models = Some(vec!["gpt-*".into()]);
         grant.expires_at = Some(Utc::now() + chrono::Duration::days(30));
         rules.push(grant);
@@ -55,12 +78,21 @@ fn deep_snapshot() -> ConfigSnapshot {
     for agent in ["bench/mid", "bench/root"] {
         for i in 0..2 {
             let policy = format!("{agent}-p{i}");
-            rules.push(with_budget(policy_rule(&policy, agent), 1_000_000_000, daily("UTC"), tree));
+            rules.push(with_budget(
+                policy_rule(&policy, agent),
+                1_000_000_000,
+                daily("UTC"),
+                tree,
+            ));
         }
     }
     SnapshotBuilder::new()
         .agent("bench/leaf", &["bench/mid", "bench/root"], rules)
-        .agent("bench/flat", &[], vec![policy_rule("bench/allow-all", "bench/flat")])
+        .agent(
+            "bench/flat",
+            &[],
+            vec![policy_rule("bench/allow-all", "bench/flat")],
+        )
         .build()
 }
 
@@ -101,7 +133,11 @@ fn bench_decisions() {
         &Request {
             agent: "bench/leaf",
             provider: "openai",
-            call: Call::Model { model: "gpt-test", input_tokens: 1200, max_tokens: None },
+            call: Call::Model {
+                model: "gpt-test",
+                input_tokens: 1200,
+                max_tokens: None,
+            },
         },
         Utc::now(),
     ) {
@@ -113,17 +149,26 @@ fn bench_decisions() {
     let base = time_decisions(&snapshot, "bench/flat", n);
     let deep = time_decisions(&snapshot, "bench/leaf", n);
     let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
-    let (d50, d99, d999) = (percentile(&deep, 0.5), percentile(&deep, 0.99), percentile(&deep, 0.999));
+    let (d50, d99, d999) = (
+        percentile(&deep, 0.5),
+        percentile(&deep, 0.99),
+        percentile(&deep, 0.999),
+    );
     println!("decision: {n} evaluations each");
     println!("  baseline (1 policy, no budget):        p50 {b50} ns  p99 {b99} ns");
     println!(
         "  10 policies + 3-deep chain ({lines} budget lines): p50 {d50} ns  p99 {d99} ns  p99.9 {d999} ns"
     );
-    println!("  p99 ratio to baseline: {:.1}x; target p99 <= 5000 ns: {}", d99 as f64 / b99.max(1) as f64, if d99 <= 5000 { "met" } else { "NOT met" });
+    println!(
+        "  p99 ratio to baseline: {:.1}x; target p99 <= 5000 ns: {}",
+        d99 as f64 / b99.max(1) as f64,
+        if d99 <= 5000 { "met" } else { "NOT met" }
+    );
 }
 
 async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("CARACAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("CARACAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("caracal_bench_{}", std::process::id());
     let client = redis::Client::open(url.as_str())?;
     let mut raw = client.get_multiplexed_async_connection().await?;
@@ -159,7 +204,10 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
         tree: "bench".into(),
         limit: Micros(1_000_000_000_000),
         window: caracal_policy::window_at(&daily("UTC"), Utc::now())?,
-        source: caracal_api::snapshot::RuleSource::Policy { policy: "bench/hot".into(), agent: "bench/flat".into() },
+        source: caracal_api::snapshot::RuleSource::Policy {
+            policy: "bench/hot".into(),
+            agent: "bench/flat".into(),
+        },
     };
     let pairs: usize = 60_000;
     let in_flight = 32;
@@ -181,13 +229,18 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
                     .reserve(ReserveRequest {
                         id: &id,
                         lines: &lines,
-                        amount: ReserveAmount { min: Micros(1_000), max: Micros(1_000) },
+                        amount: ReserveAmount {
+                            min: Micros(1_000),
+                            max: Micros(1_000),
+                        },
                         now,
                         ttl: Duration::from_secs(60),
                     })
                     .await
                     .unwrap();
-                let ReserveOutcome::Reserved(r) = outcome else { panic!("{outcome:?}") };
+                let ReserveOutcome::Reserved(r) = outcome else {
+                    panic!("{outcome:?}")
+                };
                 store.settle(&r, Micros(700), now).await.unwrap();
             }
         }));
@@ -198,19 +251,33 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     let done = (pairs / (conns * in_flight)) * conns * in_flight;
     let pair_rate = done as f64 / start.elapsed().as_secs_f64();
     let usage = stores[0].usage(&lines, Utc::now()).await?;
-    assert_eq!(usage[0].spent, Micros(700 * done as i64), "every settle counted once");
+    assert_eq!(
+        usage[0].spent,
+        Micros(700 * done as i64),
+        "every settle counted once"
+    );
     assert_eq!(usage[0].held, Micros(0));
 
     println!("redis (loopback), {conns} connections:");
     println!("  baseline INCRBY, pipelined by {batch}: {incr_rate:.0} commands/s");
-    println!("  reserve+settle pairs ({} in flight): {pair_rate:.0} pairs/s", conns * in_flight);
+    println!(
+        "  reserve+settle pairs ({} in flight): {pair_rate:.0} pairs/s",
+        conns * in_flight
+    );
     println!(
         "  ratio to INCRBY: {:.3}; target >= 20000 pairs/s: {}",
         pair_rate / incr_rate,
-        if pair_rate >= 20_000.0 { "met" } else { "NOT met" }
+        if pair_rate >= 20_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
 
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut raw).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut raw)
+        .await?;
     for chunk in keys.chunks(1000) {
         let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut raw).await?;
     }

@@ -12,7 +12,9 @@ use std::{sync::Arc, time::Instant};
 use bytes::Bytes;
 use caracal_api::{Micros, snapshot::AgentState};
 use caracal_ledger::event::Outcome;
-use caracal_policy::{Call, Decision, Denial, DenyReason, Pricing, Request as PolicyRequest, evaluate};
+use caracal_policy::{
+    Call, Decision, Denial, DenyReason, Pricing, Request as PolicyRequest, evaluate,
+};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
 use super::{Gateway, Record, authenticate, model::settle, read_body, refusal_for, spool_refusal};
@@ -40,27 +42,56 @@ pub(super) async fn handle(
         return Err(deny(Denial::new(DenyReason::NoConfig, None)));
     };
     let (parts, body) = req.into_parts();
-    let bytes = if parts.method == Method::POST { read_body(body, gw.limits.max_request_bytes).await? } else { Bytes::new() };
+    let bytes = if parts.method == Method::POST {
+        read_body(body, gw.limits.max_request_bytes).await?
+    } else {
+        Bytes::new()
+    };
     let message = if parts.method == Method::POST {
-        classify(&bytes).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_mcp_message", e.to_string()))?
+        classify(&bytes).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_mcp_message",
+                e.to_string(),
+            )
+        })?
     } else {
         McpMessage::Other
     };
 
     let McpMessage::ToolCall { tool } = message else {
         // Not metered, but still only for agents allowed to use this server.
-        let entry = snapshot.agents.get(&agent).ok_or_else(|| deny(Denial::new(DenyReason::UnknownAgent, None)))?;
+        let entry = snapshot
+            .agents
+            .get(&agent)
+            .ok_or_else(|| deny(Denial::new(DenyReason::UnknownAgent, None)))?;
         if entry.state != AgentState::Ready {
-            return Err(deny(Denial::new(DenyReason::AgentNotReady { detail: format!("{:?}", entry.state) }, None)));
+            return Err(deny(Denial::new(
+                DenyReason::AgentNotReady {
+                    detail: format!("{:?}", entry.state),
+                },
+                None,
+            )));
         }
         if !entry.providers.iter().any(|p| p == &provider.name) {
-            return Err(deny(Denial::new(DenyReason::ProviderNotAllowed { provider: provider.name.clone() }, None)));
+            return Err(deny(Denial::new(
+                DenyReason::ProviderNotAllowed {
+                    provider: provider.name.clone(),
+                },
+                None,
+            )));
         }
         let response = gw
             .upstream
             .send(provider, parts.method, rest, &parts.headers, bytes)
             .await
-            .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()))?;
+            .map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    e.to_string(),
+                )
+            })?;
         return Ok(relay(response));
     };
 
@@ -70,7 +101,11 @@ pub(super) async fn handle(
         gw.finish_denied(record, &refusal, Some(&snapshot)).await;
         return Err(refusal);
     }
-    let request = PolicyRequest { agent: &agent, provider: &provider.name, call: Call::Tool { tool: &tool } };
+    let request = PolicyRequest {
+        agent: &agent,
+        provider: &provider.name,
+        call: Call::Tool { tool: &tool },
+    };
     let allowed = match evaluate(&snapshot, &request, now) {
         Decision::Allow(a) => a,
         Decision::Deny(d) => {
@@ -93,23 +128,36 @@ pub(super) async fn handle(
         }
     };
     record.reserved = reservation.amount;
-    let response = match gw.upstream.send(provider, parts.method, rest, &parts.headers, bytes).await {
+    let response = match gw
+        .upstream
+        .send(provider, parts.method, rest, &parts.headers, bytes)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             settle(gw, &reservation, Micros::ZERO).await;
             record.finish(Outcome::UpstreamError, "upstream_unreachable");
             let _ = gw.finish(&record, Some(&snapshot)).await;
-            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()));
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                e.to_string(),
+            ));
         }
     };
     if response.status().is_success() {
         record.cost = per_call;
         record.finish(Outcome::Allowed, "");
     } else {
-        record.finish(Outcome::UpstreamError, format!("upstream_status_{}", response.status().as_u16()));
+        record.finish(
+            Outcome::UpstreamError,
+            format!("upstream_status_{}", response.status().as_u16()),
+        );
     }
     settle(gw, &reservation, record.cost).await;
-    gw.finish(&record, Some(&snapshot)).await.map_err(|e| spool_refusal(&e))?;
+    gw.finish(&record, Some(&snapshot))
+        .await
+        .map_err(|e| spool_refusal(&e))?;
     Ok(relay(response))
 }
 

@@ -90,16 +90,27 @@ impl Gateway {
 
     /// Append the request's event to the spool (waiting for fsync) and count
     /// it. An error means the event is not durable.
-    pub(crate) async fn finish(&self, record: &Record, snapshot: Option<&ConfigSnapshot>) -> Result<(), SpoolError> {
+    pub(crate) async fn finish(
+        &self,
+        record: &Record,
+        snapshot: Option<&ConfigSnapshot>,
+    ) -> Result<(), SpoolError> {
         let event = record::event(record, snapshot, &self.gateway_id);
         let result = match event.encode() {
             Ok(bytes) => self.spool.append(bytes).await,
-            Err(e) => Err(SpoolError::Io { path: self.spool.dir().to_owned(), source: std::io::Error::other(e.to_string()) }),
+            Err(e) => Err(SpoolError::Io {
+                path: self.spool.dir().to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            }),
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, "could not record the metering event");
         }
-        let outcome = if result.is_ok() { record.outcome.as_str() } else { "unrecorded" };
+        let outcome = if result.is_ok() {
+            record.outcome.as_str()
+        } else {
+            "unrecorded"
+        };
         self.metrics.record(
             &record.provider,
             outcome,
@@ -112,7 +123,12 @@ impl Gateway {
     }
 
     /// Record a refusal decided before anything was forwarded.
-    pub(crate) async fn finish_denied(&self, mut record: Record, refusal: &Refusal, snapshot: Option<&ConfigSnapshot>) {
+    pub(crate) async fn finish_denied(
+        &self,
+        mut record: Record,
+        refusal: &Refusal,
+        snapshot: Option<&ConfigSnapshot>,
+    ) {
         record.finish(Outcome::Denied, refusal.reason.clone());
         // The refusal stands whether or not the event could be written.
         let _ = self.finish(&record, snapshot).await;
@@ -130,34 +146,55 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             response.headers_mut().insert("x-request-id", v.clone());
             response.headers_mut().insert("request-id", v);
         }
-        tracing::info!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "done"
+        );
         response
     }
     .instrument(span)
     .await
 }
 
-async fn route(gw: &Arc<Gateway>, req: Request<Incoming>, request_id: &str, started: Instant) -> Response<Body> {
+async fn route(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    request_id: &str,
+    started: Instant,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/healthz" => return plain(StatusCode::OK, "ok\n"),
         "/readyz" => {
             return match gw.readiness() {
                 Ok(()) => plain(StatusCode::OK, "ready\n"),
-                Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+                Err(why) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {why}\n"),
+                ),
             };
         }
         "/metrics" => {
             let mut r = plain(StatusCode::OK, &gw.metrics_text());
-            r.headers_mut().insert("content-type", HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
             return r;
         }
         _ => {}
     }
     let trimmed = path.trim_start_matches('/');
-    let (name, rest) = trimmed.split_once('/').map_or((trimmed, "/"), |(n, r)| (n, r));
+    let (name, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
     let Some(provider) = gw.providers.get(name) else {
-        let refusal = Refusal::new(StatusCode::NOT_FOUND, "unknown_provider", format!("no provider named {name:?} is configured; use /PROVIDER/v1/..."));
+        let refusal = Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            format!("no provider named {name:?} is configured; use /PROVIDER/v1/..."),
+        );
         return refusal_response(ErrorStyle::OpenAi, &refusal, request_id);
     };
     let mut rest = format!("/{rest}");
@@ -182,7 +219,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>, request_id: &str, star
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(full(text.to_owned()));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -193,7 +233,10 @@ pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) 
     *r.status_mut() = refusal.status;
     let headers = r.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("x-caracal-reason", HeaderValue::from_str(&refusal.reason).unwrap_or(HeaderValue::from_static("unknown")));
+    headers.insert(
+        "x-caracal-reason",
+        HeaderValue::from_str(&refusal.reason).unwrap_or(HeaderValue::from_static("unknown")),
+    );
     if let Some(seconds) = refusal.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
@@ -208,12 +251,19 @@ pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) 
 /// The agent a request's credential names.
 pub(crate) fn authenticate(headers: &HeaderMap, live: &Live) -> Result<String, Refusal> {
     let key = identity::presented_key(headers).ok_or_else(|| {
-        Refusal::new(StatusCode::UNAUTHORIZED, "missing_credentials", "send your Caracal key as `Authorization: Bearer KEY` or `x-api-key: KEY`")
+        Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+            "send your Caracal key as `Authorization: Bearer KEY` or `x-api-key: KEY`",
+        )
     })?;
-    live.keys
-        .agent_for(key)
-        .map(str::to_owned)
-        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the key is not a known Caracal agent key"))
+    live.keys.agent_for(key).map(str::to_owned).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "the key is not a known Caracal agent key",
+        )
+    })
 }
 
 /// Read a request body, refusing one over `limit` bytes.
@@ -225,11 +275,19 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Ref
             "body_too_large",
             format!("the request body is larger than the gateway's limit of {limit} bytes"),
         )),
-        Err(e) => Err(Refusal::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read the request body: {e}"))),
+        Err(e) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            format!("could not read the request body: {e}"),
+        )),
     }
 }
 
 pub(crate) fn spool_refusal(e: &SpoolError) -> Refusal {
-    let reason = if matches!(e, SpoolError::Full { .. }) { "spool_full" } else { "spool_unavailable" };
+    let reason = if matches!(e, SpoolError::Full { .. }) {
+        "spool_full"
+    } else {
+        "spool_unavailable"
+    };
     Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string())
 }

@@ -9,7 +9,10 @@ use std::{sync::Arc, time::Instant};
 
 use caracal_api::{Micros, snapshot::ConfigSnapshot};
 use caracal_ledger::event::Outcome;
-use caracal_policy::{Allowed, Call, Decision, DenyReason, Denial, ModelRates, Pricing, Request as PolicyRequest, Reservation, evaluate};
+use caracal_policy::{
+    Allowed, Call, Decision, Denial, DenyReason, ModelRates, Pricing, Request as PolicyRequest,
+    Reservation, evaluate,
+};
 use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
 use serde_json::Value;
@@ -60,7 +63,9 @@ impl Metering {
                 u.output_tokens += extra;
                 self.rates.cost(&u.into())
             }
-            None => self.rates.worst_case(self.facts.input_bound, observed_output),
+            None => self
+                .rates
+                .worst_case(self.facts.input_bound, observed_output),
         };
         cost.min(self.reservation.amount)
     }
@@ -74,22 +79,38 @@ pub(super) async fn handle(
     request_id: &str,
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
-    let endpoint = endpoint_for(provider.kind, rest).filter(|_| req.method() == Method::POST).ok_or_else(|| {
-        Refusal::new(StatusCode::NOT_FOUND, "unsupported_endpoint", format!("{} {rest} is not a metered endpoint of provider {:?}", req.method(), provider.name))
-    })?;
+    let endpoint = endpoint_for(provider.kind, rest)
+        .filter(|_| req.method() == Method::POST)
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unsupported_endpoint",
+                format!(
+                    "{} {rest} is not a metered endpoint of provider {:?}",
+                    req.method(),
+                    provider.name
+                ),
+            )
+        })?;
     let live = gw.live.borrow().clone();
     let agent = authenticate(req.headers(), &live)?;
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let Some(snapshot) = live.snapshot.clone() else {
-        let refusal = refusal_for(&Denial::new(DenyReason::NoConfig, None), gw.limits.budget_denial_status, chrono::Utc::now());
+        let refusal = refusal_for(
+            &Denial::new(DenyReason::NoConfig, None),
+            gw.limits.budget_denial_status,
+            chrono::Utc::now(),
+        );
         gw.finish_denied(record, &refusal, None).await;
         return Err(refusal);
     };
     let (parts, body) = req.into_parts();
     let early = async {
         let bytes = read_body(body, gw.limits.max_request_bytes).await?;
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
-        let facts = wire::inspect(endpoint, &json, bytes.len()).map_err(|e| bad_request("invalid_request", e.to_string()))?;
+        let json: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        let facts = wire::inspect(endpoint, &json, bytes.len())
+            .map_err(|e| bad_request("invalid_request", e.to_string()))?;
         gw.spool.check_room().map_err(|e| spool_refusal(&e))?;
         Ok::<_, Refusal>((json, facts))
     };
@@ -103,9 +124,19 @@ pub(super) async fn handle(
     record.model = Some(facts.model.clone());
 
     let now = chrono::Utc::now();
-    let requested_total = facts.requested_output.map(|o| u32::try_from(facts.output_bound(o)).unwrap_or(u32::MAX));
-    let call = Call::Model { model: &facts.model, input_tokens: facts.input_bound, max_tokens: requested_total };
-    let policy_request = PolicyRequest { agent: &agent, provider: &provider.name, call };
+    let requested_total = facts
+        .requested_output
+        .map(|o| u32::try_from(facts.output_bound(o)).unwrap_or(u32::MAX));
+    let call = Call::Model {
+        model: &facts.model,
+        input_tokens: facts.input_bound,
+        max_tokens: requested_total,
+    };
+    let policy_request = PolicyRequest {
+        agent: &agent,
+        provider: &provider.name,
+        call,
+    };
     let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
     let allowed: Allowed = match evaluate(&snapshot, &policy_request, now) {
         Decision::Allow(a) => a,
@@ -119,7 +150,11 @@ pub(super) async fn handle(
         tracing::info!(reason = would.reason.code(), message = %would.message, "dry-run policy would deny");
     }
     let Pricing::Model(rates) = allowed.pricing else {
-        let refusal = Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "pricing_mismatch", "a model call was priced as a tool");
+        let refusal = Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "pricing_mismatch",
+            "a model call was priced as a tool",
+        );
         gw.finish_denied(record, &refusal, Some(&snapshot)).await;
         return Err(refusal);
     };
@@ -135,16 +170,28 @@ pub(super) async fn handle(
     record.reserved = reservation.amount;
 
     // Cap output at what the reservation pays for.
-    let total_cap = allowed.max_tokens_for(reservation.amount).or(requested_total).map(u64::from);
+    let total_cap = allowed
+        .max_tokens_for(reservation.amount)
+        .or(requested_total)
+        .map(u64::from);
     let per_choice = total_cap.map(|t| t / facts.choices);
     if endpoint != Endpoint::Embeddings && per_choice == Some(0) {
         settle(gw, &reservation, Micros::ZERO).await;
-        let refusal = Refusal::new(gw.limits.budget_denial_status, "budget_exhausted", "the remaining budget cannot pay for a single output token");
+        let refusal = Refusal::new(
+            gw.limits.budget_denial_status,
+            "budget_exhausted",
+            "the remaining budget cannot pay for a single output token",
+        );
         gw.finish_denied(record, &refusal, Some(&snapshot)).await;
         return Err(refusal);
     }
     let effective = match per_choice {
-        Some(cap) => wire::prepare(endpoint, &mut json, cap, provider.kind == ProviderKind::OpenaiCompatible),
+        Some(cap) => wire::prepare(
+            endpoint,
+            &mut json,
+            cap,
+            provider.kind == ProviderKind::OpenaiCompatible,
+        ),
         None => 0,
     };
     let metering = Metering {
@@ -161,7 +208,9 @@ pub(super) async fn handle(
         Ok(mock::respond(endpoint, &json))
     } else {
         let body = serde_json::to_vec(&json).unwrap_or_default();
-        gw.upstream.send(provider, parts.method, rest, &parts.headers, body.into()).await
+        gw.upstream
+            .send(provider, parts.method, rest, &parts.headers, body.into())
+            .await
     };
     let response = match upstream {
         Ok(r) => r,
@@ -169,14 +218,22 @@ pub(super) async fn handle(
             settle(gw, &metering.reservation, Micros::ZERO).await;
             record.finish(Outcome::UpstreamError, "upstream_unreachable");
             let _ = gw.finish(&record, Some(&snapshot)).await;
-            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", e.to_string()));
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                e.to_string(),
+            ));
         }
     };
 
     let status = response.status();
     let streaming = metering.facts.stream
         && status.is_success()
-        && response.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+        && response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
     if streaming {
         return Ok(stream::start(gw.clone(), response, metering, record));
     }
@@ -185,9 +242,17 @@ pub(super) async fn handle(
 
 /// A non-streamed answer (or any upstream error): read it whole, meter,
 /// settle, spool, then respond.
-async fn relay_whole(gw: &Arc<Gateway>, response: Response<Body>, metering: Metering, mut record: Record) -> Result<Response<Body>, Refusal> {
+async fn relay_whole(
+    gw: &Arc<Gateway>,
+    response: Response<Body>,
+    metering: Metering,
+    mut record: Record,
+) -> Result<Response<Body>, Refusal> {
     let (parts, body) = response.into_parts();
-    let bytes = match Limited::new(body, gw.limits.max_response_bytes).collect().await {
+    let bytes = match Limited::new(body, gw.limits.max_response_bytes)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             // The provider may have billed this; charge the reservation.
@@ -195,7 +260,11 @@ async fn relay_whole(gw: &Arc<Gateway>, response: Response<Body>, metering: Mete
             record.cost = metering.reservation.amount;
             record.finish(Outcome::UpstreamError, "upstream_body_failed");
             let _ = gw.finish(&record, Some(&metering.snapshot)).await;
-            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "upstream_body_failed", format!("reading the provider's response failed: {e}")));
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_body_failed",
+                format!("reading the provider's response failed: {e}"),
+            ));
         }
     };
     if parts.status.is_success() {
@@ -213,7 +282,10 @@ async fn relay_whole(gw: &Arc<Gateway>, response: Response<Body>, metering: Mete
         }
     } else {
         // Providers do not bill refused requests.
-        record.finish(Outcome::UpstreamError, format!("upstream_status_{}", parts.status.as_u16()));
+        record.finish(
+            Outcome::UpstreamError,
+            format!("upstream_status_{}", parts.status.as_u16()),
+        );
     }
     settle(gw, &metering.reservation, record.cost).await;
     if let Err(e) = gw.finish(&record, Some(&metering.snapshot)).await {
@@ -222,14 +294,21 @@ async fn relay_whole(gw: &Arc<Gateway>, response: Response<Body>, metering: Mete
     let mut out = Response::new(full(bytes));
     *out.status_mut() = parts.status;
     *out.headers_mut() = relayed_headers(&parts.headers);
-    out.headers_mut().insert("x-caracal-cost-micros", HeaderValue::from(record.cost.get()));
+    out.headers_mut().insert(
+        "x-caracal-cost-micros",
+        HeaderValue::from(record.cost.get()),
+    );
     Ok(out)
 }
 
 /// Commit `actual` on the reservation. A failure leaves the hold to expire
 /// (never an overspend); it is logged, and the event still records the cost.
 pub(super) async fn settle(gw: &Gateway, reservation: &Reservation, actual: Micros) {
-    if let Err(e) = gw.budgets.settle(reservation, actual, chrono::Utc::now()).await {
+    if let Err(e) = gw
+        .budgets
+        .settle(reservation, actual, chrono::Utc::now())
+        .await
+    {
         tracing::warn!(error = %e, reservation = %reservation.id, "settle failed; the hold will expire on its own");
     }
 }
@@ -242,11 +321,23 @@ mod tests {
     fn endpoints_must_fit_the_provider_kind() {
         use ProviderKind::*;
         let cases = [
-            (Openai, "/v1/chat/completions", Some(Endpoint::ChatCompletions)),
+            (
+                Openai,
+                "/v1/chat/completions",
+                Some(Endpoint::ChatCompletions),
+            ),
             (Openai, "/v1/messages", None),
-            (Anthropic, "/v1/messages?beta=true", Some(Endpoint::Messages)),
+            (
+                Anthropic,
+                "/v1/messages?beta=true",
+                Some(Endpoint::Messages),
+            ),
             (Anthropic, "/v1/chat/completions", None),
-            (OpenaiCompatible, "/v1/embeddings", Some(Endpoint::Embeddings)),
+            (
+                OpenaiCompatible,
+                "/v1/embeddings",
+                Some(Endpoint::Embeddings),
+            ),
             (Mock, "/v1/messages", Some(Endpoint::Messages)),
             (Mock, "/v1/files", None),
             (Mcp, "/v1/chat/completions", None),

@@ -2,7 +2,10 @@
 
 use std::time::Instant;
 
-use caracal_api::{Micros, snapshot::{AgentEntry, ConfigSnapshot, RuleSource}};
+use caracal_api::{
+    Micros,
+    snapshot::{AgentEntry, ConfigSnapshot, RuleSource},
+};
 use caracal_ledger::event::{AgentRef, MeteringEvent, Outcome, Tokens};
 use uuid::Uuid;
 
@@ -80,13 +83,19 @@ fn policies(entry: Option<&AgentEntry>) -> Vec<String> {
 }
 
 /// The ledger event for a finished request.
-pub fn event(record: &Record, snapshot: Option<&ConfigSnapshot>, gateway_id: &str) -> MeteringEvent {
+pub fn event(
+    record: &Record,
+    snapshot: Option<&ConfigSnapshot>,
+    gateway_id: &str,
+) -> MeteringEvent {
     let entry = snapshot.and_then(|s| s.agents.get(&record.agent));
     MeteringEvent {
         id: Uuid::now_v7(),
         time: chrono::Utc::now(),
         agent: agent_ref(&record.agent),
-        delegation_chain: entry.map(|e| e.chain.iter().map(|a| agent_ref(a)).collect()).unwrap_or_default(),
+        delegation_chain: entry
+            .map(|e| e.chain.iter().map(|a| agent_ref(a)).collect())
+            .unwrap_or_default(),
         policies: policies(entry),
         provider: record.provider.clone(),
         model: record.model.clone(),
@@ -100,7 +109,9 @@ pub fn event(record: &Record, snapshot: Option<&ConfigSnapshot>, gateway_id: &st
         },
         cost: record.cost,
         reserved: record.reserved,
-        price_catalog_version: snapshot.map(|s| s.prices.version.clone()).unwrap_or_default(),
+        price_catalog_version: snapshot
+            .map(|s| s.prices.version.clone())
+            .unwrap_or_default(),
         outcome: record.outcome,
         reason: record.reason.clone(),
         gateway_id: gateway_id.to_owned(),

@@ -26,11 +26,18 @@ use crate::{
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
 
 /// Start relaying `response`; the returned response streams to the client.
-pub(super) fn start(gw: Arc<Gateway>, response: Response<Body>, metering: Metering, record: Record) -> Response<Body> {
+pub(super) fn start(
+    gw: Arc<Gateway>,
+    response: Response<Body>,
+    metering: Metering,
+    record: Record,
+) -> Response<Body> {
     let (parts, upstream) = response.into_parts();
     let (tx, rx) = mpsc::channel::<Chunk>(16);
     tokio::spawn(pump(gw, upstream, tx, metering, record));
-    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
+    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
     let mut out = Response::new(body.boxed());
     *out.status_mut() = parts.status;
     *out.headers_mut() = relayed_headers(&parts.headers);
@@ -48,13 +55,27 @@ enum End {
 
 fn error_event(metering: &Metering, refusal: &Refusal, request_id: &str) -> Bytes {
     let anthropic = metering.endpoint.is_anthropic();
-    let style = if anthropic { ErrorStyle::Anthropic } else { ErrorStyle::OpenAi };
+    let style = if anthropic {
+        ErrorStyle::Anthropic
+    } else {
+        ErrorStyle::OpenAi
+    };
     let body = error_body(style, refusal, request_id);
-    let text = if anthropic { format!("event: error\ndata: {body}\n\n") } else { format!("data: {body}\n\n") };
+    let text = if anthropic {
+        format!("event: error\ndata: {body}\n\n")
+    } else {
+        format!("data: {body}\n\n")
+    };
     Bytes::from(text)
 }
 
-async fn pump(gw: Arc<Gateway>, mut upstream: Body, tx: mpsc::Sender<Chunk>, metering: Metering, mut record: Record) {
+async fn pump(
+    gw: Arc<Gateway>,
+    mut upstream: Body,
+    tx: mpsc::Sender<Chunk>,
+    metering: Metering,
+    mut record: Record,
+) {
     let mut scanner = SseScanner::new(gw.limits.max_sse_event_bytes);
     let mut meter = StreamMeter::new(metering.endpoint);
     let end = loop {
@@ -88,15 +109,29 @@ async fn pump(gw: Arc<Gateway>, mut upstream: Body, tx: mpsc::Sender<Chunk>, met
     let reported = meter.usage();
     let observed = meter.observed_output();
     let (outcome, reason, tail) = match &end {
-        End::Complete if meter.finished() && reported.is_some() => (Outcome::Allowed, String::new(), None),
+        End::Complete if meter.finished() && reported.is_some() => {
+            (Outcome::Allowed, String::new(), None)
+        }
         End::Complete => (Outcome::Allowed, "usage_missing".to_owned(), None),
         End::CutOff => {
-            let refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, "stream_cut_off", "the stream passed the output its reservation pays for");
+            let refusal = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "stream_cut_off",
+                "the stream passed the output its reservation pays for",
+            );
             (Outcome::CutOff, "stream_cut_off".to_owned(), Some(refusal))
         }
         End::InvalidSse(detail) => {
-            let refusal = Refusal::new(StatusCode::BAD_GATEWAY, "invalid_upstream_sse", detail.clone());
-            (Outcome::UpstreamError, "invalid_upstream_sse".to_owned(), Some(refusal))
+            let refusal = Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "invalid_upstream_sse",
+                detail.clone(),
+            );
+            (
+                Outcome::UpstreamError,
+                "invalid_upstream_sse".to_owned(),
+                Some(refusal),
+            )
         }
         End::UpstreamReset(_) => (Outcome::UpstreamError, "upstream_reset".to_owned(), None),
         End::ClientGone => (Outcome::Allowed, "client_disconnected".to_owned(), None),
@@ -110,7 +145,10 @@ async fn pump(gw: Arc<Gateway>, mut upstream: Body, tx: mpsc::Sender<Chunk>, met
             if let Some(usage) = reported {
                 record.usage = usage;
             }
-            record.usage.output_tokens = record.usage.output_tokens.max(observed.saturating_sub(record.usage.reasoning_tokens));
+            record.usage.output_tokens = record
+                .usage
+                .output_tokens
+                .max(observed.saturating_sub(record.usage.reasoning_tokens));
             metering.fallback_cost(observed, reported)
         }
     };
@@ -121,14 +159,28 @@ async fn pump(gw: Arc<Gateway>, mut upstream: Body, tx: mpsc::Sender<Chunk>, met
     match (&end, durable) {
         (_, Err(e)) => {
             // Not recorded: do not let the client take the stream as complete.
-            let _ = tx.send(Err(std::io::Error::other(format!("metering event not recorded: {e}")))).await;
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "metering event not recorded: {e}"
+                ))))
+                .await;
         }
         (End::UpstreamReset(detail), Ok(())) => {
-            let _ = tx.send(Err(std::io::Error::other(format!("upstream reset: {detail}")))).await;
+            let _ = tx
+                .send(Err(std::io::Error::other(format!(
+                    "upstream reset: {detail}"
+                ))))
+                .await;
         }
         (_, Ok(())) => {
             if let Some(refusal) = tail {
-                let _ = tx.send(Ok(Frame::data(error_event(&metering, &refusal, &record.request_id)))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(error_event(
+                        &metering,
+                        &refusal,
+                        &record.request_id,
+                    ))))
+                    .await;
             }
         }
     }

@@ -125,7 +125,12 @@ impl Spool {
             shared,
             config: Arc::new(config),
         };
-        tokio::spawn(flush_loop(spool.tx.downgrade(), spool.shared.clone(), spool.config.clone(), sink));
+        tokio::spawn(flush_loop(
+            spool.tx.downgrade(),
+            spool.shared.clone(),
+            spool.config.clone(),
+            sink,
+        ));
         Ok(spool)
     }
 
@@ -179,11 +184,24 @@ impl Spool {
     }
 }
 
-async fn ship_one_batch(tx: &mpsc::Sender<writer::Command>, shared: &Shared, config: &SpoolConfig, sink: &dyn LedgerSink) -> Result<usize, String> {
+async fn ship_one_batch(
+    tx: &mpsc::Sender<writer::Command>,
+    shared: &Shared,
+    config: &SpoolConfig,
+    sink: &dyn LedgerSink,
+) -> Result<usize, String> {
     let stopped = || "spool writer stopped".to_owned();
     let (done, wait) = oneshot::channel();
-    tx.send(writer::Command::ReadBatch { max: config.batch_records, done }).await.map_err(|_| stopped())?;
-    let (records, end) = wait.await.map_err(|_| stopped())?.map_err(|e| e.to_string())?;
+    tx.send(writer::Command::ReadBatch {
+        max: config.batch_records,
+        done,
+    })
+    .await
+    .map_err(|_| stopped())?;
+    let (records, end) = wait
+        .await
+        .map_err(|_| stopped())?
+        .map_err(|e| e.to_string())?;
     if records.is_empty() {
         return Ok(0);
     }
@@ -191,20 +209,35 @@ async fn ship_one_batch(tx: &mpsc::Sender<writer::Command>, shared: &Shared, con
     shared.sink_healthy.store(result.is_ok(), Ordering::Release);
     result?;
     let (done, wait) = oneshot::channel();
-    tx.send(writer::Command::MarkShipped { end, count: records.len() as u64, done }).await.map_err(|_| stopped())?;
-    wait.await.map_err(|_| stopped())?.map_err(|e| e.to_string())?;
+    tx.send(writer::Command::MarkShipped {
+        end,
+        count: records.len() as u64,
+        done,
+    })
+    .await
+    .map_err(|_| stopped())?;
+    wait.await
+        .map_err(|_| stopped())?
+        .map_err(|e| e.to_string())?;
     Ok(records.len())
 }
 
 /// Ships batches until every [`Spool`] handle is gone. It holds only a weak
 /// sender, so dropping the last handle stops the writer thread and this task.
-async fn flush_loop(tx: mpsc::WeakSender<writer::Command>, shared: Arc<Shared>, config: Arc<SpoolConfig>, sink: Arc<dyn LedgerSink>) {
+async fn flush_loop(
+    tx: mpsc::WeakSender<writer::Command>,
+    shared: Arc<Shared>,
+    config: Arc<SpoolConfig>,
+    sink: Arc<dyn LedgerSink>,
+) {
     loop {
         let Some(strong) = tx.upgrade() else { return };
         match ship_one_batch(&strong, &shared, &config, sink.as_ref()).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => shared.sink_healthy.store(true, Ordering::Release),
-            Err(e) => tracing::warn!(error = %e, "could not ship spooled events to the ledger; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ship spooled events to the ledger; will retry")
+            }
         }
         drop(strong);
         let _ = tokio::time::timeout(config.flush_interval, shared.notify.notified()).await;

@@ -9,7 +9,11 @@ use crate::{harness::*, openai::budgeted_snapshot};
 
 async fn anthropic_gateway(upstream: &FakeUpstream) -> TestGateway {
     start(Setup {
-        providers: vec![provider("anthropic", ProviderKind::Anthropic, Some(&upstream.url))],
+        providers: vec![provider(
+            "anthropic",
+            ProviderKind::Anthropic,
+            Some(&upstream.url),
+        )],
         snapshot: Some(budgeted_snapshot(10_000_000)),
         agent: "team/bot".into(),
         limits: Limits::default(),
@@ -24,8 +28,10 @@ fn named(event: &str, v: serde_json::Value) -> String {
 #[tokio::test]
 async fn messages_json_with_x_api_key() {
     let handler: Handler = Arc::new(|_: &Seen| {
-        json_response(json!({"type": "message", "content": [{"type": "text", "text": "hi"}],
-            "usage": {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200}}))
+        json_response(
+            json!({"type": "message", "content": [{"type": "text", "text": "hi"}],
+            "usage": {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200}}),
+        )
     });
     let upstream = FakeUpstream::start(handler).await;
     let gw = anthropic_gateway(&upstream).await;
@@ -50,11 +56,26 @@ async fn messages_json_with_x_api_key() {
 async fn messages_stream_combines_start_and_delta_usage() {
     let handler: Handler = Arc::new(|_: &Seen| {
         sse_response(vec![
-            named("message_start", json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}})),
-            named("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
-            named("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})),
-            named("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-            named("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}})),
+            named(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}}),
+            ),
+            named(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            named(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            ),
+            named(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            named(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}}),
+            ),
             named("message_stop", json!({"type": "message_stop"})),
         ])
     });
@@ -63,7 +84,8 @@ async fn messages_stream_combines_start_and_delta_usage() {
     let answer = post(
         &format!("{}/anthropic/v1/messages", gw.url),
         &[("x-api-key", &gw.key)],
-        json!({"model": "claude-test", "max_tokens": 100, "stream": true, "messages": []}).to_string(),
+        json!({"model": "claude-test", "max_tokens": 100, "stream": true, "messages": []})
+            .to_string(),
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -77,12 +99,20 @@ async fn messages_stream_combines_start_and_delta_usage() {
 async fn anthropic_errors_use_the_anthropic_shape() {
     let upstream = FakeUpstream::start(Arc::new(|_: &Seen| json_response(json!({})))).await;
     let gw = anthropic_gateway(&upstream).await;
-    let answer = post(&format!("{}/anthropic/v1/messages", gw.url), &[("x-api-key", "ck_wrong")], "{}").await;
+    let answer = post(
+        &format!("{}/anthropic/v1/messages", gw.url),
+        &[("x-api-key", "ck_wrong")],
+        "{}",
+    )
+    .await;
     assert_eq!(answer.status, 401);
     let body = answer.json();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "authentication_error");
     assert_eq!(body["error"]["caracal_reason"], "invalid_api_key");
-    assert_eq!(body["request_id"], answer.headers["request-id"].to_str().unwrap());
+    assert_eq!(
+        body["request_id"],
+        answer.headers["request-id"].to_str().unwrap()
+    );
     assert!(upstream.seen.lock().unwrap().is_empty());
 }

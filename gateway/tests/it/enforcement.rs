@@ -6,10 +6,17 @@ use caracal_ledger::event::Outcome;
 use caracal_policy::{ModelRates, fixtures::test_catalog};
 use serde_json::json;
 
-use crate::{harness::*, openai::{budgeted_snapshot, openai_gateway}};
+use crate::{
+    harness::*,
+    openai::{budgeted_snapshot, openai_gateway},
+};
 
 fn fixed_usage(prompt: u64, completion: u64) -> Handler {
-    Arc::new(move |_: &Seen| json_response(json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}})))
+    Arc::new(move |_: &Seen| {
+        json_response(
+            json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}),
+        )
+    })
 }
 
 fn chat(gw: &TestGateway) -> String {
@@ -21,33 +28,57 @@ async fn a_spent_budget_denies_with_429_and_retry_after() {
     let upstream = FakeUpstream::start(fixed_usage(40, 60)).await;
     // $0.001 = 1000 micro-dollars a day.
     let gw = openai_gateway(&upstream, 1000).await;
-    let body = json!({"model": "gpt-test", "max_tokens": 10}).to_string();
+    let body = json!({"model": "gpt-test", "max_tokens": 10, "messages": [{"role": "user", "content": "x".repeat(60)}]}).to_string();
+    assert!(
+        body.len() * 5 / 2 + 100 > 300,
+        "the second call's worst case must exceed what is left"
+    );
     let first = post(&chat(&gw), &[("authorization", &gw.bearer())], body.clone()).await;
     // 40 x 2.50 + 60 x 10 = 700.
-    assert_eq!((first.status, first.headers["x-caracal-cost-micros"].to_str().unwrap()), (200, "700"));
-    // Worst case of the next call is 40 bytes x 2.50 + 10 x 10 > 300 left.
+    assert_eq!(
+        (
+            first.status,
+            first.headers["x-caracal-cost-micros"].to_str().unwrap()
+        ),
+        (200, "700")
+    );
+    // The next call's worst case (body bytes x 2.50 + 10 x 10) is over the 300 left.
     let second = post(&chat(&gw), &[("authorization", &gw.bearer())], body).await;
     assert_eq!(second.status, 429, "{}", second.text());
-    let retry: u64 = second.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = second.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=86_400).contains(&retry), "{retry}");
     assert_eq!(second.headers["x-should-retry"], "false");
     let err = second.json();
     assert_eq!(err["error"]["type"], "rate_limit_error");
     assert_eq!(err["error"]["code"], "budget_exhausted");
-    assert_eq!(upstream.seen.lock().unwrap().len(), 1, "the denied call never left");
+    assert_eq!(
+        upstream.seen.lock().unwrap().len(),
+        1,
+        "the denied call never left"
+    );
     let events = gw.events(2).await;
-    assert_eq!((events[1].outcome, events[1].reason.as_str()), (Outcome::Denied, "budget_exhausted"));
+    assert_eq!(
+        (events[1].outcome, events[1].reason.as_str()),
+        (Outcome::Denied, "budget_exhausted")
+    );
 }
 
 #[tokio::test]
 async fn the_output_cap_is_what_the_budget_can_pay() {
     let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
     let gw = openai_gateway(&upstream, 5000).await;
-    let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let body =
+        json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], body.clone()).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let rates = ModelRates::from_price(test_catalog().model("openai", "gpt-test").unwrap());
-    let want = rates.max_output_within(body.len() as u64, Micros(5000)).unwrap();
+    let want = rates
+        .max_output_within(body.len() as u64, Micros(5000))
+        .unwrap();
     assert!(want > 0 && want < 16_384);
     let sent: serde_json::Value = serde_json::from_slice(&upstream.last().body).unwrap();
     assert_eq!(sent["max_completion_tokens"], want);
@@ -57,7 +88,12 @@ async fn the_output_cap_is_what_the_budget_can_pay() {
 async fn a_requested_limit_above_the_budget_is_denied_not_clamped() {
     let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
     let gw = openai_gateway(&upstream, 5000).await;
-    let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], json!({"model": "gpt-test", "max_tokens": 100_000}).to_string()).await;
+    let answer = post(
+        &chat(&gw),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test", "max_tokens": 100_000}).to_string(),
+    )
+    .await;
     assert_eq!(answer.status, 429, "{}", answer.text());
     assert!(upstream.seen.lock().unwrap().is_empty());
 }
@@ -69,17 +105,36 @@ async fn credentials_are_required_and_checked() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (vec![], "missing_credentials"),
         (vec![("authorization", "Bearer ck_0000")], "invalid_api_key"),
-        (vec![("authorization", "Basic dXNlcjpwYXNz")], "missing_credentials"),
+        (
+            vec![("authorization", "Basic dXNlcjpwYXNz")],
+            "missing_credentials",
+        ),
     ];
     for (headers, reason) in cases {
-        let answer = post(&chat(&gw), &headers, json!({"model": "gpt-test"}).to_string()).await;
+        let answer = post(
+            &chat(&gw),
+            &headers,
+            json!({"model": "gpt-test"}).to_string(),
+        )
+        .await;
         assert_eq!(answer.status, 401);
         assert_eq!(answer.json()["error"]["code"], reason);
     }
     // The same key works as x-api-key too.
-    let ok = post(&chat(&gw), &[("x-api-key", &gw.key)], json!({"model": "gpt-test"}).to_string()).await;
+    let ok = post(
+        &chat(&gw),
+        &[("x-api-key", &gw.key)],
+        json!({"model": "gpt-test"}).to_string(),
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    assert!(!upstream.last().headers.get("x-api-key").is_some_and(|v| v.to_str().unwrap().starts_with("ck_")));
+    assert!(
+        !upstream
+            .last()
+            .headers
+            .get("x-api-key")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("ck_"))
+    );
 }
 
 #[tokio::test]
@@ -88,25 +143,58 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
     let mut limits = Limits::default();
     limits.max_request_bytes = 1024;
     let gw = start(Setup {
-        providers: vec![provider("openai", ProviderKind::Openai, Some(&upstream.url))],
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
         snapshot: Some(budgeted_snapshot(1_000_000)),
         agent: "team/bot".into(),
         limits,
     })
     .await;
     let auth = gw.bearer();
-    let big = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "x".repeat(2000)}]}).to_string();
+    let big =
+        json!({"model": "gpt-test", "messages": [{"role": "user", "content": "x".repeat(2000)}]})
+            .to_string();
     let cases: Vec<(String, String, u16, &str)> = vec![
         (chat(&gw), "{not json".into(), 400, "invalid_json"),
-        (chat(&gw), json!({"messages": []}).to_string(), 400, "invalid_request"),
+        (
+            chat(&gw),
+            json!({"messages": []}).to_string(),
+            400,
+            "invalid_request",
+        ),
         (chat(&gw), big, 413, "body_too_large"),
-        (chat(&gw), json!({"model": "gpt-unknown"}).to_string(), 400, "unpriced_model"),
-        (format!("{}/openai/v1/files", gw.url), "{}".into(), 404, "unsupported_endpoint"),
-        (format!("{}/nope/v1/chat/completions", gw.url), "{}".into(), 404, "unknown_provider"),
+        (
+            chat(&gw),
+            json!({"model": "gpt-unknown"}).to_string(),
+            400,
+            "unpriced_model",
+        ),
+        (
+            format!("{}/openai/v1/files", gw.url),
+            "{}".into(),
+            404,
+            "unsupported_endpoint",
+        ),
+        (
+            format!("{}/nope/v1/chat/completions", gw.url),
+            "{}".into(),
+            404,
+            "unknown_provider",
+        ),
     ];
     for (url, body, status, reason) in cases {
         let answer = post(&url, &[("authorization", &auth)], body).await;
-        assert_eq!((answer.status, answer.json()["error"]["code"].as_str().unwrap()), (status, reason), "{url}");
+        assert_eq!(
+            (
+                answer.status,
+                answer.json()["error"]["code"].as_str().unwrap()
+            ),
+            (status, reason),
+            "{url}"
+        );
     }
     assert!(upstream.seen.lock().unwrap().is_empty());
     // Refusals after authentication are in the ledger as denials.
@@ -118,16 +206,31 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
 async fn no_config_denies_everything_until_one_arrives() {
     let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
     let gw = start(Setup {
-        providers: vec![provider("openai", ProviderKind::Openai, Some(&upstream.url))],
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
         snapshot: None,
         agent: "team/bot".into(),
         limits: Limits::default(),
     })
     .await;
     let started = std::time::Instant::now();
-    let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], json!({"model": "gpt-test"}).to_string()).await;
+    let answer = post(
+        &chat(&gw),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test"}).to_string(),
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_millis(100));
-    assert_eq!((answer.status, answer.json()["error"]["code"].as_str().unwrap()), (503, "no_config"));
+    assert_eq!(
+        (
+            answer.status,
+            answer.json()["error"]["code"].as_str().unwrap()
+        ),
+        (503, "no_config")
+    );
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 503);
 
     // A snapshot arrives: the same call goes through.
@@ -136,7 +239,12 @@ async fn no_config_denies_everything_until_one_arrives() {
         next.snapshot = Some(Arc::new(budgeted_snapshot(1_000_000)));
         *live = Arc::new(next);
     });
-    let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], json!({"model": "gpt-test"}).to_string()).await;
+    let answer = post(
+        &chat(&gw),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test"}).to_string(),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 200);
 }
@@ -144,9 +252,17 @@ async fn no_config_denies_everything_until_one_arrives() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_that_costs_nothing() {
     // Bind and drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gw = start(Setup {
-        providers: vec![provider("openai", ProviderKind::Openai, Some(&format!("http://127.0.0.1:{port}")))],
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&format!("http://127.0.0.1:{port}")),
+        )],
         snapshot: Some(budgeted_snapshot(1000)),
         agent: "team/bot".into(),
         limits: Limits::default(),
@@ -156,17 +272,32 @@ async fn an_unreachable_upstream_is_a_502_that_costs_nothing() {
     for _ in 0..3 {
         // Were holds leaked, the third call could not reserve on a $0.001 budget.
         let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], body.clone()).await;
-        assert_eq!((answer.status, answer.json()["error"]["code"].as_str().unwrap()), (502, "upstream_unreachable"));
+        assert_eq!(
+            (
+                answer.status,
+                answer.json()["error"]["code"].as_str().unwrap()
+            ),
+            (502, "upstream_unreachable")
+        );
     }
     let events = gw.events(3).await;
-    assert!(events.iter().all(|e| e.outcome == Outcome::UpstreamError && e.cost == Micros::ZERO));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.outcome == Outcome::UpstreamError && e.cost == Micros::ZERO)
+    );
 }
 
 #[tokio::test]
 async fn metrics_and_health_endpoints() {
     let upstream = FakeUpstream::start(fixed_usage(3, 4)).await;
     let gw = openai_gateway(&upstream, 1_000_000).await;
-    post(&chat(&gw), &[("authorization", &gw.bearer())], json!({"model": "gpt-test"}).to_string()).await;
+    post(
+        &chat(&gw),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test"}).to_string(),
+    )
+    .await;
     assert_eq!(get(&format!("{}/healthz", gw.url)).await.status, 200);
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 200);
     let metrics = get(&format!("{}/metrics", gw.url)).await.text();

@@ -2,7 +2,6 @@
 //! budget store and a spool whose ledger sink keeps what it is sent.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -52,7 +51,12 @@ impl LedgerSink for MemorySink {
 
 impl MemorySink {
     pub fn decoded(&self) -> Vec<MeteringEvent> {
-        self.events.lock().unwrap().iter().map(|b| MeteringEvent::decode(b).expect("canonical event")).collect()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| MeteringEvent::decode(b).expect("canonical event"))
+            .collect()
     }
 }
 
@@ -112,7 +116,11 @@ impl FakeUpstream {
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
-                            let s = Seen { path: parts.uri.path().to_owned(), headers: parts.headers, body };
+                            let s = Seen {
+                                path: parts.uri.path().to_owned(),
+                                headers: parts.headers,
+                                body,
+                            };
                             seen.lock().unwrap().push(s.clone());
                             Ok::<_, Infallible>(handler(&s))
                         }
@@ -123,11 +131,20 @@ impl FakeUpstream {
                 });
             }
         });
-        FakeUpstream { url, seen, _stop: stop }
+        FakeUpstream {
+            url,
+            seen,
+            _stop: stop,
+        }
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
     }
 }
 
@@ -137,9 +154,7 @@ pub struct TestGateway {
     pub key: String,
     pub live: LiveSender,
     pub sink: Arc<MemorySink>,
-    pub budgets: Budgets,
-    pub gateway: Arc<Gateway>,
-    pub spool_dir: TempDir,
+    _spool_dir: TempDir,
     _stop: oneshot::Sender<()>,
 }
 
@@ -172,15 +187,33 @@ pub async fn start(setup: Setup) -> TestGateway {
     spool_config.flush_interval = Duration::from_millis(20);
     let spool = Spool::open(spool_config, sink.clone()).unwrap();
     let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
-    let gateway = Arc::new(Gateway::new(setup.providers, rx, budgets.clone(), spool, setup.limits, "gw-test").unwrap());
+    let gateway = Arc::new(
+        Gateway::new(setup.providers, rx, budgets, spool, setup.limits, "gw-test").unwrap(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let gw = gateway.clone();
     tokio::spawn(async move {
-        server::serve(listener, gw, async { let _ = stopped.await; }, Duration::from_secs(1)).await.unwrap();
+        server::serve(
+            listener,
+            gw,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
     });
-    TestGateway { url, key, live, sink, budgets, gateway, spool_dir, _stop: stop }
+    TestGateway {
+        url,
+        key,
+        live,
+        sink,
+        _spool_dir: spool_dir,
+        _stop: stop,
+    }
 }
 
 /// A response read whole.
@@ -193,7 +226,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -201,28 +235,41 @@ impl Answer {
 }
 
 pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::post(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client.request(req.body(Full::new(body.into())).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = match resp.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => Bytes::from(format!("<<body error: {e}>>")),
     };
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Answer {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let resp = client.get(url.parse().unwrap()).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 impl TestGateway {
@@ -245,16 +292,20 @@ impl TestGateway {
 
 /// A JSON response from a handler.
 pub fn json_response(v: serde_json::Value) -> Response<Body> {
-    Response::builder().header("content-type", "application/json").body(caracal_gateway::upstream::full(v.to_string())).unwrap()
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(caracal_gateway::upstream::full(v.to_string()))
+        .unwrap()
 }
 
 /// An SSE response from a handler, one frame per chunk.
 pub fn sse_response(chunks: Vec<String>) -> Response<Body> {
-    let frames = chunks.into_iter().map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(c))));
+    let frames = chunks
+        .into_iter()
+        .map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(c))));
     let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-    Response::builder().header("content-type", "text/event-stream").body(BodyExt::boxed(body)).unwrap()
-}
-
-pub fn headers_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(BodyExt::boxed(body))
+        .unwrap()
 }

@@ -10,13 +10,26 @@ use crate::harness::*;
 
 pub fn budgeted_snapshot(limit: i64) -> caracal_api::snapshot::ConfigSnapshot {
     SnapshotBuilder::new()
-        .agent("team/bot", &[], vec![with_budget(policy_rule("team/daily", "team/bot"), limit, daily("UTC"), "team/bot")])
+        .agent(
+            "team/bot",
+            &[],
+            vec![with_budget(
+                policy_rule("team/daily", "team/bot"),
+                limit,
+                daily("UTC"),
+                "team/bot",
+            )],
+        )
         .build()
 }
 
 pub async fn openai_gateway(upstream: &FakeUpstream, limit: i64) -> TestGateway {
     start(Setup {
-        providers: vec![provider("openai", ProviderKind::Openai, Some(&upstream.url))],
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
         snapshot: Some(budgeted_snapshot(limit)),
         agent: "team/bot".into(),
         limits: Limits::default(),
@@ -38,8 +51,17 @@ fn chat_usage(prompt: u64, completion: u64) -> Handler {
 async fn json_completion_is_metered_to_the_micro_dollar() {
     let upstream = FakeUpstream::start(chat_usage(11, 7)).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
-    let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}).to_string();
-    let answer = post(&format!("{}/openai/v1/chat/completions", gw.url), &[("authorization", &gw.bearer()), ("content-type", "application/json")], body.clone()).await;
+    let body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]})
+        .to_string();
+    let answer = post(
+        &format!("{}/openai/v1/chat/completions", gw.url),
+        &[
+            ("authorization", &gw.bearer()),
+            ("content-type", "application/json"),
+        ],
+        body.clone(),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["choices"][0]["message"]["content"], "hi");
     // 11 x $2.50/M + 7 x $10/M = 97.5 micro-dollars, rounded up.
@@ -81,7 +103,12 @@ async fn cached_and_reasoning_tokens_are_priced_by_kind() {
     });
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
-    let answer = post(&format!("{}/openai/v1/chat/completions", gw.url), &[("authorization", &gw.bearer())], json!({"model": "gpt-test", "max_tokens": 600}).to_string()).await;
+    let answer = post(
+        &format!("{}/openai/v1/chat/completions", gw.url),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test", "max_tokens": 600}).to_string(),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     // 600 x 2.50 + 400 x 1.25 + 200 x 10 + 300 x 10 (reasoning at output) = 7000.
     assert_eq!(gw.events(1).await[0].cost, Micros(7000));
@@ -99,9 +126,19 @@ async fn embeddings_and_responses_are_metered() {
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
     let auth = gw.bearer();
-    let a = post(&format!("{}/openai/v1/embeddings", gw.url), &[("authorization", &auth)], json!({"model": "gpt-test", "input": "x"}).to_string()).await;
+    let a = post(
+        &format!("{}/openai/v1/embeddings", gw.url),
+        &[("authorization", &auth)],
+        json!({"model": "gpt-test", "input": "x"}).to_string(),
+    )
+    .await;
     assert_eq!(a.headers["x-caracal-cost-micros"], "20");
-    let b = post(&format!("{}/openai/v1/responses", gw.url), &[("authorization", &auth)], json!({"model": "gpt-test", "input": "x", "max_output_tokens": 50}).to_string()).await;
+    let b = post(
+        &format!("{}/openai/v1/responses", gw.url),
+        &[("authorization", &auth)],
+        json!({"model": "gpt-test", "input": "x", "max_output_tokens": 50}).to_string(),
+    )
+    .await;
     assert_eq!(b.headers["x-caracal-cost-micros"], "30");
     let sent: serde_json::Value = serde_json::from_slice(&upstream.last().body).unwrap();
     assert_eq!(sent["max_output_tokens"], 50);
@@ -110,15 +147,25 @@ async fn embeddings_and_responses_are_metered() {
 #[tokio::test]
 async fn upstream_errors_are_relayed_and_cost_nothing() {
     let handler: Handler = Arc::new(|_: &Seen| {
-        let mut r = json_response(json!({"error": {"message": "model overloaded", "type": "server_error"}}));
+        let mut r = json_response(
+            json!({"error": {"message": "model overloaded", "type": "server_error"}}),
+        );
         *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         r
     });
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
-    let answer = post(&format!("{}/openai/v1/chat/completions", gw.url), &[("authorization", &gw.bearer())], json!({"model": "gpt-test"}).to_string()).await;
+    let answer = post(
+        &format!("{}/openai/v1/chat/completions", gw.url),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test"}).to_string(),
+    )
+    .await;
     assert_eq!(answer.status, 500);
     assert_eq!(answer.json()["error"]["message"], "model overloaded");
     let e = &gw.events(1).await[0];
-    assert_eq!((e.outcome, e.reason.as_str(), e.cost), (Outcome::UpstreamError, "upstream_status_500", Micros::ZERO));
+    assert_eq!(
+        (e.outcome, e.reason.as_str(), e.cost),
+        (Outcome::UpstreamError, "upstream_status_500", Micros::ZERO)
+    );
 }

@@ -15,7 +15,10 @@ async fn wait_for(sink: &MemorySink, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("sink has {} of {n} records", sink.events.lock().unwrap().len());
+    panic!(
+        "sink has {} of {n} records",
+        sink.events.lock().unwrap().len()
+    );
 }
 
 #[tokio::test]
@@ -26,7 +29,10 @@ async fn unshipped_records_are_replayed_after_a_restart() {
     {
         let spool = Spool::open(SpoolConfig::new(&dir.0), failing.clone()).unwrap();
         for i in 0..25u32 {
-            spool.append(format!("event-{i}").into_bytes()).await.unwrap();
+            spool
+                .append(format!("event-{i}").into_bytes())
+                .await
+                .unwrap();
         }
         assert_eq!(spool.status().pending_records, 25);
     }
@@ -40,7 +46,13 @@ async fn unshipped_records_are_replayed_after_a_restart() {
     let sink = Arc::new(MemorySink::default());
     let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
     wait_for(&sink, 25).await;
-    let got: Vec<String> = sink.events.lock().unwrap().iter().map(|b| String::from_utf8(b.clone()).unwrap()).collect();
+    let got: Vec<String> = sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
     let want: Vec<String> = (0..25).map(|i| format!("event-{i}")).collect();
     assert_eq!(got, want);
     // The torn tail was cut; new appends land after the valid records.
@@ -76,9 +88,16 @@ async fn shipped_records_are_not_shipped_again() {
 
 #[tokio::test]
 async fn a_full_spool_denies_until_the_ledger_is_back() {
-    let upstream = FakeUpstream::start(Arc::new(|_: &Seen| json_response(json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})))).await;
+    let upstream = FakeUpstream::start(Arc::new(|_: &Seen| {
+        json_response(json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}))
+    }))
+    .await;
     let gw = start(Setup {
-        providers: vec![provider("openai", ProviderKind::Openai, Some(&upstream.url))],
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
         snapshot: Some(budgeted_snapshot(10_000_000)),
         agent: "team/bot".into(),
         limits: Limits::default(),

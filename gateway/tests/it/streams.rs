@@ -7,16 +7,27 @@ use serde_json::json;
 use crate::{harness::*, openai::openai_gateway};
 
 fn chunk(content: &str) -> String {
-    format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}))
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]})
+    )
 }
 
 fn usage_chunk(prompt: u64, completion: u64) -> String {
-    format!("data: {}\n\n", json!({"id": "c", "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}))
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c", "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}})
+    )
 }
 
 #[tokio::test]
 async fn openai_stream_passes_through_and_is_metered() {
-    let chunks = vec![chunk("Hel"), chunk("lo"), usage_chunk(20, 2), "data: [DONE]\n\n".to_owned()];
+    let chunks = vec![
+        chunk("Hel"),
+        chunk("lo"),
+        usage_chunk(20, 2),
+        "data: [DONE]\n\n".to_owned(),
+    ];
     let expected: String = chunks.concat();
     let handler: Handler = Arc::new(move |_: &Seen| sse_response(chunks.clone()));
     let upstream = FakeUpstream::start(handler).await;
@@ -31,10 +42,16 @@ async fn openai_stream_passes_through_and_is_metered() {
     assert_eq!(answer.headers["content-type"], "text/event-stream");
     assert_eq!(answer.text(), expected, "bytes pass through unchanged");
     let sent: serde_json::Value = serde_json::from_slice(&upstream.last().body).unwrap();
-    assert_eq!(sent["stream_options"]["include_usage"], true, "the gateway asks for the usage chunk");
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "the gateway asks for the usage chunk"
+    );
     let e = &gw.events(1).await[0];
     // 20 x 2.50 + 2 x 10 = 70.
-    assert_eq!((e.outcome, e.cost, e.tokens.output), (Outcome::Allowed, Micros(70), 2));
+    assert_eq!(
+        (e.outcome, e.cost, e.tokens.output),
+        (Outcome::Allowed, Micros(70), 2)
+    );
 }
 
 #[tokio::test]
@@ -56,17 +73,29 @@ async fn a_stream_past_its_reservation_is_cut() {
     .await;
     let text = answer.text();
     assert_eq!(text.matches("\"content\":\"w").count(), 3, "{text}");
-    assert!(text.contains("stream_cut_off"), "the client is told why: {text}");
+    assert!(
+        text.contains("stream_cut_off"),
+        "the client is told why: {text}"
+    );
     assert!(!text.contains("[DONE]"));
     let e = &gw.events(1).await[0];
     assert_eq!(e.outcome, Outcome::CutOff);
     assert!(e.cost <= e.reserved, "{e:?}");
-    assert_eq!(e.tokens.output, 4, "the delta that crossed the limit is counted, not sent");
+    assert_eq!(
+        e.tokens.output, 4,
+        "the delta that crossed the limit is counted, not sent"
+    );
 }
 
 #[tokio::test]
 async fn invalid_upstream_sse_is_an_error_and_releases_the_hold() {
-    let handler: Handler = Arc::new(|_: &Seen| sse_response(vec![chunk("ok"), "data: {not json\n\n".into(), chunk("never")]));
+    let handler: Handler = Arc::new(|_: &Seen| {
+        sse_response(vec![
+            chunk("ok"),
+            "data: {not json\n\n".into(),
+            chunk("never"),
+        ])
+    });
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
     let answer = post(
@@ -79,7 +108,10 @@ async fn invalid_upstream_sse_is_an_error_and_releases_the_hold() {
     assert!(text.contains("invalid_upstream_sse"), "{text}");
     assert!(!text.contains("never"), "{text}");
     let e = &gw.events(1).await[0];
-    assert_eq!((e.outcome, e.reason.as_str()), (Outcome::UpstreamError, "invalid_upstream_sse"));
+    assert_eq!(
+        (e.outcome, e.reason.as_str()),
+        (Outcome::UpstreamError, "invalid_upstream_sse")
+    );
     // Charged the worst case of the one token seen; the rest of the hold is released.
     assert!(e.cost > Micros::ZERO && e.cost < e.reserved, "{e:?}");
 }
@@ -87,12 +119,25 @@ async fn invalid_upstream_sse_is_an_error_and_releases_the_hold() {
 #[tokio::test]
 async fn an_upstream_reset_mid_stream_aborts_the_client_stream() {
     let handler: Handler = Arc::new(|_: &Seen| {
-        let frames = vec![
-            Ok(hyper::body::Frame::data(bytes::Bytes::from(chunk("part")))),
-            Err(std::io::Error::other("connection reset")),
-        ];
-        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-        hyper::Response::builder().header("content-type", "text/event-stream").body(http_body_util::BodyExt::boxed(body)).unwrap()
+        // One chunk, a pause (so headers and the chunk reach the gateway), then a reset.
+        let frames = futures::stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((
+                    Ok(hyper::body::Frame::data(bytes::Bytes::from(chunk("part")))),
+                    1,
+                )),
+                1 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    Some((Err(std::io::Error::other("connection reset")), 2))
+                }
+                _ => None,
+            }
+        });
+        let body = http_body_util::StreamBody::new(frames);
+        hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::BodyExt::boxed(body))
+            .unwrap()
     });
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
@@ -102,9 +147,16 @@ async fn an_upstream_reset_mid_stream_aborts_the_client_stream() {
         json!({"model": "gpt-test", "stream": true, "max_tokens": 10}).to_string(),
     )
     .await;
-    assert!(answer.text().contains("<<body error"), "the client sees an incomplete stream: {}", answer.text());
+    assert!(
+        answer.text().contains("<<body error"),
+        "the client sees an incomplete stream: {}",
+        answer.text()
+    );
     let e = &gw.events(1).await[0];
-    assert_eq!((e.outcome, e.reason.as_str()), (Outcome::UpstreamError, "upstream_reset"));
+    assert_eq!(
+        (e.outcome, e.reason.as_str()),
+        (Outcome::UpstreamError, "upstream_reset")
+    );
     // The gateway is unharmed.
     assert_eq!(get(&format!("{}/healthz", gw.url)).await.status, 200);
 }

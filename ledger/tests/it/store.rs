@@ -60,7 +60,7 @@ async fn exercise(ledger: Ledger) {
 
     // Lookups.
     let e = caracal_ledger::event::MeteringEvent::example(22);
-    assert_eq!(ledger.entry_by_event(e.id).await.unwrap().unwrap().index, 21);
+    assert_eq!(ledger.entry_by_event(e.id).await.unwrap().unwrap().index, 22);
     let status = ledger.status().await.unwrap();
     assert_eq!((status.entries, status.pending), (25, 0));
     assert_eq!(status.latest_checkpoint.unwrap().size, 25);
@@ -73,6 +73,7 @@ async fn exercise(ledger: Ledger) {
         log_keys: vec![key.public().clone()],
         submitters: vec![gw.public().clone()],
         origin: Some(ORIGIN.into()),
+        known_checkpoints: vec![],
     };
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
@@ -161,7 +162,7 @@ async fn concurrent_sequencers_keep_indexes_dense() {
         t.await.unwrap();
     }
     assert_eq!(ledger.entry_bound().await.unwrap(), 400);
-    let trust = Trust { log_keys: vec![key.public().clone()], submitters: vec![gw.public().clone()], origin: None };
+    let trust = Trust { log_keys: vec![key.public().clone()], submitters: vec![gw.public().clone()], ..Trust::default() };
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
 }

@@ -30,7 +30,11 @@ pub(super) struct Context<'a> {
 
 /// The snapshot entry for agent `id`; refusals become `NotReady`.
 pub(super) fn entry(ctx: &Context<'_>, id: &str, agent: &Agent) -> AgentEntry {
-    let namespace = agent.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = agent
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = agent.metadata.name.clone().unwrap_or_default();
     match resolve(ctx, id) {
         Ok(r) => AgentEntry {
@@ -75,7 +79,10 @@ fn resolve(ctx: &Context<'_>, id: &str) -> Result<Resolved, Refusal> {
             ));
         }
     }
-    if let Some(g) = links.iter().find(|g| g.expires_at.is_some_and(|t| ctx.now >= t)) {
+    if let Some(g) = links
+        .iter()
+        .find(|g| g.expires_at.is_some_and(|t| ctx.now >= t))
+    {
         return Err((
             "delegation_expired",
             format!("delegation {} expired; delete it or extend expiresAt", g.id),
@@ -145,13 +152,19 @@ fn walk<'a>(ctx: &Context<'a>, id: &str) -> Result<(Vec<&'a Grant>, Vec<String>)
             let names: Vec<&str> = grants.iter().map(|g| g.id.as_str()).collect();
             return Err((
                 "multiple_parents",
-                format!("{current} is the child of several delegations ({}); an agent may have one parent", names.join(", ")),
+                format!(
+                    "{current} is the child of several delegations ({}); an agent may have one parent",
+                    names.join(", ")
+                ),
             ));
         };
         if !seen.insert(g.parent.clone()) {
             let mut path: Vec<&str> = once(id).chain(chain.iter().map(String::as_str)).collect();
             path.push(&g.parent);
-            return Err(("delegation_cycle", format!("delegation cycle: {}", path.join(" <- "))));
+            return Err((
+                "delegation_cycle",
+                format!("delegation cycle: {}", path.join(" <- ")),
+            ));
         }
         if links.len() >= MAX_CHAIN_DEPTH {
             return Err((
@@ -217,12 +230,18 @@ fn check_narrowing(rules: &[Rule]) -> Result<(), Refusal> {
         let RuleSource::Delegation { delegation, .. } = &rule.source else {
             continue;
         };
-        for above in rules[i + 1..].iter().filter(|r| r.enforcement == Enforcement::Enforce) {
+        for above in rules[i + 1..]
+            .iter()
+            .filter(|r| r.enforcement == Enforcement::Enforce)
+        {
             for (kind, wanted, allowed) in lists(&rule.allow, &above.allow) {
                 let (Some(wanted), Some(allowed)) = (wanted, allowed) else {
                     continue;
                 };
-                if let Some(p) = wanted.iter().find(|p| !allowed.iter().any(|q| glob_matches(q, p))) {
+                if let Some(p) = wanted
+                    .iter()
+                    .find(|p| !allowed.iter().any(|q| glob_matches(q, p)))
+                {
                     return Err((
                         "delegation_widens_allowance",
                         format!(
@@ -237,11 +256,19 @@ fn check_narrowing(rules: &[Rule]) -> Result<(), Refusal> {
     Ok(())
 }
 
-type Lists<'a> = [(&'static str, Option<&'a Vec<String>>, Option<&'a Vec<String>>); 3];
+type Lists<'a> = [(
+    &'static str,
+    Option<&'a Vec<String>>,
+    Option<&'a Vec<String>>,
+); 3];
 
 fn lists<'a>(grant: &'a Allow, parent: &'a Allow) -> Lists<'a> {
     [
-        ("provider", grant.providers.as_ref(), parent.providers.as_ref()),
+        (
+            "provider",
+            grant.providers.as_ref(),
+            parent.providers.as_ref(),
+        ),
         ("model", grant.models.as_ref(), parent.models.as_ref()),
         ("tool", grant.tools.as_ref(), parent.tools.as_ref()),
     ]

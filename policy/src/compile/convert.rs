@@ -21,7 +21,9 @@ pub fn parse_duration(text: &str) -> Result<u64, Refusal> {
     let bad = || {
         (
             "invalid_duration",
-            format!("duration {text:?} is not number+unit pairs with units s, m, h, d (e.g. \"24h\")"),
+            format!(
+                "duration {text:?} is not number+unit pairs with units s, m, h, d (e.g. \"24h\")"
+            ),
         )
     };
     if text.is_empty() {
@@ -32,7 +34,11 @@ pub fn parse_duration(text: &str) -> Result<u64, Refusal> {
     for c in text.chars() {
         if let Some(d) = c.to_digit(10) {
             let n = number.unwrap_or(0);
-            number = Some(n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d))).ok_or_else(bad)?);
+            number = Some(
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
             continue;
         }
         let unit = match c {
@@ -43,7 +49,10 @@ pub fn parse_duration(text: &str) -> Result<u64, Refusal> {
             _ => return Err(bad()),
         };
         let n = number.take().ok_or_else(bad)?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     if number.is_some() {
         return Err(bad());
@@ -66,7 +75,10 @@ pub fn window(w: &crd::Window) -> Result<WindowSpec, Refusal> {
                 "a Calendar window needs a period".to_owned(),
             ))?;
             if w.duration.is_some() {
-                return Err(("invalid_window", "a Calendar window takes no duration".into()));
+                return Err((
+                    "invalid_window",
+                    "a Calendar window takes no duration".into(),
+                ));
             }
             let time_zone = w.time_zone.clone().unwrap_or_else(|| "UTC".into());
             parse_time_zone(&time_zone).map_err(|e| ("invalid_time_zone", e.to_string()))?;
@@ -156,11 +168,27 @@ mod tests {
 
     #[test]
     fn durations() {
-        let ok = [("1m", 60), ("90m", 5400), ("24h", 86_400), ("7d", 604_800), ("1d12h", 129_600), ("60s", 60)];
+        let ok = [
+            ("1m", 60),
+            ("90m", 5400),
+            ("24h", 86_400),
+            ("7d", 604_800),
+            ("1d12h", 129_600),
+            ("60s", 60),
+        ];
         for (text, secs) in ok {
             assert_eq!(parse_duration(text), Ok(secs), "{text}");
         }
-        for bad in ["", "h", "10", "5x", "59s", "1.5h", "-1h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "10",
+            "5x",
+            "59s",
+            "1.5h",
+            "-1h",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -168,10 +196,15 @@ mod tests {
     #[test]
     fn windows_check_zone_and_shape() {
         let mut w = crd::Window::calendar(crd::Period::Daily);
-        assert!(matches!(window(&w), Ok(WindowSpec::Calendar { ref time_zone, .. }) if time_zone == "UTC"));
+        assert!(
+            matches!(window(&w), Ok(WindowSpec::Calendar { ref time_zone, .. }) if time_zone == "UTC")
+        );
         w.time_zone = Some("Europe/Nowhere".into());
         assert_eq!(window(&w).unwrap_err().0, "invalid_time_zone");
-        assert_eq!(window(&crd::Window::rolling("2h")), Ok(WindowSpec::Rolling { seconds: 7200 }));
+        assert_eq!(
+            window(&crd::Window::rolling("2h")),
+            Ok(WindowSpec::Rolling { seconds: 7200 })
+        );
         let mut r = crd::Window::rolling("2h");
         r.period = Some(crd::Period::Daily);
         assert_eq!(window(&r).unwrap_err().0, "invalid_window");
@@ -179,22 +212,33 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let labels: BTreeMap<String, String> =
-            [("team".to_string(), "search".to_string()), ("tier".to_string(), "prod".to_string())].into();
+        let labels: BTreeMap<String, String> = [
+            ("team".to_string(), "search".to_string()),
+            ("tier".to_string(), "prod".to_string()),
+        ]
+        .into();
         let req = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
             key: key.into(),
             operator: op.into(),
             values: Some(values.iter().map(|s| s.to_string()).collect()),
         };
         let sel = |labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
-            match_labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            match_labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             match_expressions: Some(exprs),
         };
         let cases = [
             (LabelSelector::default(), true),
             (sel(&[("team", "search")], vec![]), true),
             (sel(&[("team", "ads")], vec![]), false),
-            (sel(&[], vec![req("tier", "In", &["prod", "staging"])]), true),
+            (
+                sel(&[], vec![req("tier", "In", &["prod", "staging"])]),
+                true,
+            ),
             (sel(&[], vec![req("tier", "NotIn", &["prod"])]), false),
             (sel(&[], vec![req("owner", "NotIn", &["x"])]), true),
             (sel(&[], vec![req("team", "Exists", &[])]), true),

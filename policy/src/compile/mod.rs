@@ -16,10 +16,10 @@ mod convert;
 
 use std::collections::BTreeMap;
 
+use caracal_api::Micros;
 use caracal_api::crd::{Agent, Delegation, Policy};
 use caracal_api::prices::PriceCatalog;
 use caracal_api::snapshot::{Allow, ConfigSnapshot, Enforcement, WindowSpec, agent_id};
-use caracal_api::Micros;
 use chrono::{DateTime, Utc};
 
 pub use chain::MAX_CHAIN_DEPTH;
@@ -237,7 +237,10 @@ fn select(
 fn policy_template(policy: &Policy, id: &str) -> Result<PolicyTemplate, convert::Refusal> {
     let spec = &policy.spec;
     let budget = match &spec.budget {
-        Some(b) => Some((positive(b.limit, "budget.limit")?, convert::window(&b.window)?)),
+        Some(b) => Some((
+            positive(b.limit, "budget.limit")?,
+            convert::window(&b.window)?,
+        )),
         None => None,
     };
     let max_request_cost = match spec.max_request_cost {
@@ -299,7 +302,6 @@ fn grant(
         max_depth: d.spec.max_depth,
     })
 }
-
 
 #[cfg(test)]
 mod tests;

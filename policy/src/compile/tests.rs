@@ -15,7 +15,9 @@ use crate::fixtures::test_catalog;
 const NS: &str = "team";
 
 fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-05-10T12:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-05-10T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn agent(name: &str) -> Agent {
@@ -100,8 +102,14 @@ fn state(c: &Compiled, name: &str) -> String {
 #[test]
 fn chain_flattens_into_rules_on_one_tree() {
     let agents = [agent("root"), agent("mid"), agent("leaf")];
-    let policies = [policy("root-daily", &["root"]), policy("leaf-daily", &["leaf"])];
-    let delegations = [delegation("root-mid", "root", "mid"), delegation("mid-leaf", "mid", "leaf")];
+    let policies = [
+        policy("root-daily", &["root"]),
+        policy("leaf-daily", &["leaf"]),
+    ];
+    let delegations = [
+        delegation("root-mid", "root", "mid"),
+        delegation("mid-leaf", "mid", "leaf"),
+    ];
     let c = run(&agents, &policies, &delegations);
     assert!(c.problems.is_empty(), "{:?}", c.problems);
     assert_eq!(c.snapshot.version, 3);
@@ -135,13 +143,23 @@ fn chain_flattens_into_rules_on_one_tree() {
         ]
     );
     let root = &c.snapshot.agents["team/root"];
-    assert_eq!(root.rules[0].budget.as_ref().unwrap().counter, "p:team/root-daily:team/root");
+    assert_eq!(
+        root.rules[0].budget.as_ref().unwrap().counter,
+        "p:team/root-daily:team/root"
+    );
     assert_eq!(root.providers, ["openai", "anthropic"]);
 }
 
 #[test]
 fn refusals_table() {
-    type Case = (&'static str, Vec<Agent>, Vec<Policy>, Vec<Delegation>, &'static str, &'static str);
+    type Case = (
+        &'static str,
+        Vec<Agent>,
+        Vec<Policy>,
+        Vec<Delegation>,
+        &'static str,
+        &'static str,
+    );
     let expired = {
         let mut d = delegation("p-c", "p", "c");
         d.spec.expires_at = Some("2026-05-10T12:00:00Z".into());
@@ -181,9 +199,30 @@ fn refusals_table() {
         a
     };
     let cases: Vec<Case> = vec![
-        ("no policy", vec![agent("a")], vec![], vec![], "a", "no_policy"),
-        ("child of unselected root", vec![agent("p"), agent("c")], vec![], vec![delegation("p-c", "p", "c")], "c", "no_policy"),
-        ("child under a grant only", vec![agent("p"), agent("c")], vec![policy("p-pol", &["p"])], vec![delegation("p-c", "p", "c")], "c", "ready"),
+        (
+            "no policy",
+            vec![agent("a")],
+            vec![],
+            vec![],
+            "a",
+            "no_policy",
+        ),
+        (
+            "child of unselected root",
+            vec![agent("p"), agent("c")],
+            vec![],
+            vec![delegation("p-c", "p", "c")],
+            "c",
+            "no_policy",
+        ),
+        (
+            "child under a grant only",
+            vec![agent("p"), agent("c")],
+            vec![policy("p-pol", &["p"])],
+            vec![delegation("p-c", "p", "c")],
+            "c",
+            "ready",
+        ),
         (
             "cycle",
             vec![agent("p"), agent("c")],
@@ -192,7 +231,14 @@ fn refusals_table() {
             "c",
             "delegation_cycle",
         ),
-        ("expired", vec![agent("p"), agent("c")], vec![policy("p-pol", &["p"])], vec![expired], "c", "delegation_expired"),
+        (
+            "expired",
+            vec![agent("p"), agent("c")],
+            vec![policy("p-pol", &["p"])],
+            vec![expired],
+            "c",
+            "delegation_expired",
+        ),
         (
             "depth",
             vec![agent("p"), agent("c"), agent("g")],
@@ -201,7 +247,14 @@ fn refusals_table() {
             "g",
             "delegation_depth_exceeded",
         ),
-        ("widening", vec![agent("p"), agent("c")], vec![parent_models], vec![widening], "c", "delegation_widens_allowance"),
+        (
+            "widening",
+            vec![agent("p"), agent("c")],
+            vec![parent_models],
+            vec![widening],
+            "c",
+            "delegation_widens_allowance",
+        ),
         (
             "two parents",
             vec![agent("p"), agent("q"), agent("c")],
@@ -210,16 +263,39 @@ fn refusals_table() {
             "c",
             "multiple_parents",
         ),
-        ("invalid policy", vec![agent("p")], vec![bad_zone], vec![], "p", "invalid_policy"),
-        ("suspended ancestor", vec![suspended_parent, agent("c")], vec![policy("p-pol", &["p"])], vec![delegation("p-c", "p", "c")], "c", "suspended"),
-        ("dangling delegation", vec![agent("c")], vec![policy("c-pol", &["c"])], vec![delegation("x-c", "ghost", "c")], "c", "invalid_delegation"),
+        (
+            "invalid policy",
+            vec![agent("p")],
+            vec![bad_zone],
+            vec![],
+            "p",
+            "invalid_policy",
+        ),
+        (
+            "suspended ancestor",
+            vec![suspended_parent, agent("c")],
+            vec![policy("p-pol", &["p"])],
+            vec![delegation("p-c", "p", "c")],
+            "c",
+            "suspended",
+        ),
+        (
+            "dangling delegation",
+            vec![agent("c")],
+            vec![policy("c-pol", &["c"])],
+            vec![delegation("x-c", "ghost", "c")],
+            "c",
+            "invalid_delegation",
+        ),
     ];
     for (label, agents, policies, delegations, who, want) in cases {
         let c = run(&agents, &policies, &delegations);
         assert_eq!(state(&c, who), want, "{label}: {:?}", c.problems);
         if want != "ready" && want != "suspended" {
             assert!(
-                c.problems.iter().any(|p| p.kind == ObjectKind::Agent && p.name == who && p.reason == want),
+                c.problems
+                    .iter()
+                    .any(|p| p.kind == ObjectKind::Agent && p.name == who && p.reason == want),
                 "{label}: {:?}",
                 c.problems
             );
@@ -245,7 +321,10 @@ fn selectors_and_provider_intersection() {
     assert_eq!(state(&c, "labelled"), "ready");
     assert_eq!(state(&c, "plain"), "no_policy");
     // Policies select only in their own namespace.
-    assert!(matches!(c.snapshot.agents["other/labelled"].state, AgentState::NotReady { .. }));
+    assert!(matches!(
+        c.snapshot.agents["other/labelled"].state,
+        AgentState::NotReady { .. }
+    ));
     // "mistral" is not configured on the gateway, so it is dropped.
     assert_eq!(c.snapshot.agents["team/labelled"].providers, ["openai"]);
     assert!(matches!(
@@ -259,6 +338,10 @@ fn invalid_objects_are_reported_on_themselves() {
     let mut both = policy("both", &["a"]);
     both.spec.agent_selector = Some(LabelSelector::default());
     let c = run(&[agent("a")], &[both], &[]);
-    assert!(c.problems.iter().any(|p| p.kind == ObjectKind::Policy && p.name == "both" && p.reason == "invalid_target"));
+    assert!(
+        c.problems.iter().any(|p| p.kind == ObjectKind::Policy
+            && p.name == "both"
+            && p.reason == "invalid_target")
+    );
     assert_eq!(state(&c, "a"), "no_policy");
 }

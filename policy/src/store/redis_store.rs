@@ -29,6 +29,9 @@ const RESERVE: &str = include_str!("lua/reserve.lua");
 const SETTLE: &str = include_str!("lua/settle.lua");
 const USAGE: &str = include_str!("lua/usage.lua");
 
+/// Bound on establishing the connection to Redis.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a settle marker is kept, so a retried settle is a no-op.
 const SETTLE_MARKER_TTL_MS: i64 = 24 * 3600 * 1000;
 
@@ -86,9 +89,22 @@ fn keep_ms(window: &WindowInstance, now: DateTime<Utc>) -> i64 {
 impl RedisBudgetStore {
     /// Connect to `url` (e.g. `redis://127.0.0.1:6379`). Every key starts
     /// with `prefix` (e.g. `caracal`), so tests and tenants can share a server.
+    ///
+    /// Connecting is bounded by [`CONNECT_TIMEOUT`]: a server that accepts
+    /// the connection but never answers is an error, not a hang. Per-call
+    /// timeouts are [`Budgets`](super::Budgets)' job.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(backend)?;
-        let conn = client.get_connection_manager().await.map_err(backend)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout(CONNECT_TIMEOUT * 2))?
+        .map_err(backend)?;
         Ok(Self::with_connection(conn, prefix))
     }
 

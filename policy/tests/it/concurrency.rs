@@ -61,7 +61,10 @@ fn watch(
         while !stop.load(Ordering::Relaxed) {
             let usage = store.usage(&lines, Utc::now()).await.unwrap();
             for (l, u) in lines.iter().zip(&usage) {
-                assert!(u.spent.get() + u.held.get() <= l.limit.get(), "{l:?} at {u:?}");
+                assert!(
+                    u.spent.get() + u.held.get() <= l.limit.get(),
+                    "{l:?} at {u:?}"
+                );
             }
             samples += 1;
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -88,13 +91,20 @@ async fn one_budget(stores: Vec<Arc<dyn BudgetStore>>, tree: &str) {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(watcher.await.unwrap() > 0, "the watcher must have sampled");
-    let usage = stores[1 % stores.len()].usage(&lines, Utc::now()).await.unwrap();
+    let usage = stores[1 % stores.len()]
+        .usage(&lines, Utc::now())
+        .await
+        .unwrap();
     assert_eq!(usage[0].held, Micros(0));
     assert_eq!(usage[0].spent, Micros(committed));
     assert!(committed <= LIMIT, "overspent: {committed}");
     // Random costs average $0.025, so 1,000 of them ask for ~$25: the budget
     // must end up used to within one request's largest cost.
-    assert!(committed > LIMIT - MAX_COST, "left unused: {}", LIMIT - committed);
+    assert!(
+        committed > LIMIT - MAX_COST,
+        "left unused: {}",
+        LIMIT - committed
+    );
 }
 
 /// A child spending under a $4 grant and its parent spending directly, both
@@ -107,18 +117,30 @@ async fn child_and_parent(stores: Vec<Arc<dyn BudgetStore>>, tree: &str) {
     let child_lines = Arc::new(vec![grant.clone(), parent.clone()]);
     let parent_lines = Arc::new(vec![parent.clone()]);
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch(stores[0].clone(), vec![grant.clone(), parent.clone()], stop.clone());
+    let watcher = watch(
+        stores[0].clone(),
+        vec![grant.clone(), parent.clone()],
+        stop.clone(),
+    );
     let tasks: Vec<_> = (0..1000)
         .map(|i| {
             let store = stores[i % stores.len()].clone();
-            let lines = if i % 2 == 0 { &child_lines } else { &parent_lines };
+            let lines = if i % 2 == 0 {
+                &child_lines
+            } else {
+                &parent_lines
+            };
             tokio::spawn(spend(store, format!("cp{i}"), lines.clone()))
         })
         .collect();
     let (mut by_child, mut by_parent) = (0, 0);
     for (i, t) in tasks.into_iter().enumerate() {
         let c = t.await.unwrap();
-        if i % 2 == 0 { by_child += c } else { by_parent += c }
+        if i % 2 == 0 {
+            by_child += c
+        } else {
+            by_parent += c
+        }
     }
     stop.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
@@ -127,10 +149,17 @@ async fn child_and_parent(stores: Vec<Arc<dyn BudgetStore>>, tree: &str) {
         .await
         .unwrap();
     assert_eq!(usage[0].spent, Micros(by_child), "grant counter");
-    assert_eq!(usage[1].spent, Micros(by_child + by_parent), "every child charge rolls up");
+    assert_eq!(
+        usage[1].spent,
+        Micros(by_child + by_parent),
+        "every child charge rolls up"
+    );
     assert!(by_child <= GRANT);
     assert!(by_child + by_parent <= LIMIT);
-    assert!(by_child + by_parent > LIMIT - MAX_COST, "parent budget not used up");
+    assert!(
+        by_child + by_parent > LIMIT - MAX_COST,
+        "parent budget not used up"
+    );
 }
 
 async fn three_gateways(redis: &TestRedis) -> Vec<Arc<dyn BudgetStore>> {
@@ -230,16 +259,28 @@ async fn killed_client_leaves_nothing_held_past_expiry() {
     let before = survivor.usage(&lines, start).await.unwrap()[0];
     assert_eq!(before.spent, Micros(0));
     let landed = landed.load(Ordering::SeqCst) as i64;
-    assert!(landed >= 20, "only {landed} reservations landed before the kill");
+    assert!(
+        landed >= 20,
+        "only {landed} reservations landed before the kill"
+    );
     // Reservations that landed after the count was read still hold too.
-    assert!(before.held.get() >= landed * 20_000, "{before:?} for {landed} landed");
+    assert!(
+        before.held.get() >= landed * 20_000,
+        "{before:?} for {landed} landed"
+    );
     assert!(before.held.get() <= LIMIT);
 
     let just_before_expiry = start + chrono::Duration::milliseconds(1999);
-    assert_eq!(survivor.usage(&lines, just_before_expiry).await.unwrap()[0].held, before.held);
+    assert_eq!(
+        survivor.usage(&lines, just_before_expiry).await.unwrap()[0].held,
+        before.held
+    );
 
     let at_expiry = start + chrono::Duration::from_std(ttl).unwrap();
-    assert_eq!(survivor.usage(&lines, at_expiry).await.unwrap()[0].held, Micros(0));
+    assert_eq!(
+        survivor.usage(&lines, at_expiry).await.unwrap()[0].held,
+        Micros(0)
+    );
     let whole = survivor
         .reserve(ReserveRequest {
             id: "survivor",

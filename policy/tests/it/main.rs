@@ -4,6 +4,7 @@
 //! (default `redis://127.0.0.1:6379`); each test uses its own key prefix and
 //! deletes its keys afterwards.
 
+mod budgets;
 mod concurrency;
 mod store_suite;
 mod support;

@@ -1,0 +1,3 @@
+//! End-to-end tests: processes as users run them, on loopback.
+
+mod harness;

@@ -1,0 +1,129 @@
+//! Serving proofs from a store: an event's inclusion in a signed checkpoint,
+//! and the consistency of two signed checkpoints.
+//!
+//! Proofs are assembled from stored nodes (no recompute) and then verified
+//! here against the signed roots before they are returned, so a damaged node
+//! table yields an error instead of a wrong proof.
+
+use crate::hash::{Hash, leaf_hash};
+use crate::note::{Checkpoint, open_checkpoint};
+use crate::proof::{ProofError, consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion};
+use crate::store::{CheckpointRecord, LedgerStore, StoreError};
+use crate::tree::{LeafRange, range_hash, range_keys};
+use crate::verify::Trust;
+
+/// Why a proof could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event {0} is not in the log")]
+    UnknownEvent(uuid::Uuid),
+    #[error("no checkpoint at size {0}")]
+    NoCheckpoint(u64),
+    #[error("no signed checkpoint covers index {0} yet")]
+    NotYetCovered(u64),
+    #[error("checkpoint at size {size} does not verify: {why}")]
+    BadCheckpoint { size: u64, why: String },
+    #[error("tree node {0:?} is missing from the store")]
+    MissingNode(LeafRange),
+    #[error("the assembled proof does not verify against the signed root ({0}); the store is damaged")]
+    Invalid(ProofError),
+    #[error("sizes have no consistency proof: {0}")]
+    BadSizes(String),
+}
+
+/// An inclusion proof with the checkpoint it is relative to.
+#[derive(Clone, Debug)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+    pub proof: Vec<Hash>,
+    pub checkpoint: Checkpoint,
+    pub note: String,
+}
+
+/// A consistency proof between two signed checkpoints.
+#[derive(Clone, Debug)]
+pub struct ConsistencyProof {
+    pub old: Checkpoint,
+    pub new: Checkpoint,
+    pub proof: Vec<Hash>,
+    pub old_note: String,
+    pub new_note: String,
+}
+
+fn open(record: &CheckpointRecord, trust: &Trust) -> Result<Checkpoint, ProveError> {
+    let bad = |why: String| ProveError::BadCheckpoint { size: record.size, why };
+    let (cp, _) = open_checkpoint(&record.note, &trust.log_keys, trust.origin.as_deref()).map_err(|e| bad(e.to_string()))?;
+    if cp.size != record.size {
+        return Err(bad(format!("note says size {}", cp.size)));
+    }
+    Ok(cp)
+}
+
+async fn hashes_for(store: &impl LedgerStore, ranges: &[LeafRange]) -> Result<Vec<Hash>, ProveError> {
+    let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
+    let nodes = store.nodes(&keys).await?;
+    ranges
+        .iter()
+        .map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).ok_or(ProveError::MissingNode(*r)))
+        .collect()
+}
+
+/// Proves that the event with `id` is in the latest checkpoint.
+pub async fn prove_event(store: &impl LedgerStore, id: uuid::Uuid, trust: &Trust) -> Result<InclusionProof, ProveError> {
+    let entry = store.entry_by_event(id).await?.ok_or(ProveError::UnknownEvent(id))?;
+    let latest = store.status().await?.latest_checkpoint.ok_or(ProveError::NotYetCovered(entry.index))?;
+    if latest.size <= entry.index {
+        return Err(ProveError::NotYetCovered(entry.index));
+    }
+    let checkpoint = open(&latest, trust)?;
+    prove_index_at(store, entry.index, entry.leaf, checkpoint, latest.note).await
+}
+
+/// Proves that index `index` with bytes `leaf` is in the tree of `checkpoint`.
+pub async fn prove_index_at(
+    store: &impl LedgerStore,
+    index: u64,
+    leaf: Vec<u8>,
+    checkpoint: Checkpoint,
+    note: String,
+) -> Result<InclusionProof, ProveError> {
+    let ranges = inclusion_ranges(index, checkpoint.size).ok_or(ProveError::NotYetCovered(index))?;
+    let proof = hashes_for(store, &ranges).await?;
+    let leaf_hash = leaf_hash(&leaf);
+    verify_inclusion(index, checkpoint.size, &leaf_hash, &proof, &checkpoint.root).map_err(ProveError::Invalid)?;
+    Ok(InclusionProof { index, leaf, leaf_hash, proof, checkpoint, note })
+}
+
+/// Proves that the checkpoint at `old` is a prefix of the one at `new`
+/// (the latest when `new` is `None`).
+pub async fn prove_consistency(
+    store: &impl LedgerStore,
+    old: u64,
+    new: Option<u64>,
+    trust: &Trust,
+) -> Result<ConsistencyProof, ProveError> {
+    let checkpoints = store.checkpoints().await?;
+    let find = |size: u64| checkpoints.iter().find(|c| c.size == size).ok_or(ProveError::NoCheckpoint(size));
+    let old_rec = find(old)?;
+    let new_rec = match new {
+        Some(n) => find(n)?,
+        None => checkpoints.last().ok_or(ProveError::NoCheckpoint(0))?,
+    };
+    let old_cp = open(old_rec, trust)?;
+    let new_cp = open(new_rec, trust)?;
+    let ranges = consistency_ranges(old_cp.size, new_cp.size)
+        .ok_or_else(|| ProveError::BadSizes(format!("{} -> {}", old_cp.size, new_cp.size)))?;
+    let proof = hashes_for(store, &ranges).await?;
+    verify_consistency(old_cp.size, new_cp.size, &old_cp.root, &new_cp.root, &proof).map_err(ProveError::Invalid)?;
+    Ok(ConsistencyProof {
+        old: old_cp,
+        new: new_cp,
+        proof,
+        old_note: old_rec.note.clone(),
+        new_note: new_rec.note.clone(),
+    })
+}
