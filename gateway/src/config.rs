@@ -141,6 +141,7 @@ impl Default for Limits {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // table tests spell out their rows
 mod tests {
     use super::*;
 

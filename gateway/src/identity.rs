@@ -90,6 +90,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // table tests spell out their rows
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;

@@ -206,6 +206,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // table tests spell out their rows
 mod tests {
     use super::*;
 

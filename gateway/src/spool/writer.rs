@@ -19,6 +19,10 @@ const COMPACT_AFTER_BYTES: u64 = 4 << 20;
 /// Appends written by one `write` + `fsync`.
 const MAX_GROUP: usize = 1024;
 
+type Ack = oneshot::Sender<Result<(), SpoolError>>;
+/// Records read for shipping, and the file offset just past them.
+type BatchReply = oneshot::Sender<Result<(Vec<Vec<u8>>, u64), SpoolError>>;
+
 pub(super) enum Command {
     Append {
         record: Vec<u8>,
@@ -26,7 +30,7 @@ pub(super) enum Command {
     },
     ReadBatch {
         max: usize,
-        done: oneshot::Sender<Result<(Vec<Vec<u8>>, u64), SpoolError>>,
+        done: BatchReply,
     },
     MarkShipped {
         end: u64,
@@ -130,7 +134,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>)>) {
+    fn commit(&mut self, group: Vec<(Vec<u8>, Ack)>) {
         if group.is_empty() {
             return;
         }

@@ -198,6 +198,7 @@ pub fn prepare(
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // table tests spell out their rows
 mod tests {
     use super::*;
 

@@ -140,8 +140,10 @@ async fn credentials_are_required_and_checked() {
 #[tokio::test]
 async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
     let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
-    let mut limits = Limits::default();
-    limits.max_request_bytes = 1024;
+    let limits = Limits {
+        max_request_bytes: 1024,
+        ..Limits::default()
+    };
     let gw = start(Setup {
         providers: vec![provider(
             "openai",

@@ -3,4 +3,5 @@
 
 mod common;
 mod store;
+mod tamper;
 mod vectors;

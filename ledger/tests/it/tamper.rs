@@ -1,0 +1,222 @@
+//! Attacks on a real Postgres log by someone with table access who disables
+//! the append-only triggers (`session_replication_role = replica`). Each must
+//! be caught by the verifier (the code behind `caracal merkle verify`), with
+//! the first bad index or the bad checkpoint named.
+
+use caracal_ledger::batch::BatchSigner;
+use caracal_ledger::hash::Hash;
+use caracal_ledger::keys::KeyPair;
+use caracal_ledger::note::Checkpoint;
+use caracal_ledger::store::{Ledger, LedgerStore};
+use caracal_ledger::verify::{Report, Scope, Trust, verify_store};
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::common::*;
+
+/// A 30-entry log (checkpoints at 10, 20, 30) and an attacker's connection.
+struct Scene {
+    _db: TestDb,
+    ledger: Ledger,
+    key: KeyPair,
+    gw: BatchSigner,
+    attacker: PgConnection,
+}
+
+impl Scene {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        let ledger = Ledger::open(&db.url).await.unwrap();
+        let key = log_key();
+        let gw = gateway();
+        filled(&ledger, &key, &gw, 3, 10).await;
+        let mut attacker = PgConnection::connect(&db.url).await.unwrap();
+        attacker.execute("SET session_replication_role = replica").await.unwrap();
+        Self { _db: db, ledger, key, gw, attacker }
+    }
+
+    fn trust(&self) -> Trust {
+        Trust {
+            log_keys: vec![self.key.public().clone()],
+            submitters: vec![self.gw.public().clone()],
+            origin: Some(ORIGIN.into()),
+            known_checkpoints: vec![],
+        }
+    }
+
+    async fn attack(&mut self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut self.attacker).await.expect(sql);
+    }
+
+    async fn verify(&self) -> Report {
+        verify_store(&self.ledger, &self.trust(), Scope::Full).await.unwrap()
+    }
+}
+
+fn assert_caught(report: &Report, index: u64) {
+    assert!(!report.is_intact(), "tampering went unnoticed");
+    assert_eq!(report.first_bad_index(), Some(index), "{:#?}", report.problems);
+}
+
+#[tokio::test]
+async fn intact_log_verifies() {
+    let scene = Scene::new().await;
+    let report = scene.verify().await;
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!((report.entries_checked, report.checkpoints_matched), (30, 3));
+}
+
+#[tokio::test]
+async fn modified_byte_is_caught() {
+    let mut scene = Scene::new().await;
+    scene.attack("UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 13").await;
+    let report = scene.verify().await;
+    assert_caught(&report, 13);
+    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20)), "{:#?}", report.problems);
+}
+
+#[tokio::test]
+async fn modified_byte_with_rewritten_node_is_caught() {
+    let mut scene = Scene::new().await;
+    scene
+        .attack(
+            "UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 13;
+             UPDATE ledger_nodes SET hash = sha256('\\x00'::bytea || (SELECT leaf FROM ledger_entries WHERE idx = 13))
+              WHERE level = 0 AND idx = 13;",
+        )
+        .await;
+    assert_caught(&scene.verify().await, 13);
+}
+
+#[tokio::test]
+async fn deleted_entry_is_caught() {
+    let mut scene = Scene::new().await;
+    scene.attack("DELETE FROM ledger_entries WHERE idx = 13").await;
+    assert_caught(&scene.verify().await, 13);
+}
+
+#[tokio::test]
+async fn swapped_entries_are_caught() {
+    let mut scene = Scene::new().await;
+    scene
+        .attack(
+            "UPDATE ledger_entries SET idx = 1000 WHERE idx = 5;
+             UPDATE ledger_entries SET idx = 5 WHERE idx = 15;
+             UPDATE ledger_entries SET idx = 15 WHERE idx = 1000;",
+        )
+        .await;
+    assert_caught(&scene.verify().await, 5);
+}
+
+#[tokio::test]
+async fn forged_entry_inserted_in_the_middle_is_caught() {
+    let mut scene = Scene::new().await;
+    // A plausible event, signed by a gateway key the log never registered.
+    let rogue = BatchSigner::new(KeyPair::generate(GATEWAY).unwrap());
+    let forged = rogue.sign_events(&events(500..501)).unwrap();
+    let leaf = hex::encode(&forged.events[0]);
+    let id = caracal_ledger::event::MeteringEvent::example(500).id;
+    scene
+        .attack(&format!(
+            "UPDATE ledger_entries SET idx = idx + 1000 WHERE idx >= 20;
+             UPDATE ledger_entries SET idx = idx - 999 WHERE idx >= 1000;
+             INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+             VALUES (20, '{id}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-3');",
+            hex::encode([9u8; 32])
+        ))
+        .await;
+    let report = scene.verify().await;
+    assert_caught(&report, 20);
+}
+
+#[tokio::test]
+async fn forged_entry_appended_is_caught() {
+    let mut scene = Scene::new().await;
+    let leaf = hex::encode(caracal_ledger::event::MeteringEvent::example(777).encode().unwrap());
+    let id = caracal_ledger::event::MeteringEvent::example(777).id;
+    scene
+        .attack(&format!(
+            "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+             VALUES (30, '{id}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-0');",
+            hex::encode([7u8; 32])
+        ))
+        .await;
+    assert_caught(&scene.verify().await, 30);
+}
+
+#[tokio::test]
+async fn truncated_log_is_caught() {
+    let mut scene = Scene::new().await;
+    scene.attack("DELETE FROM ledger_entries WHERE idx >= 25").await;
+    assert_caught(&scene.verify().await, 25);
+}
+
+#[tokio::test]
+async fn consistent_rollback_is_caught_by_a_known_checkpoint() {
+    let mut scene = Scene::new().await;
+    let latest = scene.ledger.status().await.unwrap().latest_checkpoint.unwrap();
+    // Roll everything back to size 20, checkpoints and nodes included.
+    scene
+        .attack(
+            "DELETE FROM ledger_entries WHERE idx >= 20;
+             DELETE FROM ledger_checkpoints WHERE size > 20;
+             DELETE FROM ledger_nodes WHERE (idx + 1) * (1::bigint << level) > 20;",
+        )
+        .await;
+    // Self-consistent on its own...
+    assert!(scene.verify().await.is_intact());
+    // ...but not against a checkpoint someone kept.
+    let mut trust = scene.trust();
+    trust.known_checkpoints.push(latest.note);
+    let report = verify_store(&scene.ledger, &trust, Scope::Full).await.unwrap();
+    assert_caught(&report, 20);
+}
+
+fn forged_note(key: &KeyPair, size: u64) -> (String, Hash) {
+    let root = [0x5a; 32];
+    (Checkpoint { origin: ORIGIN.into(), size, root }.sign(key), root)
+}
+
+#[tokio::test]
+async fn forked_checkpoint_is_caught() {
+    let mut scene = Scene::new().await;
+    // Validly signed (the key leaked, or a second sequencer ran) but not this log.
+    let (note, root) = forged_note(&scene.key, 20);
+    scene
+        .attack(&format!(
+            "UPDATE ledger_checkpoints SET note = '{}', root = '\\x{}' WHERE size = 20",
+            note.replace('\'', "''"),
+            hex::encode(root)
+        ))
+        .await;
+    let report = scene.verify().await;
+    assert!(!report.is_intact());
+    let fork = report.problems.iter().find(|p| p.checkpoint == Some(20)).expect("fork named");
+    assert!(fork.what.contains("forked checkpoint"), "{fork}");
+    assert!(fork.what.contains("10..20"), "{fork}");
+}
+
+#[tokio::test]
+async fn forked_checkpoint_presented_from_outside_is_caught() {
+    let scene = Scene::new().await;
+    let (note, _) = forged_note(&scene.key, 20);
+    let mut trust = scene.trust();
+    trust.known_checkpoints.push(note);
+    let report = verify_store(&scene.ledger, &trust, Scope::Full).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20) && p.what.contains("fork")), "{:#?}", report.problems);
+}
+
+#[tokio::test]
+async fn checkpoint_with_altered_root_is_caught() {
+    let mut scene = Scene::new().await;
+    scene.attack("UPDATE ledger_checkpoints SET note = replace(note, E'\\n20\\n', E'\\n21\\n') WHERE size = 20").await;
+    let report = scene.verify().await;
+    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20) && p.what.contains("rejected")), "{:#?}", report.problems);
+}
+
+#[tokio::test]
+async fn sequencer_refuses_to_extend_a_damaged_log() {
+    let mut scene = Scene::new().await;
+    scene.attack("DELETE FROM ledger_entries WHERE idx >= 25").await;
+    scene.ledger.submit(batch(&scene.gw, 30..31)).await.unwrap();
+    assert!(scene.ledger.sequence_pending(&scene.key).await.is_err());
+}
