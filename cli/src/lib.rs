@@ -24,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Print the custom resource definitions (Agent, Policy, Delegation) as YAML.
     Crds(commands::crds::Args),
+    /// Run the gateway, policy engine and ledger on this machine, with no cluster.
+    Dev(commands::dev::Args),
+    /// Inspect and verify the ledger's Merkle log: status, verify, prove, consistency.
+    Merkle(commands::merkle::Args),
+    /// Query, summarise and export metering events from the ledger.
+    Ledger(commands::ledger::Args),
 }
 
 /// Parse the process arguments and run the chosen command.
@@ -31,5 +37,8 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => commands::crds::run(args),
+        Command::Dev(args) => commands::dev::run(args),
+        Command::Merkle(args) => commands::merkle::run(args),
+        Command::Ledger(args) => commands::ledger::run(args),
     }
 }

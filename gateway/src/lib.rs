@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod refusal;
 pub mod server;
 pub mod spool;
+pub mod standalone;
 pub mod upstream;
 pub mod wire;

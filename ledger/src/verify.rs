@@ -342,13 +342,26 @@ pub async fn verify_store(store: &impl LedgerStore, trust: &Trust, scope: Scope)
         }
     };
     let mut checker = Checker::new(trust, &checkpoints, &batches, start, frontier);
+    // Hash one chunk on a blocking thread while the next one is fetched.
     let mut next = start;
-    while next < end {
+    let mut current = None;
+    if next < end {
         let chunk_end = (next + CHUNK).min(end);
-        let entries = store.entries(next, chunk_end).await?;
-        for e in &entries {
-            checker.feed(e);
-        }
+        current = Some(store.entries(next, chunk_end).await?);
+        next = chunk_end;
+    }
+    while let Some(chunk) = current.take() {
+        let work = tokio::task::spawn_blocking(move || {
+            chunk.iter().for_each(|e| checker.feed(e));
+            checker
+        });
+        let chunk_end = (next + CHUNK).min(end);
+        let fetch = async {
+            if next < end { Some(store.entries(next, chunk_end).await) } else { None }
+        };
+        let (worked, fetched) = tokio::join!(work, fetch);
+        checker = worked.map_err(|e| StoreError::Inconsistent(format!("verifier task failed: {e}")))?;
+        current = fetched.transpose()?;
         next = chunk_end;
     }
     Ok(checker.finish(bound, full))

@@ -31,6 +31,8 @@ CREATE TABLE ledger_pending (
     batch_root  bytea NOT NULL,
     batch_pos   integer NOT NULL,
     leaf        bytea NOT NULL,
+    event_time  timestamptz NOT NULL,
+    agent       text NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now()
 );
 

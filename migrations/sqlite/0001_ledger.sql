@@ -26,7 +26,9 @@ CREATE TABLE ledger_pending (
     event_id   BLOB NOT NULL UNIQUE,
     batch_root BLOB NOT NULL,
     batch_pos  INTEGER NOT NULL,
-    leaf       BLOB NOT NULL
+    leaf       BLOB NOT NULL,
+    event_time INTEGER NOT NULL,
+    agent      TEXT NOT NULL
 );
 
 CREATE TABLE ledger_entries (

@@ -176,7 +176,11 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     // Baseline: pipelined INCRBY, 100 per round trip, 4 connections.
     let total: usize = 200_000;
     let batch = 100;
-    let conns = 4;
+    // Connections stand for gateways; override with BENCH_CONNECTIONS.
+    let conns: usize = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -201,16 +205,14 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     // requests in flight each.
     let line = caracal_policy::BudgetLine {
         key: "{bench}:p:hot:r0".into(),
-        tree: "bench".into(),
         limit: Micros(1_000_000_000_000),
         window: caracal_policy::window_at(&daily("UTC"), Utc::now())?,
-        source: caracal_api::snapshot::RuleSource::Policy {
-            policy: "bench/hot".into(),
-            agent: "bench/flat".into(),
-        },
     };
     let pairs: usize = 60_000;
-    let in_flight = 32;
+    let in_flight: usize = std::env::var("BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     let lines = Arc::new(vec![line]);
     let mut stores = Vec::new();
     for _ in 0..conns {

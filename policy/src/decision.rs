@@ -83,14 +83,54 @@ pub struct ReserveAmount {
 /// One budget counter to reserve on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetLine {
-    /// Counter key without the store prefix: `{tree}:counter:window`.
+    /// Counter key without the store prefix: `{tree}:counter:window`, where
+    /// `{tree}` is the delegation tree's Redis Cluster hash tag.
     pub key: String,
-    /// The delegation tree's hash tag, shared by every line of a request.
-    pub tree: String,
     pub limit: Micros,
     pub window: WindowInstance,
-    /// Which rule owns the budget, for deny messages and status.
-    pub source: RuleSource,
+}
+
+/// The counter name of a Policy's budget for one agent. Kubernetes names
+/// cannot contain `:`, so the parts can be read back by [`describe_counter`].
+pub fn policy_counter(policy: &str, agent: &str) -> String {
+    format!("p:{policy}:{agent}")
+}
+
+/// The counter name of a Delegation's grant budget.
+pub fn delegation_counter(delegation: &str) -> String {
+    format!("d:{delegation}")
+}
+
+/// A human-readable name for a counter, the same text
+/// [`RuleSource::describe`] gives for its rule (for delegations, without the
+/// parent and child).
+pub fn describe_counter(counter: &str) -> String {
+    let mut parts = counter.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("p"), Some(policy), Some(agent)) => format!("policy {policy} (agent {agent})"),
+        (Some("d"), Some(delegation), _) => format!("delegation {delegation}"),
+        _ => counter.to_owned(),
+    }
+}
+
+impl BudgetLine {
+    /// The budget this line counts, for deny messages and status (derived
+    /// from the key, so lines stay cheap to build on the request path).
+    pub fn budget(&self) -> String {
+        let counter = self
+            .key
+            .split_once("}:")
+            .map_or(self.key.as_str(), |(_, c)| c);
+        describe_counter(counter)
+    }
+
+    /// The delegation tree this line belongs to (the key's hash tag).
+    pub fn tree(&self) -> &str {
+        self.key
+            .strip_prefix('{')
+            .and_then(|rest| rest.split_once('}'))
+            .map_or("", |(tree, _)| tree)
+    }
 }
 
 impl Allowed {
@@ -241,5 +281,34 @@ impl fmt::Display for DenyReason {
             }
             DenyReason::InvalidWindow { detail } => write!(f, "invalid budget window: {detail}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_their_tree_and_budget() {
+        let line = BudgetLine {
+            key: format!("{{team/root}}:{}:c1778371200", policy_counter("team/daily", "team/bot")),
+            limit: Micros(1),
+            window: WindowInstance::Rolling {
+                seconds: 60,
+                bucket_seconds: 1,
+            },
+        };
+        assert_eq!(line.tree(), "team/root");
+        assert_eq!(line.budget(), "policy team/daily (agent team/bot)");
+        let grant = BudgetLine {
+            key: format!("{{team/root}}:{}:r3600", delegation_counter("team/grant")),
+            ..line.clone()
+        };
+        assert_eq!(grant.budget(), "delegation team/grant");
+        let odd = BudgetLine {
+            key: "no-tag".into(),
+            ..line
+        };
+        assert_eq!((odd.tree(), odd.budget().as_str()), ("", "no-tag"));
     }
 }

@@ -57,7 +57,7 @@ fn try_evaluate(
     let pricing = resolve_price(snapshot, request)?;
     let (amount, max_tokens, input_tokens) = size_reservation(agent, request, pricing)?;
 
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(agent.rules.len());
     for rule in &agent.rules {
         if let Some(cap) = rule.max_request_cost
             && amount.min > cap
@@ -85,17 +85,14 @@ fn try_evaluate(
             record(rule, reason, &mut would_deny)?;
             continue;
         }
+        // Counters are unique per rule by construction (see compile), so
+        // no line repeats; a repeat would only reserve twice, never less.
         if rule.enforcement == Enforcement::Enforce {
-            let key = counter_key(&budget.tree, &budget.counter, &window);
-            if !lines.iter().any(|l: &BudgetLine| l.key == key) {
-                lines.push(BudgetLine {
-                    key,
-                    tree: budget.tree.clone(),
-                    limit: budget.limit,
-                    window,
-                    source: rule.source.clone(),
-                });
-            }
+            lines.push(BudgetLine {
+                key: counter_key(&budget.tree, &budget.counter, &window),
+                limit: budget.limit,
+                window,
+            });
         }
     }
     Ok(Allowed {
@@ -252,13 +249,21 @@ fn size_reservation(
 /// `{tree}:counter:<window>` — calendar windows are named by their start
 /// (Unix seconds) so each window is a fresh counter; rolling windows keep
 /// one bucketed counter.
+/// Built by hand rather than with `format!`: this runs once per budget per
+/// request and the formatting machinery was a measurable share of a decision.
 fn counter_key(tree: &str, counter: &str, window: &WindowInstance) -> String {
-    match window {
-        WindowInstance::Calendar { start, .. } => {
-            format!("{{{tree}}}:{counter}:c{}", start.timestamp())
-        }
-        WindowInstance::Rolling { seconds, .. } => format!("{{{tree}}}:{counter}:r{seconds}"),
-    }
+    use std::fmt::Write;
+    let mut key = String::with_capacity(tree.len() + counter.len() + 16);
+    key.push('{');
+    key.push_str(tree);
+    key.push_str("}:");
+    key.push_str(counter);
+    // Writing to a String cannot fail.
+    let _ = match window {
+        WindowInstance::Calendar { start, .. } => write!(key, ":c{}", start.timestamp()),
+        WindowInstance::Rolling { seconds, .. } => write!(key, ":r{seconds}"),
+    };
+    key
 }
 
 #[cfg(test)]

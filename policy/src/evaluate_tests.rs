@@ -213,7 +213,7 @@ fn delegate_reserves_on_its_grant_and_every_ancestor_budget() {
             "{team/bot}:p:team/daily:team/bot:c1778371200",
         ]
     );
-    assert!(a.lines.iter().all(|l| l.tree == "team/bot"));
+    assert!(a.lines.iter().all(|l| l.tree() == "team/bot"));
     assert_eq!(
         a.lines[1].window,
         WindowInstance::Calendar {

@@ -11,6 +11,8 @@ use caracal_api::snapshot::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::decision::{delegation_counter, policy_counter};
+
 /// A small catalog: `openai/gpt-test` ($2.50 in, $10 out per 1M),
 /// `anthropic/claude-test` ($3 in, $15 out, $0.30 cached, $3.75 cache write)
 /// and `search/web_search` ($0.01 per call).
@@ -88,8 +90,8 @@ pub fn delegation_rule(delegation: &str, parent: &str, child: &str) -> Rule {
 /// the delegation tree `tree`.
 pub fn with_budget(mut rule: Rule, limit: i64, window: WindowSpec, tree: &str) -> Rule {
     let counter = match &rule.source {
-        RuleSource::Policy { policy, agent } => format!("p:{policy}:{agent}"),
-        RuleSource::Delegation { delegation, .. } => format!("d:{delegation}"),
+        RuleSource::Policy { policy, agent } => policy_counter(policy, agent),
+        RuleSource::Delegation { delegation, .. } => delegation_counter(delegation),
     };
     rule.budget = Some(BudgetRule {
         limit: Micros(limit),

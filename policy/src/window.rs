@@ -13,6 +13,8 @@
 //! now]`, which may include up to one bucket of spend slightly older than
 //! the duration: the rounding can only make a budget stricter, never looser.
 
+use std::cell::RefCell;
+
 use caracal_api::snapshot::{Period, WindowSpec};
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
@@ -62,12 +64,70 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, WindowError> {
         .map_err(|_| WindowError::UnknownTimeZone(name.to_owned()))
 }
 
+/// Calendar windows computed recently on this thread, found by the address
+/// of the spec in the snapshot (cheap to compare) and then checked for an
+/// equal spec and a window containing `now`, so a hit is exactly what
+/// recomputing would give (an address reused by a newer snapshot fails the
+/// equality check). This only saves the time-zone arithmetic, which
+/// dominated a decision with many budgets.
+const RECENT_WINDOWS: usize = 64;
+
+struct Recent {
+    addr: usize,
+    spec: WindowSpec,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+thread_local! {
+    static RECENT: RefCell<Vec<Recent>> = const { RefCell::new(Vec::new()) };
+}
+
+fn recent_window(spec: &WindowSpec, now: DateTime<Utc>) -> Option<WindowInstance> {
+    let addr = std::ptr::from_ref(spec) as usize;
+    RECENT.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|e| e.addr == addr)
+            .filter(|e| e.start <= now && now < e.end && e.spec == *spec)
+            .map(|e| WindowInstance::Calendar {
+                start: e.start,
+                end: e.end,
+            })
+    })
+}
+
+fn remember_window(spec: &WindowSpec, start: DateTime<Utc>, end: DateTime<Utc>) {
+    let addr = std::ptr::from_ref(spec) as usize;
+    let entry = Recent {
+        addr,
+        spec: spec.clone(),
+        start,
+        end,
+    };
+    RECENT.with(|r| {
+        let mut recent = r.borrow_mut();
+        if let Some(slot) = recent.iter_mut().find(|e| e.addr == addr) {
+            *slot = entry;
+        } else {
+            if recent.len() >= RECENT_WINDOWS {
+                recent.remove(0);
+            }
+            recent.push(entry);
+        }
+    });
+}
+
 /// The window instance of `spec` that contains `now`.
 pub fn window_at(spec: &WindowSpec, now: DateTime<Utc>) -> Result<WindowInstance, WindowError> {
     match spec {
         WindowSpec::Calendar { period, time_zone } => {
+            if let Some(hit) = recent_window(spec, now) {
+                return Ok(hit);
+            }
             let tz = parse_time_zone(time_zone)?;
             let (start, end) = calendar_window(*period, tz, now)?;
+            remember_window(spec, start, end);
             Ok(WindowInstance::Calendar { start, end })
         }
         WindowSpec::Rolling { seconds } => {
@@ -393,6 +453,27 @@ mod tests {
             window_at(&WindowSpec::Rolling { seconds: 0 }, Utc::now()),
             Err(WindowError::ZeroDuration)
         );
+    }
+
+    #[test]
+    fn remembered_windows_never_go_stale() {
+        // The same address holding a different spec (a newer snapshot), and
+        // the same spec at a later instant, both recompute.
+        let now = at("2026-05-10T12:00:00Z");
+        let mut spec = cal(Period::Daily, "UTC");
+        let utc = window_at(&spec, now).unwrap();
+        spec = cal(Period::Daily, "Asia/Tokyo");
+        let tokyo = window_at(&spec, now).unwrap();
+        assert_eq!(
+            tokyo,
+            WindowInstance::Calendar {
+                start: at("2026-05-09T15:00:00Z"),
+                end: at("2026-05-10T15:00:00Z")
+            }
+        );
+        assert_ne!(utc, tokyo);
+        let later = window_at(&spec, at("2026-05-10T15:00:00Z")).unwrap();
+        assert_eq!(later.resets_at(), Some(at("2026-05-11T15:00:00Z")));
     }
 
     #[test]

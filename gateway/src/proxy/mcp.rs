@@ -34,13 +34,13 @@ pub(super) async fn handle(
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
     let live = gw.live.borrow().clone();
-    let agent = authenticate(req.headers(), &live)?;
-    let mut record = Record::new(request_id, started, &agent, &provider.name);
     let now = chrono::Utc::now();
     let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
     let Some(snapshot) = live.snapshot.clone() else {
         return Err(deny(Denial::new(DenyReason::NoConfig, None)));
     };
+    let agent = authenticate(req.headers(), &live)?;
+    let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let bytes = if parts.method == Method::POST {
         read_body(body, gw.limits.max_request_bytes).await?

@@ -93,17 +93,18 @@ pub(super) async fn handle(
             )
         })?;
     let live = gw.live.borrow().clone();
-    let agent = authenticate(req.headers(), &live)?;
-    let mut record = Record::new(request_id, started, &agent, &provider.name);
+    // Without a snapshot there are no agents to authenticate against either;
+    // say why plainly instead of calling every key invalid.
     let Some(snapshot) = live.snapshot.clone() else {
-        let refusal = refusal_for(
-            &Denial::new(DenyReason::NoConfig, None),
+        let no_config = Denial::new(DenyReason::NoConfig, None);
+        return Err(refusal_for(
+            &no_config,
             gw.limits.budget_denial_status,
             chrono::Utc::now(),
-        );
-        gw.finish_denied(record, &refusal, None).await;
-        return Err(refusal);
+        ));
     };
+    let agent = authenticate(req.headers(), &live)?;
+    let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let early = async {
         let bytes = read_body(body, gw.limits.max_request_bytes).await?;

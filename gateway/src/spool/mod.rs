@@ -63,6 +63,9 @@ pub struct SpoolConfig {
     pub batch_records: usize,
     /// How long the flusher waits between attempts when idle or failing.
     pub flush_interval: Duration,
+    /// Truncate the file once everything in it is shipped and it is at
+    /// least this long.
+    pub compact_after_bytes: u64,
 }
 
 impl SpoolConfig {
@@ -72,6 +75,7 @@ impl SpoolConfig {
             max_pending_bytes: 64 << 20,
             batch_records: 512,
             flush_interval: Duration::from_millis(200),
+            compact_after_bytes: 4 << 20,
         }
     }
 }

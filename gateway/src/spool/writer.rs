@@ -14,8 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Shared, SpoolConfig, SpoolError, format};
 
-/// Truncate the log once everything is shipped and it has grown past this.
-const COMPACT_AFTER_BYTES: u64 = 4 << 20;
 /// Appends written by one `write` + `fsync`.
 const MAX_GROUP: usize = 1024;
 
@@ -45,6 +43,7 @@ pub(super) struct Writer {
     mark_path: PathBuf,
     dir: PathBuf,
     shared: Arc<Shared>,
+    compact_after_bytes: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -108,6 +107,7 @@ impl Writer {
             mark_path,
             dir,
             shared,
+            compact_after_bytes: config.compact_after_bytes,
         })
     }
 
@@ -217,7 +217,7 @@ impl Writer {
             .shipped_records
             .fetch_add(count, Ordering::AcqRel);
         let committed = self.shared.committed.load(Ordering::Acquire);
-        if end == committed && committed >= COMPACT_AFTER_BYTES {
+        if end == committed && committed >= self.compact_after_bytes {
             // Mark first, truncate second: a crash between re-ships, never loses.
             self.write_mark(0)?;
             self.shared.flushed.store(0, Ordering::Release);

@@ -169,3 +169,22 @@ async fn upstream_errors_are_relayed_and_cost_nothing() {
         (Outcome::UpstreamError, "upstream_status_500", Micros::ZERO)
     );
 }
+
+#[tokio::test]
+async fn cleartext_http2_is_served_on_the_same_port() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    let upstream = FakeUpstream::start(chat_usage(1, 1)).await;
+    let gw = openai_gateway(&upstream, 10_000_000).await;
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let req = hyper::Request::post(format!("{}/openai/v1/chat/completions", gw.url))
+        .header("authorization", gw.bearer())
+        .body(Full::new(bytes::Bytes::from(json!({"model": "gpt-test"}).to_string())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("chatcmpl-1"));
+}

@@ -130,3 +130,41 @@ async fn a_full_spool_denies_until_the_ledger_is_back() {
     }
     spool.append(vec![1]).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fully_shipped_spool_is_truncated_and_keeps_working() {
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    let config = || {
+        let mut c = SpoolConfig::new(&dir.0);
+        c.compact_after_bytes = 1000;
+        c.flush_interval = Duration::from_millis(10);
+        c
+    };
+    let path = dir.0.join("events.spool");
+    {
+        let spool = Spool::open(config(), sink.clone()).unwrap();
+        for i in 0..20u8 {
+            spool.append(vec![i; 100]).await.unwrap();
+        }
+        wait_for(&sink, 20).await;
+        for _ in 0..100 {
+            if std::fs::metadata(&path).unwrap().len() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "shipped file was truncated");
+        // Appends after the truncation land at offset 0 and ship normally.
+        spool.append(vec![99; 10]).await.unwrap();
+        wait_for(&sink, 21).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Nothing is shipped twice after a restart.
+    let again = Arc::new(MemorySink::default());
+    let spool = Spool::open(config(), again.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(spool.status().pending_records, 0);
+    assert!(again.events.lock().unwrap().is_empty());
+    assert_eq!(sink.events.lock().unwrap().len(), 21);
+}

@@ -5,6 +5,7 @@
 //! [`crate::verify`], which reads through this trait and trusts nothing it
 //! reads. [`Ledger`] opens either store from a URL so callers need not care.
 
+mod pgcopy;
 mod postgres;
 mod sqlite;
 
@@ -17,7 +18,6 @@ use uuid::Uuid;
 use crate::batch::{Batch, BatchError};
 use crate::hash::Hash;
 use crate::keys::{KeyPair, PublicKey};
-use crate::sequencer::SequenceError;
 use crate::tree::NodeKey;
 
 pub use postgres::PgStore;
@@ -32,8 +32,6 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("batch refused: {0}")]
     Batch(#[from] BatchError),
-    #[error("sequencing failed: {0}")]
-    Sequence(#[from] SequenceError),
     #[error("unsupported database URL {0:?} (expected postgres://... or sqlite:...)")]
     UnsupportedUrl(String),
     #[error("the stored log is inconsistent, refusing to extend it: {0}")]

@@ -135,6 +135,8 @@ impl LedgerStore for PgStore {
         let ids: Vec<Uuid> = checked.events.iter().map(|e| e.event.id).collect();
         let positions: Vec<i32> = (0..total as i32).collect();
         let leaves: Vec<Vec<u8>> = checked.events.iter().map(|e| e.bytes.clone()).collect();
+        let times: Vec<DateTime<Utc>> = checked.events.iter().map(|e| e.event.time).collect();
+        let agents: Vec<String> = checked.events.iter().map(|e| e.event.agent.to_string()).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO ledger_batches (root, key_id, signature, leaf_hashes)
@@ -147,9 +149,10 @@ impl LedgerStore for PgStore {
         .execute(&mut *tx)
         .await?;
         let inserted = sqlx::query(
-            "INSERT INTO ledger_pending (event_id, batch_root, batch_pos, leaf)
-             SELECT u.event_id, $1, u.pos, u.leaf
-             FROM UNNEST($2::uuid[], $3::int[], $4::bytea[]) WITH ORDINALITY AS u(event_id, pos, leaf, ord)
+            "INSERT INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
+             SELECT u.event_id, $1, u.pos, u.leaf, u.event_time, u.agent
+             FROM UNNEST($2::uuid[], $3::int[], $4::bytea[], $5::timestamptz[], $6::text[])
+                  WITH ORDINALITY AS u(event_id, pos, leaf, event_time, agent, ord)
              WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = u.event_id)
              ORDER BY u.ord
              ON CONFLICT (event_id) DO NOTHING",
@@ -158,6 +161,8 @@ impl LedgerStore for PgStore {
         .bind(&ids)
         .bind(&positions)
         .bind(&leaves)
+        .bind(&times)
+        .bind(&agents)
         .execute(&mut *tx)
         .await?
         .rows_affected() as usize;
@@ -202,64 +207,44 @@ impl LedgerStore for PgStore {
             )));
         }
         let frontier = Self::frontier(&mut tx, size).await?;
+        // The leaf hash is computed by Postgres from the bytes as stored; the
+        // bytes themselves never leave the database.
         let rows = sqlx::query(
-            "SELECT event_id, batch_root, batch_pos, leaf FROM ledger_pending ORDER BY arrival LIMIT $1",
+            "SELECT event_id, sha256('\\x00'::bytea || leaf) AS leaf_hash FROM ledger_pending
+             ORDER BY arrival LIMIT $1",
         )
         .bind(MAX_EVENTS_PER_STEP as i64)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome {
-                appended: 0,
-                size,
-                root: frontier.root(),
-                checkpoint: None,
-            });
+            return Ok(SequenceOutcome { appended: 0, size, root: frontier.root(), checkpoint: None });
         }
-        let pending = rows
-            .iter()
-            .map(|r| {
-                Ok(PendingEvent {
-                    event_id: r.try_get("event_id")?,
-                    batch_root: r.try_get("batch_root")?,
-                    batch_pos: r.try_get::<i32, _>("batch_pos")? as u32,
-                    leaf: r.try_get("leaf")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let plan = plan_append(frontier, pending, key)?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let hash: Vec<u8> = r.try_get("leaf_hash")?;
+            let leaf_hash = hash_from_slice(&hash)
+                .ok_or_else(|| StoreError::Inconsistent("sha256 returned a hash of the wrong length".into()))?;
+            pending.push(PendingEvent { event_id: r.try_get("event_id")?, leaf_hash });
+        }
+        let plan = plan_append(frontier, &pending, key);
 
         let n = plan.entries.len();
-        let mut idx = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        let mut leaves = Vec::with_capacity(n);
-        let mut roots = Vec::with_capacity(n);
-        let mut poss = Vec::with_capacity(n);
-        let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-        let mut agents = Vec::with_capacity(n);
-        for e in plan.entries {
-            idx.push(to_i64(e.index));
-            ids.push(e.event_id);
-            leaves.push(e.leaf);
-            roots.push(e.batch_root);
-            poss.push(e.batch_pos as i32);
-            times.push(e.event_time);
-            agents.push(e.agent);
-        }
-        sqlx::query(
+        let idx: Vec<i64> = plan.entries.iter().map(|e| to_i64(e.index)).collect();
+        let ids: Vec<Uuid> = plan.entries.iter().map(|e| e.event_id).collect();
+        let moved = sqlx::query(
             "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[], $5::int[],
-                                  $6::timestamptz[], $7::text[])",
+             SELECT u.idx, p.event_id, p.leaf, p.batch_root, p.batch_pos, p.event_time, p.agent
+             FROM UNNEST($1::bigint[], $2::uuid[]) AS u(idx, event_id)
+             JOIN ledger_pending p ON p.event_id = u.event_id",
         )
         .bind(&idx)
         .bind(&ids)
-        .bind(&leaves)
-        .bind(&roots)
-        .bind(&poss)
-        .bind(&times)
-        .bind(&agents)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved != n as u64 {
+            return Err(StoreError::Inconsistent(format!("moved {moved} of {n} pending events")));
+        }
         let levels: Vec<i16> = plan.nodes.iter().map(|(k, _)| i16::from(k.level)).collect();
         let node_idx: Vec<i64> = plan.nodes.iter().map(|(k, _)| to_i64(k.index)).collect();
         let hashes: Vec<Vec<u8>> = plan.nodes.iter().map(|(_, h)| h.to_vec()).collect();
@@ -367,16 +352,23 @@ impl LedgerStore for PgStore {
     }
 
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash AS recorded_hash
-             FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
-             WHERE e.idx >= $1 AND e.idx < $2 ORDER BY e.idx",
-        )
-        .bind(to_i64(from))
-        .bind(to_i64(to))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entry_from_row).collect()
+        use futures::TryStreamExt;
+        // Bounds are integers we format ourselves, so the statement is safe.
+        let sql = format!(
+            "COPY (SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash
+                   FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
+                   WHERE e.idx >= {} AND e.idx < {} ORDER BY e.idx) TO STDOUT (FORMAT binary)",
+            to_i64(from),
+            to_i64(to)
+        );
+        let mut conn = self.pool.acquire().await?;
+        let mut stream = conn.copy_out_raw(&sql).await?;
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.try_next().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        drop(stream);
+        super::pgcopy::parse_entries(&buf)
     }
 
     async fn entries_matching(

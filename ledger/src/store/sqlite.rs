@@ -21,7 +21,7 @@ use super::{
     SubmitOutcome, parse_vkeys,
 };
 use crate::batch::Batch;
-use crate::hash::{Hash, hash_from_slice};
+use crate::hash::{Hash, hash_from_slice, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::sequencer::{MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
 use crate::tree::{Frontier, NodeKey, frontier_keys};
@@ -125,14 +125,16 @@ impl LedgerStore for SqliteStore {
         let mut accepted = 0;
         for (pos, e) in checked.events.iter().enumerate() {
             accepted += sqlx::query(
-                "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf)
-                 SELECT ?1, ?2, ?3, ?4
+                "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
                  WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE event_id = ?1)",
             )
             .bind(e.event.id)
             .bind(checked.root.to_vec())
             .bind(pos as i64)
             .bind(&e.bytes)
+            .bind(micros(e.event.time))
+            .bind(e.event.agent.to_string())
             .execute(&mut *tx)
             .await?
             .rows_affected() as usize;
@@ -182,49 +184,35 @@ impl LedgerStore for SqliteStore {
             })?;
         let frontier = Frontier::from_hashes(size, &hashes)
             .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
-        let rows = sqlx::query("SELECT event_id, batch_root, batch_pos, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
+        let rows = sqlx::query("SELECT event_id, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
             .bind(MAX_EVENTS_PER_STEP as i64)
             .fetch_all(&mut *tx)
             .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome {
-                appended: 0,
-                size,
-                root: frontier.root(),
-                checkpoint: None,
-            });
+            return Ok(SequenceOutcome { appended: 0, size, root: frontier.root(), checkpoint: None });
         }
-        let pending = rows
-            .iter()
-            .map(|r| {
-                Ok(PendingEvent {
-                    event_id: r.try_get("event_id")?,
-                    batch_root: r.try_get("batch_root")?,
-                    batch_pos: r.try_get::<i64, _>("batch_pos")? as u32,
-                    leaf: r.try_get("leaf")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let plan = plan_append(frontier, pending, key)?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let leaf: Vec<u8> = r.try_get("leaf")?;
+            pending.push(PendingEvent { event_id: r.try_get("event_id")?, leaf_hash: leaf_hash(&leaf) });
+        }
+        let plan = plan_append(frontier, &pending, key);
         let appended = plan.entries.len() as u64;
         for e in &plan.entries {
-            sqlx::query(
+            let moved = sqlx::query(
                 "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 SELECT ?1, event_id, leaf, batch_root, batch_pos, event_time, agent
+                 FROM ledger_pending WHERE event_id = ?2",
             )
             .bind(to_i64(e.index))
             .bind(e.event_id)
-            .bind(&e.leaf)
-            .bind(&e.batch_root)
-            .bind(i64::from(e.batch_pos))
-            .bind(micros(e.event_time))
-            .bind(&e.agent)
             .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1")
-                .bind(e.event_id)
-                .execute(&mut *tx)
-                .await?;
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Err(StoreError::Inconsistent(format!("pending event {} vanished", e.event_id)));
+            }
+            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1").bind(e.event_id).execute(&mut *tx).await?;
         }
         for (k, h) in &plan.nodes {
             sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")

@@ -206,7 +206,7 @@ async fn forked_checkpoint_presented_from_outside_is_caught() {
 }
 
 #[tokio::test]
-async fn checkpoint_with_altered_root_is_caught() {
+async fn edited_checkpoint_note_is_caught() {
     let mut scene = Scene::new().await;
     scene.attack("UPDATE ledger_checkpoints SET note = replace(note, E'\\n20\\n', E'\\n21\\n') WHERE size = 20").await;
     let report = scene.verify().await;

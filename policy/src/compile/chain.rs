@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::convert::Refusal;
 use super::{Grant, PolicyTemplate};
+use crate::decision::{delegation_counter, policy_counter};
 use crate::glob::glob_matches;
 
 /// Longest delegation chain accepted (the CRD caps `maxDepth` at 8 too).
@@ -191,7 +192,7 @@ fn push_policies(ctx: &Context<'_>, agent: &str, root: &str, rules: &mut Vec<Rul
             budget: t.budget.as_ref().map(|(limit, window)| BudgetRule {
                 limit: *limit,
                 window: window.clone(),
-                counter: format!("p:{}:{agent}", t.id),
+                counter: policy_counter(&t.id, agent),
                 tree: root.to_owned(),
             }),
             expires_at: None,
@@ -212,7 +213,7 @@ fn grant_rule(g: &Grant, root: &str) -> Rule {
         budget: Some(BudgetRule {
             limit: g.limit,
             window: g.window.clone(),
-            counter: format!("d:{}", g.id),
+            counter: delegation_counter(&g.id),
             tree: root.to_owned(),
         }),
         expires_at: g.expires_at,

@@ -123,12 +123,20 @@ impl Budgets {
                 Ok(ReserveOutcome::Exhausted {
                     line, resets_at, ..
                 }) => {
-                    let source = allowed.lines.get(line).map(|l| &l.source);
-                    let budget = source.map(|s| s.describe()).unwrap_or_default();
-                    Err(Denial::new(
-                        DenyReason::BudgetExhausted { budget, resets_at },
-                        source,
-                    ))
+                    let budget = allowed
+                        .lines
+                        .get(line)
+                        .map(BudgetLine::budget)
+                        .unwrap_or_default();
+                    let reason = DenyReason::BudgetExhausted {
+                        budget: budget.clone(),
+                        resets_at,
+                    };
+                    Err(Denial {
+                        message: format!("{reason} ({budget})"),
+                        reason,
+                        rule: Some(budget),
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "budget reservation failed; denying");

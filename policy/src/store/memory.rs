@@ -24,7 +24,7 @@ pub struct MemoryBudgetStore {
 #[derive(Debug, Default)]
 struct State {
     counters: HashMap<String, Counter>,
-    /// Settled reservation ids, kept until they can no longer be retried.
+    /// Ids of reservations settled after their hold expired.
     settled: HashMap<String, DateTime<Utc>>,
     ops_since_sweep: u32,
 }
@@ -127,11 +127,26 @@ impl State {
         })
     }
 
+    /// Same rule as the Redis script: before expiry a missing hold means
+    /// settled already; after expiry a marker remembers late settles.
     fn settle(&mut self, res: &Reservation, actual: Micros, now: DateTime<Utc>) -> SettleOutcome {
         self.sweep(now);
-        let marker_expiry = now + chrono::Duration::days(1);
-        if self.settled.insert(res.id.clone(), marker_expiry).is_some() {
-            return SettleOutcome::AlreadySettled;
+        if now < res.expires_at {
+            let Some(first) = res.lines.first() else {
+                return SettleOutcome::Settled;
+            };
+            let held = self
+                .counters
+                .get(&first.key)
+                .is_some_and(|c| c.holds.contains_key(&res.id));
+            if !held {
+                return SettleOutcome::AlreadySettled;
+            }
+        } else {
+            let marker_expiry = now + chrono::Duration::days(1);
+            if self.settled.insert(res.id.clone(), marker_expiry).is_some() {
+                return SettleOutcome::AlreadySettled;
+            }
         }
         for line in &res.lines {
             let counter = self.counter(line, now);

@@ -147,10 +147,11 @@ fn validate(request: &ReserveRequest<'_>) -> Result<(), StoreError> {
         )));
     }
     if let Some(first) = request.lines.first()
-        && request.lines.iter().any(|l| l.tree != first.tree)
+        && (first.tree().is_empty() || request.lines.iter().any(|l| l.tree() != first.tree()))
     {
         return Err(StoreError::Invalid(
-            "all lines of a reservation must belong to one delegation tree".into(),
+            "all lines of a reservation must belong to one delegation tree ({tree} key prefix)"
+                .into(),
         ));
     }
     Ok(())

@@ -8,7 +8,8 @@
 //! - `…:h`, a sorted set of live holds, member `<id>:<amount>`, scored by
 //!   expiry in milliseconds; expired holds are purged by the next script
 //!   that touches the line;
-//! - `<prefix>:{tree}:s:<id>`, the settle marker that makes settling once.
+//! - `<prefix>:{tree}:s:<id>`, a marker written only by a settle that
+//!   arrives after its hold expired, so repeating it is a no-op.
 //!
 //! Every key of one request carries the same `{tree}` hash tag, so all of
 //! them live in one Redis Cluster slot and the scripts stay legal there.
@@ -32,7 +33,9 @@ const USAGE: &str = include_str!("lua/usage.lua");
 /// Bound on establishing the connection to Redis.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long a settle marker is kept, so a retried settle is a no-op.
+/// How long the marker of a settle that came after its hold expired is
+/// kept, so a retry of it is a no-op. (Settles before expiry need no marker:
+/// the missing hold says the reservation was settled.)
 const SETTLE_MARKER_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Redis-backed [`BudgetStore`]. Cheap to clone; clones share one
@@ -199,17 +202,17 @@ impl RedisBudgetStore {
             .arg(&res.id)
             .arg(res.amount.get())
             .arg(actual.get())
+            .arg(res.expires_at.timestamp_millis())
             .arg(SETTLE_MARKER_TTL_MS);
         for line in &res.lines {
-            let (kind, window_ms, bucket_ms) = window_args(&line.window);
+            let (kind, _, bucket_ms) = window_args(&line.window);
             inv.key(self.counter_key(line))
                 .key(self.holds_key(line))
                 .arg(kind)
                 .arg(keep_ms(&line.window, now))
-                .arg(window_ms)
                 .arg(bucket_ms);
         }
-        inv.key(format!("{}:{{{}}}:s:{}", self.prefix, first.tree, res.id));
+        inv.key(format!("{}:{{{}}}:s:{}", self.prefix, first.tree(), res.id));
         let mut conn = self.conn.clone();
         let settled: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
         Ok(if settled == 1 {

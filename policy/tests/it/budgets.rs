@@ -9,7 +9,7 @@ use caracal_policy::fixtures::{SnapshotBuilder, daily, policy_rule, with_budget}
 use caracal_policy::store::StoreFuture;
 use caracal_policy::{
     Allowed, BudgetLine, BudgetStore, Budgets, Call, Decision, LineUsage, MemoryBudgetStore,
-    RedisBudgetStore, Request, ReserveOutcome, ReserveRequest, Reservation, SettleOutcome,
+    RedisBudgetStore, Request, Reservation, ReserveOutcome, ReserveRequest, SettleOutcome,
     StoreError, evaluate,
 };
 use chrono::{DateTime, Utc};
@@ -18,8 +18,15 @@ use crate::support::TestRedis;
 
 /// An allowed decision for a $0.02 budget (each call reserves 3,500 micros).
 fn allowed(tree: &str) -> Allowed {
-    let rule = with_budget(policy_rule("team/small", "team/bot"), 20_000, daily("UTC"), tree);
-    let snapshot = SnapshotBuilder::new().agent("team/bot", &[], vec![rule]).build();
+    let rule = with_budget(
+        policy_rule("team/small", "team/bot"),
+        20_000,
+        daily("UTC"),
+        tree,
+    );
+    let snapshot = SnapshotBuilder::new()
+        .agent("team/bot", &[], vec![rule])
+        .build();
     let request = Request {
         agent: "team/bot",
         provider: "openai",
@@ -74,7 +81,11 @@ async fn no_store_denies() {
 #[tokio::test]
 async fn unreachable_redis_denies() {
     // Nothing listens on port 1; the client fails to connect at all.
-    assert!(RedisBudgetStore::connect("redis://127.0.0.1:1", "x").await.is_err());
+    assert!(
+        RedisBudgetStore::connect("redis://127.0.0.1:1", "x")
+            .await
+            .is_err()
+    );
 }
 
 /// A "Redis" that accepts connections and never answers: connecting fails
@@ -93,7 +104,11 @@ async fn silent_redis_fails_to_connect_quickly() {
     let started = Instant::now();
     let result = RedisBudgetStore::connect(&url, "x").await;
     assert!(result.is_err(), "a silent server must not yield a store");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     hold.abort();
 }
 
@@ -129,12 +144,19 @@ impl BudgetStore for Slow {
 
 #[tokio::test]
 async fn slow_store_times_out_into_a_denial() {
-    let budgets =
-        Budgets::new(Arc::new(Slow(MemoryBudgetStore::new()))).with_timeout(Duration::from_millis(50));
+    let budgets = Budgets::new(Arc::new(Slow(MemoryBudgetStore::new())))
+        .with_timeout(Duration::from_millis(50));
     let started = Instant::now();
-    let d = budgets.reserve(&allowed("slow"), "r1", Utc::now()).await.unwrap_err();
+    let d = budgets
+        .reserve(&allowed("slow"), "r1", Utc::now())
+        .await
+        .unwrap_err();
     assert_eq!(d.reason.code(), "budget_store_unavailable", "{d:?}");
-    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "took {:?}",
+        started.elapsed()
+    );
     // The store never saw the reservation complete, so nothing is held.
     let a = allowed("slow");
     let usage = budgets.usage(&a.lines, Utc::now()).await.unwrap();

@@ -6,5 +6,6 @@
 
 mod budgets;
 mod concurrency;
+mod redis_layout;
 mod store_suite;
 mod support;

@@ -75,6 +75,8 @@ async fn reserve_settle_and_exhaust(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, now).await, [(0, 60)]);
     let settled = store.settle(&first, Micros(30), now).await.unwrap();
     assert_eq!(settled, SettleOutcome::Settled);
+    let again = store.settle(&first, Micros(30), now).await.unwrap();
+    assert_eq!(again, SettleOutcome::AlreadySettled);
     assert_eq!(usage(store, &lines, now).await, [(30, 0)]);
     held(reserve(store, "r3", &lines, (70, 70), now, TTL).await);
     assert!(matches!(

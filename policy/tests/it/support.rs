@@ -1,7 +1,7 @@
 //! Test plumbing: Redis connections with a unique key prefix, budget lines.
 
 use caracal_api::Micros;
-use caracal_api::snapshot::RuleSource;
+use caracal_policy::decision::policy_counter;
 use caracal_policy::{BudgetLine, RedisBudgetStore, WindowInstance};
 use chrono::{DateTime, Utc};
 
@@ -83,14 +83,9 @@ pub fn line(tree: &str, name: &str, limit: i64, window: WindowInstance) -> Budge
         WindowInstance::Rolling { seconds, .. } => format!("r{seconds}"),
     };
     BudgetLine {
-        key: format!("{{{tree}}}:p:{name}:{suffix}"),
-        tree: tree.into(),
+        key: format!("{{{tree}}}:{}:{suffix}", policy_counter(name, tree)),
         limit: Micros(limit),
         window,
-        source: RuleSource::Policy {
-            policy: name.into(),
-            agent: tree.into(),
-        },
     }
 }
 

@@ -5,9 +5,13 @@ local function fmt(x)
   return string.format('%d', x)
 end
 
--- Drop holds whose expiry (score, ms) is at or before now and return the
--- total still held. Members are "<reservation id>:<amount>".
-local function live_held(ck, hk, now)
+-- Committed spend, live holds and the oldest rolling bucket with spend (-1
+-- if none) of one line, after dropping what no longer counts:
+-- * holds whose expiry (score, ms) is at or before now; members are
+--   "<reservation id>:<amount>" and their amounts leave 'held';
+-- * rolling buckets that no longer overlap [now - window, now], so a
+--   rolling counter stays bounded (calendar counters keep one 'spent').
+local function tally(ck, hk, kind, now, window_ms, bucket_ms)
   local dead = redis.call('ZRANGEBYSCORE', hk, '-inf', now)
   if #dead > 0 then
     local freed = 0
@@ -15,25 +19,20 @@ local function live_held(ck, hk, now)
       freed = freed + tonumber(string.match(m, ':(%d+)$'))
     end
     redis.call('ZREMRANGEBYSCORE', hk, '-inf', now)
-    return tonumber(redis.call('HINCRBY', ck, 'held', fmt(-freed)))
+    redis.call('HINCRBY', ck, 'held', fmt(-freed))
   end
-  return tonumber(redis.call('HGET', ck, 'held') or '0')
-end
-
--- Committed spend of a line. Calendar counters keep one 'spent' field;
--- rolling counters keep one field per bucket index and drop buckets that
--- no longer overlap [now - window, now], so they stay bounded. Also
--- returns the oldest bucket that still holds spend (-1 if none).
-local function committed(ck, kind, now, window_ms, bucket_ms)
   if kind == 'c' then
-    return tonumber(redis.call('HGET', ck, 'spent') or '0'), -1
+    local v = redis.call('HMGET', ck, 'spent', 'held')
+    return tonumber(v[1] or '0'), tonumber(v[2] or '0'), -1
   end
   local first = math.floor((now - window_ms) / bucket_ms)
   local fields = redis.call('HGETALL', ck)
-  local spent, oldest = 0, -1
+  local spent, held, oldest = 0, 0, -1
   for j = 1, #fields, 2 do
     local f = fields[j]
-    if f ~= 'held' then
+    if f == 'held' then
+      held = tonumber(fields[j + 1])
+    else
       local b = tonumber(f)
       if b < first then
         redis.call('HDEL', ck, f)
@@ -46,5 +45,5 @@ local function committed(ck, kind, now, window_ms, bucket_ms)
       end
     end
   end
-  return spent, oldest
+  return spent, held, oldest
 end

@@ -1,30 +1,56 @@
 -- Commit the actual cost on every line and release the hold, once.
--- KEYS: per line, counter hash then holds zset; last, the settle marker.
--- ARGV: now_ms, reservation id, reserved amount, actual, marker_ttl_ms, then
---       per line: kind, keep_ms, window_ms, bucket_ms.
+-- KEYS: per line, counter hash then holds zset; last, the late-settle marker.
+-- ARGV: now_ms, reservation id, reserved amount, actual, hold_expiry_ms,
+--       marker_ttl_ms, then per line: kind, keep_ms, bucket_ms.
 -- Returns 1 when settled now, 0 when it had been settled before.
+--
+-- Before the hold expires, the hold itself proves the reservation is still
+-- unsettled: no hold means settled already. After expiry the hold may have
+-- been purged, so a late settle leaves a marker and a repeat finds it.
 local now = tonumber(ARGV[1])
 local member = ARGV[2] .. ':' .. ARGV[3]
 local reserved = ARGV[3]
 local actual = ARGV[4]
-if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[5]) then
-  return 0
-end
 local n = (#KEYS - 1) / 2
+
+local late = now >= tonumber(ARGV[5])
+if not late then
+  if redis.call('ZREM', KEYS[2], member) == 0 then
+    return 0
+  end
+  redis.call('HINCRBY', KEYS[1], 'held', '-' .. reserved)
+  for i = 2, n do
+    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
+      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
+    end
+  end
+else
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6]) then
+    return 0
+  end
+  for i = 1, n do
+    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
+      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
+    end
+  end
+end
+
 for i = 1, n do
-  local ck, hk = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 5 + (i - 1) * 4
-  -- A hold that already expired was released by whoever purged it.
-  if redis.call('ZREM', hk, member) == 1 then
-    redis.call('HINCRBY', ck, 'held', '-' .. reserved)
-  end
-  if ARGV[a + 1] == 'c' then
-    redis.call('HINCRBY', ck, 'spent', actual)
+  local ck = KEYS[2 * i - 1]
+  local a = 6 + (i - 1) * 3
+  local rolling = ARGV[a + 1] == 'r'
+  if rolling then
+    redis.call('HINCRBY', ck, fmt(math.floor(now / tonumber(ARGV[a + 3]))), actual)
   else
-    local bucket = math.floor(now / tonumber(ARGV[a + 4]))
-    redis.call('HINCRBY', ck, fmt(bucket), actual)
+    redis.call('HINCRBY', ck, 'spent', actual)
   end
-  redis.call('PEXPIRE', ck, ARGV[a + 2])
-  redis.call('PEXPIRE', hk, ARGV[a + 2])
+  -- Both keys of a line always share one expiry instant. A live hold means
+  -- a calendar line's keys exist with theirs already; rolling lines move
+  -- theirs forward with every use, and a late settle may have recreated
+  -- the counter.
+  if rolling or late then
+    redis.call('PEXPIRE', ck, ARGV[a + 2])
+    redis.call('PEXPIRE', KEYS[2 * i], ARGV[a + 2])
+  end
 end
 return 1

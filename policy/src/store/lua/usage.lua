@@ -5,10 +5,9 @@
 local now = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS / 2 do
-  local ck, hk = KEYS[2 * i - 1], KEYS[2 * i]
   local a = 1 + (i - 1) * 3
-  local spent = committed(ck, ARGV[a + 1], now, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+  local spent, held = tally(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a + 1], now, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
   out[#out + 1] = spent
-  out[#out + 1] = live_held(ck, hk, now)
+  out[#out + 1] = held
 end
 return out

@@ -1,0 +1,284 @@
+//! `caracal dev`: the whole data path on one machine, no cluster needed.
+//!
+//! Reads Agent/Policy/Delegation YAML from a directory (and reloads it when
+//! files change), compiles it with the same compile step the operator uses,
+//! issues each agent a virtual key into the state directory, and serves the
+//! gateway with an in-process ledger sequencer and signer. Budgets live in
+//! memory unless `--redis-url` is given; the ledger is SQLite in the state
+//! directory unless `--database-url` is given.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use caracal_gateway::{
+    config::Provider,
+    ledger_sink::SignedSink,
+    live::{Live, LiveSender},
+    proxy::Gateway,
+    server,
+    spool::{Spool, SpoolConfig},
+    standalone::{credentials, file_config::GatewayFile, manifests},
+};
+use caracal_ledger::{
+    batch::BatchSigner,
+    keys::KeyPair,
+    store::{Ledger, LedgerStore},
+};
+use caracal_policy::{
+    Budgets, MemoryBudgetStore, RedisBudgetStore,
+    compile::{CompileInput, compile},
+};
+
+/// The gateway id on events and the name of its batch-signing key.
+const GATEWAY_ID: &str = "caracal-dev";
+/// The log's origin line and checkpoint key name.
+const LOG_ORIGIN: &str = "caracal-dev-log";
+
+#[derive(Debug, clap::Args)]
+#[command(about = "Run the gateway, policy engine and ledger on this machine (no cluster)")]
+pub struct Args {
+    /// Directory of Agent, Policy and Delegation YAML files (reloaded on change).
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// Providers and prices (YAML); default: a built-in `mock` provider.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Ledger database (`postgres://...` or `sqlite:PATH`); default: SQLite in the state dir.
+    #[arg(long, env = "CARACAL_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    /// Redis for budget counters; default: in memory (lost on restart).
+    #[arg(long, env = "CARACAL_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
+    /// Keys, credentials, spool and the default ledger live here.
+    #[arg(long, default_value = ".state", value_name = "DIR")]
+    state_dir: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+/// Load the signing key `name` from `path`, creating it on first start.
+fn load_or_create_key(path: &Path, name: &str) -> anyhow::Result<KeyPair> {
+    if let Ok(pem) = std::fs::read_to_string(path) {
+        return KeyPair::from_pem(name, &pem)
+            .with_context(|| format!("reading key {}", path.display()));
+    }
+    let key = KeyPair::generate(name)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, key.to_pem()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(
+        path.with_extension("vkey"),
+        format!("{}\n", key.public().to_vkey()),
+    )?;
+    Ok(key)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => GatewayFile::load(path)?,
+        None => GatewayFile::mock(),
+    };
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("<built-in mock config>"));
+    let providers = file.resolve_providers(|k| std::env::var(k).ok())?;
+    let limits = file.limits(&config_path)?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let state_dir = std::fs::canonicalize(&args.state_dir)?;
+
+    let gateway_key = load_or_create_key(&state_dir.join("keys/gateway.pem"), GATEWAY_ID)?;
+    let log_key = load_or_create_key(&state_dir.join("keys/log.pem"), LOG_ORIGIN)?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", state_dir.join("ledger.db").display()));
+    let ledger = Arc::new(
+        Ledger::open(&database_url)
+            .await
+            .context("opening the ledger database")?,
+    );
+    ledger
+        .register_submitter(gateway_key.public())
+        .await
+        .context("registering the gateway key")?;
+
+    let budgets = match &args.redis_url {
+        Some(url) => Budgets::new(Arc::new(
+            RedisBudgetStore::connect(url, "caracal")
+                .await
+                .context("connecting to Redis")?,
+        )),
+        None => Budgets::new(Arc::new(MemoryBudgetStore::new())),
+    };
+
+    let sink = Arc::new(SignedSink::new(
+        ledger.clone(),
+        BatchSigner::new(gateway_key),
+    ));
+    let spool = Spool::open(SpoolConfig::new(state_dir.join("spool")), sink.clone())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!(
+        "http://{}",
+        if addr.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+        } else {
+            addr
+        }
+    );
+
+    let (live_tx, live_rx) = caracal_gateway::live::channel();
+    let reloader = Reloader {
+        dir: args.manifests.clone(),
+        state_dir: state_dir.clone(),
+        url: url.clone(),
+        file,
+        providers: providers.clone(),
+        live: live_tx,
+        version: 0,
+    };
+    let gateway = Arc::new(Gateway::new(
+        providers,
+        live_rx,
+        budgets,
+        spool.clone(),
+        limits,
+        GATEWAY_ID,
+    )?);
+
+    tokio::spawn(reloader.run());
+    tokio::spawn(sequence_forever(ledger.clone(), log_key.clone()));
+    println!("caracal dev: gateway listening on {url}");
+    println!(
+        "caracal dev: agent credentials in {}/credentials/NAMESPACE/AGENT.env",
+        state_dir.display()
+    );
+    println!("caracal dev: ledger at {database_url}");
+
+    server::serve(
+        listener,
+        gateway,
+        server::shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await?;
+    tracing::info!("stopped serving; shipping the spool");
+    if tokio::time::timeout(Duration::from_secs(5), spool.flush_now(sink.as_ref()))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the spool could not be shipped in time; it will be replayed on the next start"
+        );
+    }
+    if let Err(e) = ledger.sequence_pending(&log_key).await {
+        tracing::warn!(error = %e, "final sequencing failed; events stay pending until the next start");
+    }
+    Ok(())
+}
+
+/// The in-process sequencer: give queued events log indexes and sign a
+/// checkpoint, a few times a second.
+async fn sequence_forever(ledger: Arc<Ledger>, key: KeyPair) {
+    loop {
+        if let Err(e) = ledger.sequence_pending(&key).await {
+            tracing::warn!(error = %e, "sequencing failed; will retry");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Watches the manifest directory and publishes a new snapshot on change.
+struct Reloader {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    url: String,
+    file: GatewayFile,
+    providers: Vec<Provider>,
+    live: LiveSender,
+    version: u64,
+}
+
+impl Reloader {
+    async fn run(mut self) {
+        let mut last = None;
+        loop {
+            match manifests::fingerprint(&self.dir) {
+                Ok(fp) if last.as_ref() != Some(&fp) => {
+                    match self.reload() {
+                        Ok(()) => {}
+                        // Keep serving the last good snapshot (or none).
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "manifests not loaded; keeping the previous configuration")
+                        }
+                    }
+                    last = Some(fp);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the manifest directory"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let objects = manifests::load_dir(&self.dir)?;
+        let provider_names: Vec<String> = self.providers.iter().map(|p| p.name.clone()).collect();
+        self.version += 1;
+        let compiled = compile(&CompileInput {
+            agents: &objects.agents,
+            policies: &objects.policies,
+            delegations: &objects.delegations,
+            providers: &provider_names,
+            prices: &self.file.prices,
+            version: self.version,
+            now: chrono::Utc::now(),
+        });
+        for p in &compiled.problems {
+            tracing::warn!(kind = ?p.kind, object = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, "{}", p.message);
+        }
+        let agents: BTreeMap<String, Vec<String>> = compiled
+            .snapshot
+            .agents
+            .iter()
+            .map(|(id, e)| (id.clone(), e.providers.clone()))
+            .collect();
+        let keys = credentials::ensure(&self.state_dir, &self.url, &agents, &self.providers)?;
+        tracing::info!(
+            version = self.version,
+            agents = agents.len(),
+            problems = compiled.problems.len(),
+            "configuration loaded"
+        );
+        self.live.send_replace(Arc::new(Live {
+            snapshot: Some(Arc::new(compiled.snapshot)),
+            keys: Arc::new(keys),
+        }));
+        Ok(())
+    }
+}

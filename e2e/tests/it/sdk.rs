@@ -1,0 +1,150 @@
+//! The official SDKs against `caracal dev`: metered to the micro-dollar,
+//! and budget denials raised as each SDK's normal errors.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::{
+    dev::{Dev, agent_with_budget, config_yaml, cost},
+    harness::{FakeUpstream, curl, scratch_dir, sdk_call},
+};
+
+#[test]
+fn sdk_calls_are_metered_exactly() {
+    let dir = scratch_dir("sdk");
+    let upstream = FakeUpstream::start(&dir);
+    let dev = Dev::start(
+        &dir,
+        &agent_with_budget("team", "bot", "10.00", ""),
+        &config_yaml(&upstream),
+        &[],
+        true,
+    );
+    let env = dev.env("team", "bot");
+
+    let cases: Vec<(Vec<&str>, u64, u64)> = vec![
+        (vec!["openai-chat", "--message", "hi usage=11/7"], 11, 7),
+        (
+            vec!["openai-chat", "--stream", "--message", "hi usage=12/9"],
+            12,
+            9,
+        ),
+        (vec!["openai-responses", "--message", "hi usage=5/3"], 5, 3),
+        (
+            vec!["anthropic-messages", "--message", "hi usage=13/8"],
+            13,
+            8,
+        ),
+        (
+            vec![
+                "anthropic-messages",
+                "--stream",
+                "--message",
+                "hi usage=14/6",
+            ],
+            14,
+            6,
+        ),
+    ];
+    for (args, _, _) in &cases {
+        let out = sdk_call(&env, args);
+        assert_eq!(out["ok"], true, "{args:?}: {out}");
+    }
+    let events = dev.ledger_at_least("team/bot", cases.len(), Duration::from_secs(10));
+    assert_eq!(events.len(), cases.len(), "{events:#?}");
+    for ((args, input, output), event) in cases.iter().zip(&events) {
+        let want = if args[0].starts_with("anthropic") {
+            cost(*input, 1_000_000, *output, 5_000_000)
+        } else {
+            cost(*input, 150_000, *output, 600_000)
+        };
+        assert_eq!(event["outcome"], "allowed", "{args:?}");
+        assert_eq!(event["cost_micros"], json!(want), "{args:?}: {event}");
+        assert_eq!(event["tokens"]["input"], json!(input), "{args:?}");
+        assert_eq!(event["tokens"]["output"], json!(output), "{args:?}");
+    }
+    // The provider saw the provider's key, never the agent's.
+    for served in upstream.served() {
+        let auth = served["auth"].as_str().unwrap_or_default();
+        assert!(
+            auth == "Bearer sk-fake-openai" || auth == "sk-fake-anthropic",
+            "{served}"
+        );
+    }
+    let (ok, report) = dev.merkle_verify();
+    assert!(ok, "{report}");
+}
+
+#[test]
+fn a_spent_budget_is_a_normal_sdk_rate_limit_error() {
+    let dir = scratch_dir("sdk-budget");
+    let upstream = FakeUpstream::start(&dir);
+    // $0.002: one call of 10 in / 300 out at $1 / $5 per 1M costs $0.00151.
+    let dev = Dev::start(
+        &dir,
+        &agent_with_budget("team", "bot", "0.002", ""),
+        &config_yaml(&upstream),
+        &[],
+        true,
+    );
+    let env = dev.env("team", "bot");
+    let first = sdk_call(
+        &env,
+        &[
+            "anthropic-messages",
+            "--message",
+            "usage=10/300",
+            "--max-tokens",
+            "256",
+        ],
+    );
+    assert_eq!(first["ok"], true, "{first}");
+    let second = sdk_call(
+        &env,
+        &[
+            "anthropic-messages",
+            "--message",
+            "usage=10/300",
+            "--max-tokens",
+            "256",
+        ],
+    );
+    assert_eq!(second["error"], "RateLimitError", "{second}");
+    assert_eq!(second["status"], 429);
+    assert!(
+        second["retry_after"]
+            .as_str()
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "{second}"
+    );
+    assert_eq!(
+        second["body"]["error"]["caracal_reason"], "budget_exhausted",
+        "{second}"
+    );
+    let openai = sdk_call(&env, &["openai-chat", "--max-tokens", "4000"]);
+    assert_eq!(
+        (openai["error"].as_str(), openai["status"].as_u64()),
+        (Some("RateLimitError"), Some(429)),
+        "{openai}"
+    );
+    assert_eq!(openai["body"]["code"], "budget_exhausted", "{openai}");
+    assert_eq!(
+        upstream.served().len(),
+        1,
+        "denied calls never reach the provider"
+    );
+    // curl sees the same JSON error.
+    let key = dev.key("team", "bot");
+    let (status, body) = curl(
+        &format!("{}/openai/v1/chat/completions", dev.url()),
+        &[
+            "-H",
+            &format!("authorization: Bearer {key}"),
+            "-d",
+            r#"{"model":"gpt-4o-mini","max_tokens":4000}"#,
+        ],
+    );
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("budget_exhausted"), "{body}");
+}

@@ -1,0 +1,191 @@
+//! The gateway config file: providers, prices and data-path limits.
+//!
+//! ```yaml
+//! providers:
+//!   - name: openai
+//!     kind: openai
+//!     baseUrl: https://api.openai.com
+//!     apiKeyEnv: OPENAI_API_KEY
+//! prices:            # the price catalog (see docs/policies.md)
+//!   version: "2026-11-22.1"
+//!   models: [...]
+//! budgetDenialStatus: 429   # or 402
+//! maxRequestBytes: 4194304
+//! ```
+//!
+//! Without a file, [`GatewayFile::mock`] is used: one `mock` provider with
+//! two priced models, so `caracal dev` works with no network and no keys.
+
+use std::path::Path;
+
+use caracal_api::{
+    Micros,
+    prices::{ModelPrice, PriceCatalog},
+};
+use hyper::StatusCode;
+use serde::Deserialize;
+
+use super::{SetupError, io_error};
+use crate::config::{Limits, Provider, ProviderConfig, ProviderKind};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayFile {
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub prices: PriceCatalog,
+    #[serde(default)]
+    pub budget_denial_status: Option<u16>,
+    #[serde(default)]
+    pub max_request_bytes: Option<usize>,
+}
+
+fn mock_model(model: &str, input: i64, output: i64) -> ModelPrice {
+    ModelPrice {
+        provider: "mock".into(),
+        model: model.into(),
+        aliases: vec![],
+        input: Micros(input),
+        output: Micros(output),
+        cached_input: None,
+        cache_write: None,
+        reasoning: None,
+        max_output_tokens: Some(4096),
+    }
+}
+
+impl GatewayFile {
+    /// The built-in config: provider `mock` with `mock-small` ($0.15 / $0.60
+    /// per 1M tokens) and `mock-large` ($3 / $15).
+    pub fn mock() -> Self {
+        GatewayFile {
+            providers: vec![ProviderConfig {
+                name: "mock".into(),
+                kind: ProviderKind::Mock,
+                base_url: None,
+                api_key_env: None,
+            }],
+            prices: PriceCatalog {
+                version: "mock-1".into(),
+                models: vec![
+                    mock_model("mock-small", 150_000, 600_000),
+                    mock_model("mock-large", 3_000_000, 15_000_000),
+                ],
+                tools: vec![],
+            },
+            budget_denial_status: None,
+            max_request_bytes: None,
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SetupError> {
+        serde_saphyr::from_str(text).map_err(|e| SetupError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, SetupError> {
+        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        Self::parse(&text, path)
+    }
+
+    /// Providers with their credentials read through `env`.
+    pub fn resolve_providers(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Provider>, SetupError> {
+        let mut out: Vec<Provider> = Vec::new();
+        for p in &self.providers {
+            if out.iter().any(|o| o.name == p.name) {
+                return Err(crate::config::ConfigError::DuplicateProvider(p.name.clone()).into());
+            }
+            out.push(p.resolve(&env)?);
+        }
+        Ok(out)
+    }
+
+    pub fn limits(&self, path: &Path) -> Result<Limits, SetupError> {
+        let mut limits = Limits::default();
+        if let Some(code) = self.budget_denial_status {
+            if code != 429 && code != 402 {
+                return Err(SetupError::Invalid {
+                    path: path.to_owned(),
+                    message: format!("budgetDenialStatus must be 429 or 402, not {code}"),
+                });
+            }
+            limits.budget_denial_status =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        }
+        if let Some(bytes) = self.max_request_bytes {
+            limits.max_request_bytes = bytes;
+        }
+        Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_config_file() {
+        let text = r#"
+providers:
+  - name: openai
+    kind: openai
+    baseUrl: https://api.openai.com
+    apiKeyEnv: OPENAI_API_KEY
+  - name: local
+    kind: openai-compatible
+    baseUrl: http://127.0.0.1:8000
+  - name: mock
+    kind: mock
+prices:
+  version: "v1"
+  models:
+    - {provider: openai, model: gpt-4o-mini, input: "0.15", output: "0.60"}
+budgetDenialStatus: 402
+"#;
+        let path = Path::new("gateway.yaml");
+        let file = GatewayFile::parse(text, path).unwrap();
+        let providers = file.resolve_providers(|_| Some("sk".into())).unwrap();
+        assert_eq!(
+            providers.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            vec![
+                ProviderKind::Openai,
+                ProviderKind::OpenaiCompatible,
+                ProviderKind::Mock
+            ]
+        );
+        assert_eq!(file.prices.models[0].input, Micros(150_000));
+        assert_eq!(
+            file.limits(path).unwrap().budget_denial_status,
+            StatusCode::PAYMENT_REQUIRED
+        );
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        let path = Path::new("g.yaml");
+        let cases = [
+            ("providers: []\nextra: 1\n", "extra"),
+            (
+                "providers:\n  - {name: x, kind: carrier-pigeon}\n",
+                "carrier-pigeon",
+            ),
+            ("providers: []\nbudgetDenialStatus: 500\n", "429 or 402"),
+            (
+                "providers:\n  - {name: a, kind: mock}\n  - {name: a, kind: mock}\n",
+                "used twice",
+            ),
+        ];
+        for (text, needle) in cases {
+            let result = GatewayFile::parse(text, path)
+                .and_then(|f| f.limits(path).map(|_| f))
+                .and_then(|f| f.resolve_providers(|_| None));
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

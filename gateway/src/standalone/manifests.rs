@@ -1,0 +1,182 @@
+//! Agent, Policy and Delegation objects read from a directory of YAML files.
+//!
+//! Every `*.yaml` / `*.yml` file (not recursive) may hold several documents.
+//! Each document must be one of the three Caracal kinds in
+//! `caracal.dev/v1alpha1`; anything else is an error naming the file, so a
+//! typo is never silently ignored. A missing namespace means `default`, as
+//! `kubectl apply` would do.
+
+use std::{
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use caracal_api::crd::{Agent, Delegation, Policy};
+use serde_json::Value;
+
+use super::{SetupError, io_error};
+
+/// Everything read from a manifest directory.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    pub agents: Vec<Agent>,
+    pub policies: Vec<Policy>,
+    pub delegations: Vec<Delegation>,
+}
+
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SetupError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if is_yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A cheap summary of the directory (names, sizes, modification times) to
+/// notice changes without parsing.
+pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>, SetupError> {
+    yaml_files(dir)?
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
+            Ok((path, meta.len(), meta.modified().ok()))
+        })
+        .collect()
+}
+
+fn invalid(path: &Path, message: String) -> SetupError {
+    SetupError::Invalid {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+fn with_default_namespace(mut doc: Value) -> Value {
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("namespace")
+            .or_insert_with(|| Value::String("default".into()));
+    }
+    doc
+}
+
+/// Parse one file's documents into `out`.
+pub fn parse_file(text: &str, path: &Path, out: &mut Manifests) -> Result<(), SetupError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| invalid(path, e.to_string()))?;
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if api_version != "caracal.dev/v1alpha1" {
+            return Err(invalid(
+                path,
+                format!(
+                    "document {}: apiVersion {api_version:?} is not caracal.dev/v1alpha1",
+                    i + 1
+                ),
+            ));
+        }
+        let doc = with_default_namespace(doc);
+        let bad = |e: serde_json::Error| invalid(path, format!("document {} ({kind}): {e}", i + 1));
+        match kind.as_str() {
+            "Agent" => out.agents.push(serde_json::from_value(doc).map_err(bad)?),
+            "Policy" => out.policies.push(serde_json::from_value(doc).map_err(bad)?),
+            "Delegation" => out
+                .delegations
+                .push(serde_json::from_value(doc).map_err(bad)?),
+            other => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "document {}: kind {other:?} is not Agent, Policy or Delegation",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read every manifest in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Manifests, SetupError> {
+    let mut out = Manifests::default();
+    for path in yaml_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        parse_file(&text, &path, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: caracal.dev/v1alpha1
+kind: Agent
+metadata: {name: bot}
+spec:
+  owner: me
+  identity: {apiKey: {issue: true}}
+---
+apiVersion: caracal.dev/v1alpha1
+kind: Policy
+metadata: {name: daily, namespace: team}
+spec:
+  targetRefs: [{name: bot}]
+  budget: {limit: "1.00", window: {period: Daily, timeZone: UTC}}
+"#;
+
+    #[test]
+    fn reads_several_kinds_from_one_file() {
+        let mut m = Manifests::default();
+        parse_file(GOOD, Path::new("a.yaml"), &mut m).unwrap();
+        assert_eq!(m.agents.len(), 1);
+        assert_eq!(m.agents[0].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(m.policies[0].metadata.namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        let cases = [
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+                "apiVersion",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Budget\nmetadata: {name: x}\n",
+                "kind \"Budget\"",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Policy\nmetadata: {name: x}\nspec: {budget: {limit: 5, window: {period: Daily}}}\n",
+                "Policy",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {name: x}\nspec: {owner: a, identity: {}, colour: red}\n",
+                "colour",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse_file(text, Path::new("bad.yaml"), &mut Manifests::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bad.yaml") && err.contains(needle), "{err}");
+        }
+    }
+}

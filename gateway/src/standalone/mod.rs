@@ -1,0 +1,32 @@
+//! Running a gateway without a cluster: the pieces `caracal dev` (and later
+//! a standalone gateway binary) put together. A config file for providers
+//! and prices, Agent/Policy/Delegation YAML read from a directory, and
+//! per-agent credentials kept in a state directory.
+
+pub mod credentials;
+pub mod file_config;
+pub mod manifests;
+
+/// Why a standalone setup could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

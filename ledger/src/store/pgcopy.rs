@@ -1,0 +1,124 @@
+//! Reading entries with `COPY ... TO STDOUT (FORMAT binary)`: several times
+//! faster than row-by-row decoding for the verifier's full scans.
+//!
+//! The binary format is a fixed 11-byte signature, two 32-bit header words
+//! and an extension area, then per row a 16-bit field count and per field a
+//! 32-bit length (-1 for NULL) and the value in Postgres's binary send format,
+//! ending with a field count of -1.
+
+use super::{EntryRecord, StoreError};
+
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+fn bad(why: &str) -> StoreError {
+    StoreError::Inconsistent(format!("unreadable COPY data: {why}"))
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or_else(|| bad("truncated"))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn i16(&mut self) -> Result<i16, StoreError> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn i32(&mut self) -> Result<i32, StoreError> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    /// One field; `None` for NULL.
+    fn field(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.take(len as usize)?))
+    }
+    fn required(&mut self) -> Result<&'a [u8], StoreError> {
+        self.field()?.ok_or_else(|| bad("unexpected NULL"))
+    }
+}
+
+/// Parses rows of `(idx bigint, event_id uuid, leaf bytea, batch_root bytea,
+/// batch_pos int, recorded_hash bytea NULL)`.
+pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> {
+    let mut c = Cursor { buf, pos: 0 };
+    if c.take(SIGNATURE.len())? != SIGNATURE {
+        return Err(bad("missing signature"));
+    }
+    let _flags = c.i32()?;
+    let ext = c.i32()?;
+    c.take(usize::try_from(ext).map_err(|_| bad("negative header extension"))?)?;
+    let mut out = Vec::new();
+    loop {
+        let fields = c.i16()?;
+        if fields == -1 {
+            break;
+        }
+        if fields != 6 {
+            return Err(bad("unexpected field count"));
+        }
+        let idx = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("idx"))?);
+        let id: [u8; 16] = c.required()?.try_into().map_err(|_| bad("event_id"))?;
+        let leaf = c.required()?.to_vec();
+        let batch_root = c.required()?.to_vec();
+        let pos = i32::from_be_bytes(c.required()?.try_into().map_err(|_| bad("batch_pos"))?);
+        let recorded_hash = c.field()?.map(<[u8]>::to_vec);
+        out.push(EntryRecord {
+            index: u64::try_from(idx).map_err(|_| bad("negative idx"))?,
+            event_id: uuid::Uuid::from_bytes(id),
+            leaf,
+            batch_root,
+            batch_pos: u32::try_from(pos).map_err(|_| bad("negative batch_pos"))?,
+            recorded_hash,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => {
+                out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+
+    #[test]
+    fn parses_rows_and_refuses_truncation() {
+        let mut buf = SIGNATURE.to_vec();
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for (i, recorded) in [(7i64, Some(&[1u8; 32][..])), (8, None)] {
+            buf.extend_from_slice(&6i16.to_be_bytes());
+            field(&mut buf, Some(&i.to_be_bytes()));
+            field(&mut buf, Some(&[i as u8; 16]));
+            field(&mut buf, Some(b"{\"v\":1}"));
+            field(&mut buf, Some(&[2; 32]));
+            field(&mut buf, Some(&3i32.to_be_bytes()));
+            field(&mut buf, recorded);
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let rows = parse_entries(&buf).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].index, rows[0].batch_pos), (7, 3));
+        assert_eq!(rows[0].recorded_hash.as_deref(), Some(&[1u8; 32][..]));
+        assert_eq!(rows[1].recorded_hash, None);
+        assert_eq!(rows[1].leaf, b"{\"v\":1}");
+        for cut in [5, 20, buf.len() - 3] {
+            assert!(parse_entries(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
