@@ -26,7 +26,10 @@ fn load_or_create(dir: &Path, file: &str, name: &str) -> anyhow::Result<KeyPair>
         std::fs::write(&pem_path, key.to_pem())?;
         key
     };
-    std::fs::write(dir.join(format!("{file}.vkey")), format!("{}\n", key.public().to_vkey()))?;
+    std::fs::write(
+        dir.join(format!("{file}.vkey")),
+        format!("{}\n", key.public().to_vkey()),
+    )?;
     Ok(key)
 }
 
@@ -53,6 +56,10 @@ async fn main() -> anyhow::Result<()> {
         n = end;
     }
     let status = ledger.status().await?;
-    println!("{} entries; log key in {}", status.entries, dir.join("log.vkey").display());
+    println!(
+        "{} entries; log key in {}",
+        status.entries,
+        dir.join("log.vkey").display()
+    );
     Ok(())
 }

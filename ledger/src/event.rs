@@ -235,12 +235,12 @@ impl MeteringEvent {
             agent: AgentRef::new("team-a", format!("agent-{}", n % 7)),
             delegation_chain: vec![AgentRef::new("team-a", "orchestrator")],
             policies: vec!["team-a/monthly".into()],
-            provider: if n % 2 == 0 {
+            provider: if n.is_multiple_of(2) {
                 "openai".into()
             } else {
                 "anthropic".into()
             },
-            model: Some(if n % 2 == 0 {
+            model: Some(if n.is_multiple_of(2) {
                 "gpt-4o-mini".into()
             } else {
                 "claude-sonnet-4".into()

@@ -41,12 +41,33 @@ pub enum ExportError {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Line {
-    Header { format: String, version: u32 },
-    LogKey { vkey: String },
-    Submitter { vkey: String },
-    Checkpoint { size: u64, note: String },
-    Batch { root: String, key_id: String, signature: String, leaf_hashes: String },
-    Entry { index: u64, event_id: Uuid, leaf: String, batch_root: String, batch_pos: u32 },
+    Header {
+        format: String,
+        version: u32,
+    },
+    LogKey {
+        vkey: String,
+    },
+    Submitter {
+        vkey: String,
+    },
+    Checkpoint {
+        size: u64,
+        note: String,
+    },
+    Batch {
+        root: String,
+        key_id: String,
+        signature: String,
+        leaf_hashes: String,
+    },
+    Entry {
+        index: u64,
+        event_id: Uuid,
+        leaf: String,
+        batch_root: String,
+        batch_pos: u32,
+    },
 }
 
 /// An export read back into memory.
@@ -66,8 +87,17 @@ fn write_line(out: &mut impl Write, line: &Line) -> Result<(), ExportError> {
 }
 
 /// Writes the whole log to `out`. Returns the number of entries written.
-pub async fn write_export(store: &impl LedgerStore, out: &mut impl Write) -> Result<u64, ExportError> {
-    write_line(out, &Line::Header { format: EXPORT_FORMAT.into(), version: EXPORT_VERSION })?;
+pub async fn write_export(
+    store: &impl LedgerStore,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    write_line(
+        out,
+        &Line::Header {
+            format: EXPORT_FORMAT.into(),
+            version: EXPORT_VERSION,
+        },
+    )?;
     for vkey in store.log_keys().await? {
         write_line(out, &Line::LogKey { vkey })?;
     }
@@ -76,7 +106,13 @@ pub async fn write_export(store: &impl LedgerStore, out: &mut impl Write) -> Res
     }
     let checkpoints = store.checkpoints().await?;
     for c in &checkpoints {
-        write_line(out, &Line::Checkpoint { size: c.size, note: c.note.clone() })?;
+        write_line(
+            out,
+            &Line::Checkpoint {
+                size: c.size,
+                note: c.note.clone(),
+            },
+        )?;
     }
     for b in store.batches().await? {
         write_line(
@@ -124,7 +160,11 @@ pub fn read_export(input: impl BufRead) -> Result<Export, ExportError> {
             continue;
         }
         let bad = |why: String| ExportError::Malformed { line: line_no, why };
-        let b64 = |s: &str| STANDARD.decode(s).map_err(|e| bad(format!("bad base64: {e}")));
+        let b64 = |s: &str| {
+            STANDARD
+                .decode(s)
+                .map_err(|e| bad(format!("bad base64: {e}")))
+        };
         let parsed: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         match parsed {
             Line::Header { format, version } => {
@@ -136,14 +176,27 @@ pub fn read_export(input: impl BufRead) -> Result<Export, ExportError> {
             _ if !saw_header => return Err(ExportError::WrongFormat),
             Line::LogKey { vkey } => export.log_keys.push(vkey),
             Line::Submitter { vkey } => export.submitters.push(vkey),
-            Line::Checkpoint { size, note } => export.checkpoints.push(CheckpointRecord { size, note }),
-            Line::Batch { root, key_id, signature, leaf_hashes } => export.batches.push(BatchRecord {
+            Line::Checkpoint { size, note } => {
+                export.checkpoints.push(CheckpointRecord { size, note })
+            }
+            Line::Batch {
+                root,
+                key_id,
+                signature,
+                leaf_hashes,
+            } => export.batches.push(BatchRecord {
                 root: b64(&root)?,
                 key_id: hex::decode(&key_id).map_err(|e| bad(format!("bad key id: {e}")))?,
                 signature: b64(&signature)?,
                 leaf_hashes: b64(&leaf_hashes)?,
             }),
-            Line::Entry { index, event_id, leaf, batch_root, batch_pos } => export.entries.push(EntryRecord {
+            Line::Entry {
+                index,
+                event_id,
+                leaf,
+                batch_root,
+                batch_pos,
+            } => export.entries.push(EntryRecord {
                 index,
                 event_id,
                 leaf: b64(&leaf)?,
@@ -163,15 +216,18 @@ pub fn read_export(input: impl BufRead) -> Result<Export, ExportError> {
 /// `trust.log_keys` (the file's own log keys are ignored); the gateway keys
 /// listed in the file are added to `trust.submitters`.
 pub fn verify_export(export: &Export, mut trust: Trust) -> Report {
-    trust.submitters.extend(export.submitters.iter().filter_map(|v| PublicKey::from_vkey(v).ok()));
+    trust.submitters.extend(
+        export
+            .submitters
+            .iter()
+            .filter_map(|v| PublicKey::from_vkey(v).ok()),
+    );
     let mut checkpoints = export.checkpoints.clone();
     checkpoints.sort_by_key(|c| c.size);
     let mut checker = Checker::new(&trust, &checkpoints, &export.batches, 0, Frontier::new());
-    let mut entries: Vec<&EntryRecord> = export.entries.iter().collect();
+    let mut entries = export.entries.clone();
     entries.sort_by_key(|e| e.index);
-    for e in &entries {
-        checker.feed(e);
-    }
+    checker.feed_chunk(&entries);
     let bound = entries.last().map_or(0, |e| e.index + 1);
     checker.finish(bound, true)
 }

@@ -7,7 +7,9 @@
 
 use crate::hash::{Hash, leaf_hash};
 use crate::note::{Checkpoint, open_checkpoint};
-use crate::proof::{ProofError, consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion};
+use crate::proof::{
+    ProofError, consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion,
+};
 use crate::store::{CheckpointRecord, LedgerStore, StoreError};
 use crate::tree::{LeafRange, range_hash, range_keys};
 use crate::verify::Trust;
@@ -27,7 +29,9 @@ pub enum ProveError {
     BadCheckpoint { size: u64, why: String },
     #[error("tree node {0:?} is missing from the store")]
     MissingNode(LeafRange),
-    #[error("the assembled proof does not verify against the signed root ({0}); the store is damaged")]
+    #[error(
+        "the assembled proof does not verify against the signed root ({0}); the store is damaged"
+    )]
     Invalid(ProofError),
     #[error("sizes have no consistency proof: {0}")]
     BadSizes(String),
@@ -55,15 +59,22 @@ pub struct ConsistencyProof {
 }
 
 fn open(record: &CheckpointRecord, trust: &Trust) -> Result<Checkpoint, ProveError> {
-    let bad = |why: String| ProveError::BadCheckpoint { size: record.size, why };
-    let (cp, _) = open_checkpoint(&record.note, &trust.log_keys, trust.origin.as_deref()).map_err(|e| bad(e.to_string()))?;
+    let bad = |why: String| ProveError::BadCheckpoint {
+        size: record.size,
+        why,
+    };
+    let (cp, _) = open_checkpoint(&record.note, &trust.log_keys, trust.origin.as_deref())
+        .map_err(|e| bad(e.to_string()))?;
     if cp.size != record.size {
         return Err(bad(format!("note says size {}", cp.size)));
     }
     Ok(cp)
 }
 
-async fn hashes_for(store: &impl LedgerStore, ranges: &[LeafRange]) -> Result<Vec<Hash>, ProveError> {
+async fn hashes_for(
+    store: &impl LedgerStore,
+    ranges: &[LeafRange],
+) -> Result<Vec<Hash>, ProveError> {
     let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
     let nodes = store.nodes(&keys).await?;
     ranges
@@ -73,9 +84,20 @@ async fn hashes_for(store: &impl LedgerStore, ranges: &[LeafRange]) -> Result<Ve
 }
 
 /// Proves that the event with `id` is in the latest checkpoint.
-pub async fn prove_event(store: &impl LedgerStore, id: uuid::Uuid, trust: &Trust) -> Result<InclusionProof, ProveError> {
-    let entry = store.entry_by_event(id).await?.ok_or(ProveError::UnknownEvent(id))?;
-    let latest = store.status().await?.latest_checkpoint.ok_or(ProveError::NotYetCovered(entry.index))?;
+pub async fn prove_event(
+    store: &impl LedgerStore,
+    id: uuid::Uuid,
+    trust: &Trust,
+) -> Result<InclusionProof, ProveError> {
+    let entry = store
+        .entry_by_event(id)
+        .await?
+        .ok_or(ProveError::UnknownEvent(id))?;
+    let latest = store
+        .status()
+        .await?
+        .latest_checkpoint
+        .ok_or(ProveError::NotYetCovered(entry.index))?;
     if latest.size <= entry.index {
         return Err(ProveError::NotYetCovered(entry.index));
     }
@@ -91,11 +113,20 @@ pub async fn prove_index_at(
     checkpoint: Checkpoint,
     note: String,
 ) -> Result<InclusionProof, ProveError> {
-    let ranges = inclusion_ranges(index, checkpoint.size).ok_or(ProveError::NotYetCovered(index))?;
+    let ranges =
+        inclusion_ranges(index, checkpoint.size).ok_or(ProveError::NotYetCovered(index))?;
     let proof = hashes_for(store, &ranges).await?;
     let leaf_hash = leaf_hash(&leaf);
-    verify_inclusion(index, checkpoint.size, &leaf_hash, &proof, &checkpoint.root).map_err(ProveError::Invalid)?;
-    Ok(InclusionProof { index, leaf, leaf_hash, proof, checkpoint, note })
+    verify_inclusion(index, checkpoint.size, &leaf_hash, &proof, &checkpoint.root)
+        .map_err(ProveError::Invalid)?;
+    Ok(InclusionProof {
+        index,
+        leaf,
+        leaf_hash,
+        proof,
+        checkpoint,
+        note,
+    })
 }
 
 /// Proves that the checkpoint at `old` is a prefix of the one at `new`
@@ -107,7 +138,12 @@ pub async fn prove_consistency(
     trust: &Trust,
 ) -> Result<ConsistencyProof, ProveError> {
     let checkpoints = store.checkpoints().await?;
-    let find = |size: u64| checkpoints.iter().find(|c| c.size == size).ok_or(ProveError::NoCheckpoint(size));
+    let find = |size: u64| {
+        checkpoints
+            .iter()
+            .find(|c| c.size == size)
+            .ok_or(ProveError::NoCheckpoint(size))
+    };
     let old_rec = find(old)?;
     let new_rec = match new {
         Some(n) => find(n)?,
@@ -118,7 +154,8 @@ pub async fn prove_consistency(
     let ranges = consistency_ranges(old_cp.size, new_cp.size)
         .ok_or_else(|| ProveError::BadSizes(format!("{} -> {}", old_cp.size, new_cp.size)))?;
     let proof = hashes_for(store, &ranges).await?;
-    verify_consistency(old_cp.size, new_cp.size, &old_cp.root, &new_cp.root, &proof).map_err(ProveError::Invalid)?;
+    verify_consistency(old_cp.size, new_cp.size, &old_cp.root, &new_cp.root, &proof)
+        .map_err(ProveError::Invalid)?;
     Ok(ConsistencyProof {
         old: old_cp,
         new: new_cp,

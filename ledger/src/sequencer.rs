@@ -55,11 +55,23 @@ pub fn plan_append(mut frontier: Frontier, pending: &[PendingEvent], key: &KeyPa
     for p in pending {
         let index = frontier.size();
         nodes.extend(frontier.push(p.leaf_hash));
-        entries.push(NewEntry { index, event_id: p.event_id });
+        entries.push(NewEntry {
+            index,
+            event_id: p.event_id,
+        });
     }
-    let checkpoint = Checkpoint { origin: key.name().to_string(), size: frontier.size(), root: frontier.root() };
+    let checkpoint = Checkpoint {
+        origin: key.name().to_string(),
+        size: frontier.size(),
+        root: frontier.root(),
+    };
     let note = checkpoint.sign(key);
-    AppendPlan { entries, nodes, checkpoint, note }
+    AppendPlan {
+        entries,
+        nodes,
+        checkpoint,
+        note,
+    }
 }
 
 #[cfg(test)]
@@ -71,7 +83,10 @@ mod tests {
 
     fn pending(n: u64) -> PendingEvent {
         let e = MeteringEvent::example(n);
-        PendingEvent { event_id: e.id, leaf_hash: leaf_hash(&e.encode().unwrap()) }
+        PendingEvent {
+            event_id: e.id,
+            leaf_hash: leaf_hash(&e.encode().unwrap()),
+        }
     }
 
     #[test]
@@ -82,11 +97,19 @@ mod tests {
 
         let first = plan_append(Frontier::new(), &all[..5], &key);
         let mut frontier = Frontier::new();
-        all[..5].iter().for_each(|p| frontier.push_hash(p.leaf_hash));
+        all[..5]
+            .iter()
+            .for_each(|p| frontier.push_hash(p.leaf_hash));
         let second = plan_append(frontier, &all[5..], &key);
 
         assert_eq!(second.checkpoint, one.checkpoint);
-        assert_eq!(second.entries[0], NewEntry { index: 5, event_id: all[5].event_id });
+        assert_eq!(
+            second.entries[0],
+            NewEntry {
+                index: 5,
+                event_id: all[5].event_id
+            }
+        );
         assert_eq!(first.nodes.len() + second.nodes.len(), one.nodes.len());
         assert_eq!(one.checkpoint.size, 13);
         // 13 leaves make 13 + 6 + 3 + 1 complete nodes.

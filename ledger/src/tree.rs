@@ -40,7 +40,7 @@ pub fn range_keys(range: LeafRange) -> Vec<NodeKey> {
 
 fn collect_range_keys(start: u64, end: u64, out: &mut Vec<NodeKey>) {
     let len = end - start;
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         out.push(NodeKey {
             level: len.trailing_zeros() as u8,
             index: start >> len.trailing_zeros(),
@@ -59,7 +59,7 @@ pub fn range_hash(range: LeafRange, node: &impl Fn(NodeKey) -> Option<Hash>) -> 
     if len == 0 {
         return Some(empty_root());
     }
-    if len.is_power_of_two() && range.start % len == 0 {
+    if len.is_power_of_two() && range.start.is_multiple_of(len) {
         return node(NodeKey {
             level: len.trailing_zeros() as u8,
             index: range.start >> len.trailing_zeros(),

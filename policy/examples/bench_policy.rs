@@ -180,7 +180,7 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     let conns: usize = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(2);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -212,12 +212,13 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     let in_flight: usize = std::env::var("BENCH_IN_FLIGHT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(64);
     let lines = Arc::new(vec![line]);
     let mut stores = Vec::new();
     for _ in 0..conns {
         stores.push(Arc::new(RedisBudgetStore::connect(&url, &prefix).await?));
     }
+    let before = evalsha_stats(&mut raw).await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..(conns * in_flight) {
@@ -252,6 +253,8 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     }
     let done = (pairs / (conns * in_flight)) * conns * in_flight;
     let pair_rate = done as f64 / start.elapsed().as_secs_f64();
+    let after = evalsha_stats(&mut raw).await?;
+    let server_us_per_pair = (after.1 - before.1) as f64 / done as f64;
     let usage = stores[0].usage(&lines, Utc::now()).await?;
     assert_eq!(
         usage[0].spent,
@@ -265,6 +268,10 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  reserve+settle pairs ({} in flight): {pair_rate:.0} pairs/s",
         conns * in_flight
+    );
+    println!(
+        "  Redis server time per pair (both scripts): {server_us_per_pair:.1} us ({} script calls)",
+        after.0 - before.0
     );
     println!(
         "  ratio to INCRBY: {:.3}; target >= 20000 pairs/s: {}",
@@ -284,6 +291,27 @@ async fn bench_redis() -> Result<(), Box<dyn std::error::Error>> {
         let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut raw).await?;
     }
     Ok(())
+}
+
+/// `(calls, microseconds)` the server has spent in EVALSHA so far.
+async fn evalsha_stats(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<(u64, u64), Box<dyn std::error::Error>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .unwrap_or("cmdstat_evalsha:calls=0,usec=0");
+    let field = |name: &str| {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("calls="), field("usec=")))
 }
 
 #[tokio::main]

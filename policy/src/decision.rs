@@ -3,6 +3,7 @@
 //! what clients, metrics and ledger events key on; the message is for people.
 
 use std::fmt;
+use std::sync::Arc;
 
 use caracal_api::Micros;
 use caracal_api::snapshot::RuleSource;
@@ -85,7 +86,7 @@ pub struct ReserveAmount {
 pub struct BudgetLine {
     /// Counter key without the store prefix: `{tree}:counter:window`, where
     /// `{tree}` is the delegation tree's Redis Cluster hash tag.
-    pub key: String,
+    pub key: Arc<str>,
     pub limit: Micros,
     pub window: WindowInstance,
 }
@@ -117,10 +118,7 @@ impl BudgetLine {
     /// The budget this line counts, for deny messages and status (derived
     /// from the key, so lines stay cheap to build on the request path).
     pub fn budget(&self) -> String {
-        let counter = self
-            .key
-            .split_once("}:")
-            .map_or(self.key.as_str(), |(_, c)| c);
+        let counter = self.key.split_once("}:").map_or(&*self.key, |(_, c)| c);
         describe_counter(counter)
     }
 
@@ -291,7 +289,11 @@ mod tests {
     #[test]
     fn lines_name_their_tree_and_budget() {
         let line = BudgetLine {
-            key: format!("{{team/root}}:{}:c1778371200", policy_counter("team/daily", "team/bot")),
+            key: format!(
+                "{{team/root}}:{}:c1778371200",
+                policy_counter("team/daily", "team/bot")
+            )
+            .into(),
             limit: Micros(1),
             window: WindowInstance::Rolling {
                 seconds: 60,
@@ -301,7 +303,7 @@ mod tests {
         assert_eq!(line.tree(), "team/root");
         assert_eq!(line.budget(), "policy team/daily (agent team/bot)");
         let grant = BudgetLine {
-            key: format!("{{team/root}}:{}:r3600", delegation_counter("team/grant")),
+            key: format!("{{team/root}}:{}:r3600", delegation_counter("team/grant")).into(),
             ..line.clone()
         };
         assert_eq!(grant.budget(), "delegation team/grant");

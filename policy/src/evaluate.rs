@@ -7,7 +7,9 @@
 //! atomically by the budget store when it reserves.
 
 use caracal_api::Micros;
-use caracal_api::snapshot::{AgentEntry, AgentState, ConfigSnapshot, Enforcement, Rule};
+use caracal_api::snapshot::{
+    AgentEntry, AgentState, ConfigSnapshot, Enforcement, Rule, RuleSource,
+};
 use chrono::{DateTime, Utc};
 
 use crate::cost::ModelRates;
@@ -15,7 +17,8 @@ use crate::decision::{
     Allowed, BudgetLine, Call, Decision, Denial, DenyReason, Pricing, Request, ReserveAmount,
 };
 use crate::glob::allowed_by;
-use crate::window::{WindowInstance, window_at};
+use crate::lines::line_for;
+use crate::window::WindowError;
 
 /// Decide `request` against `snapshot` at `now`.
 pub fn evaluate(snapshot: &ConfigSnapshot, request: &Request<'_>, now: DateTime<Utc>) -> Decision {
@@ -69,7 +72,7 @@ fn try_evaluate(
             record(rule, reason, &mut would_deny)?;
         }
         let Some(budget) = &rule.budget else { continue };
-        let window = window_at(&budget.window, now).map_err(|e| {
+        let line = line_for(budget, now).map_err(|e| {
             Denial::new(
                 DenyReason::InvalidWindow {
                     detail: e.to_string(),
@@ -80,7 +83,7 @@ fn try_evaluate(
         if amount.min > budget.limit {
             let reason = DenyReason::BudgetExhausted {
                 budget: rule.source.describe(),
-                resets_at: window.resets_at(),
+                resets_at: line.window.resets_at(),
             };
             record(rule, reason, &mut would_deny)?;
             continue;
@@ -88,11 +91,7 @@ fn try_evaluate(
         // Counters are unique per rule by construction (see compile), so
         // no line repeats; a repeat would only reserve twice, never less.
         if rule.enforcement == Enforcement::Enforce {
-            lines.push(BudgetLine {
-                key: counter_key(&budget.tree, &budget.counter, &window),
-                limit: budget.limit,
-                window,
-            });
+            lines.push(line);
         }
     }
     Ok(Allowed {
@@ -212,6 +211,8 @@ fn size_reservation(
                 ..
             },
         ) => (rates, input_tokens, max_tokens),
+        // resolve_price pairs model prices only with model calls; should the
+        // two ever disagree, deny rather than guess.
         (Pricing::Model(_), Call::Tool { .. }) => {
             return Err(deny(DenyReason::UnpricedModel {
                 model: String::new(),
@@ -249,21 +250,22 @@ fn size_reservation(
 /// `{tree}:counter:<window>` — calendar windows are named by their start
 /// (Unix seconds) so each window is a fresh counter; rolling windows keep
 /// one bucketed counter.
-/// Built by hand rather than with `format!`: this runs once per budget per
-/// request and the formatting machinery was a measurable share of a decision.
-fn counter_key(tree: &str, counter: &str, window: &WindowInstance) -> String {
-    use std::fmt::Write;
-    let mut key = String::with_capacity(tree.len() + counter.len() + 16);
-    key.push('{');
-    key.push_str(tree);
-    key.push_str("}:");
-    key.push_str(counter);
-    // Writing to a String cannot fail.
-    let _ = match window {
-        WindowInstance::Calendar { start, .. } => write!(key, ":c{}", start.timestamp()),
-        WindowInstance::Rolling { seconds, .. } => write!(key, ":r{seconds}"),
-    };
-    key
+/// Every enforced budget of `agent` in the window containing `now`, with the
+/// rule it belongs to: what a call would reserve on, for status reports and
+/// `caracal budget` (pass the lines to `Budgets::usage`).
+pub fn budget_lines(
+    agent: &AgentEntry,
+    now: DateTime<Utc>,
+) -> Result<Vec<(BudgetLine, &RuleSource)>, WindowError> {
+    let mut out = Vec::new();
+    for rule in &agent.rules {
+        let Some(budget) = &rule.budget else { continue };
+        if rule.enforcement != Enforcement::Enforce {
+            continue;
+        }
+        out.push((line_for(budget, now)?, &rule.source));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use caracal_api::Micros;
 use caracal_api::snapshot::{AgentState, ConfigSnapshot, Enforcement, Rule};
 use chrono::{DateTime, Utc};
 
-use super::evaluate;
+use super::{budget_lines, evaluate};
 use crate::decision::{Call, Decision, DenyReason, Request};
 use crate::fixtures::{SnapshotBuilder, daily, delegation_rule, policy_rule, with_budget};
 use crate::window::WindowInstance;
@@ -204,7 +204,7 @@ fn delegate_reserves_on_its_grant_and_every_ancestor_budget() {
     assert_eq!(a.amount.min, Micros(3_500));
     assert_eq!(a.amount.max, Micros(3_500));
     assert_eq!(a.max_tokens, None);
-    let keys: Vec<&str> = a.lines.iter().map(|l| l.key.as_str()).collect();
+    let keys: Vec<&str> = a.lines.iter().map(|l| &*l.key).collect();
     // Berlin midnight of 10 May is 22:00 UTC on 9 May.
     assert_eq!(
         keys,
@@ -300,4 +300,31 @@ fn denial_serialises_with_a_reason_code() {
     assert_eq!(json["reason"], "model_not_allowed");
     assert_eq!(json["model"], "o3");
     assert_eq!(json["rule"], "policy team/daily (agent team/bot)");
+}
+
+#[test]
+fn status_lines_match_what_a_call_reserves() {
+    let snap = snapshot();
+    let Decision::Allow(a) = evaluate(
+        &snap,
+        &model("team/helper", "openai", "gpt-test", Some(1)),
+        at(NOW),
+    ) else {
+        panic!("expected allow");
+    };
+    let lines = budget_lines(&snap.agents["team/helper"], at(NOW)).unwrap();
+    let keys: Vec<&str> = lines.iter().map(|(l, _)| &*l.key).collect();
+    let reserved: Vec<&str> = a.lines.iter().map(|l| &*l.key).collect();
+    assert_eq!(keys, reserved);
+    assert_eq!(
+        lines[0].1.describe(),
+        "delegation team/bot-to-helper (team/bot -> team/helper)"
+    );
+    // Dry-run budgets are not counted, so they are not reported either.
+    assert_eq!(
+        budget_lines(&snap.agents["team/audited"], at(NOW))
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -10,22 +10,29 @@
 //! 2. [`Budgets::reserve`] holds that amount on every line at once;
 //! 3. after the response, [`Budgets::settle`] commits the actual cost
 //!    (priced with [`ModelRates::cost`]) and releases the rest.
+//!
+//! The operator (and `caracal dev`) builds the snapshot with [`compile`],
+//! reads prices with [`parse_catalog`], and reports spend per budget with
+//! [`budget_lines`] and [`Budgets::usage`].
 
+pub mod catalog;
 pub mod compile;
 pub mod cost;
 pub mod decision;
 pub mod evaluate;
 pub mod fixtures;
 pub mod glob;
+mod lines;
 pub mod store;
 pub mod window;
 
+pub use catalog::{CatalogError, parse_catalog, validate_catalog};
 pub use compile::{CompileInput, Compiled, ObjectKind, Problem, compile};
 pub use cost::{ModelRates, Usage};
 pub use decision::{
     Allowed, BudgetLine, Call, Decision, Denial, DenyReason, Pricing, Request, ReserveAmount,
 };
-pub use evaluate::evaluate;
+pub use evaluate::{budget_lines, evaluate};
 pub use store::{
     BudgetStore, Budgets, DEFAULT_RESERVATION_TTL, DEFAULT_STORE_TIMEOUT, LineUsage,
     MemoryBudgetStore, RedisBudgetStore, Reservation, ReserveOutcome, ReserveRequest,

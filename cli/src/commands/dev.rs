@@ -22,7 +22,7 @@ use caracal_gateway::{
     live::{Live, LiveSender},
     proxy::Gateway,
     server,
-    spool::{Spool, SpoolConfig},
+    spool::Spool,
     standalone::{credentials, file_config::GatewayFile, manifests},
 };
 use caracal_ledger::{
@@ -138,7 +138,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ledger.clone(),
         BatchSigner::new(gateway_key),
     ));
-    let spool = Spool::open(SpoolConfig::new(state_dir.join("spool")), sink.clone())?;
+    let spool = Spool::open(file.spool_config(state_dir.join("spool")), sink.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

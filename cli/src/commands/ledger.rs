@@ -65,10 +65,12 @@ enum LedgerCommand {
         by: GroupBy,
     },
     /// Write every entry, checkpoint, batch and key to a file for offline verification.
-    #[command(long_about = "Write the whole log as JSON Lines: entries with their index and exact bytes \
+    #[command(
+        long_about = "Write the whole log as JSON Lines: entries with their index and exact bytes \
         (base64), every signed checkpoint note, every gateway batch signature, and the public keys. \
         Anyone with the log's public key can then run `caracal merkle verify --export FILE --public-key KEYFILE` \
-        without database access.")]
+        without database access."
+    )]
     Export {
         #[command(flatten)]
         db: Db,
@@ -80,7 +82,9 @@ enum LedgerCommand {
 
 fn parse_agent(s: &str) -> Result<String, String> {
     match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(s.to_string()),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(s.to_string())
+        }
         _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
     }
 }
@@ -88,12 +92,19 @@ fn parse_agent(s: &str) -> Result<String, String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match args.command {
-            LedgerCommand::Query { db, agent, since, until, output } => {
+            LedgerCommand::Query {
+                db,
+                agent,
+                since,
+                until,
+                output,
+            } => {
                 let ledger = db.open().await?;
                 let rows = ledger.entries_matching(Some(&agent), since, until).await?;
                 let mut events = Vec::with_capacity(rows.len());
                 for r in &rows {
-                    let e = MeteringEvent::decode(&r.leaf).with_context(|| format!("entry {} does not decode", r.index))?;
+                    let e = MeteringEvent::decode(&r.leaf)
+                        .with_context(|| format!("entry {} does not decode", r.index))?;
                     events.push((r.index, e));
                 }
                 match output {
@@ -104,10 +115,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             LedgerCommand::Summary { db, agent, by } => {
                 let ledger = db.open().await?;
-                let rows = ledger.entries_matching(agent.as_deref(), None, None).await?;
+                let rows = ledger
+                    .entries_matching(agent.as_deref(), None, None)
+                    .await?;
                 let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
                 for r in &rows {
-                    let e = MeteringEvent::decode(&r.leaf).with_context(|| format!("entry {} does not decode", r.index))?;
+                    let e = MeteringEvent::decode(&r.leaf)
+                        .with_context(|| format!("entry {} does not decode", r.index))?;
                     groups.entry(group_key(&e, by)).or_default().add(&e)?;
                 }
                 print_summary(by, &groups);
@@ -115,7 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             LedgerCommand::Export { db, out } => {
                 let ledger = db.open().await?;
-                let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+                let file = std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
                 let mut writer = std::io::BufWriter::new(file);
                 let n = write_export(&ledger, &mut writer).await?;
                 eprintln!("wrote {n} entries to {}", out.display());
@@ -181,7 +196,10 @@ impl Totals {
         }
         self.input += e.tokens.input;
         self.output += e.tokens.output;
-        self.cost = self.cost.checked_add(e.cost).context("cost total overflows")?;
+        self.cost = self
+            .cost
+            .checked_add(e.cost)
+            .context("cost total overflows")?;
         Ok(())
     }
 }
@@ -189,7 +207,11 @@ impl Totals {
 fn group_key(e: &MeteringEvent, by: GroupBy) -> String {
     match by {
         GroupBy::Agent => e.agent.to_string(),
-        GroupBy::Model => e.model.clone().or_else(|| e.tool.clone().map(|t| format!("tool:{t}"))).unwrap_or_else(|| "-".into()),
+        GroupBy::Model => e
+            .model
+            .clone()
+            .or_else(|| e.tool.clone().map(|t| format!("tool:{t}")))
+            .unwrap_or_else(|| "-".into()),
         GroupBy::Provider => e.provider.clone(),
         GroupBy::Day => e.time.format("%Y-%m-%d").to_string(),
     }
@@ -197,12 +219,20 @@ fn group_key(e: &MeteringEvent, by: GroupBy) -> String {
 
 fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
     let title = format!("{by:?}").to_uppercase();
-    println!("{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}", title, "REQUESTS", "DENIED", "IN", "OUT", "COST USD");
+    println!(
+        "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
+        title, "REQUESTS", "DENIED", "IN", "OUT", "COST USD"
+    );
     let mut total = Totals::default();
     for (key, t) in groups {
         println!(
             "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
-            key, t.requests, t.denied, t.input, t.output, t.cost.to_string()
+            key,
+            t.requests,
+            t.denied,
+            t.input,
+            t.output,
+            t.cost.to_string()
         );
         total.requests += t.requests;
         total.denied += t.denied;
@@ -212,6 +242,11 @@ fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
     }
     println!(
         "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
-        "TOTAL", total.requests, total.denied, total.input, total.output, total.cost.to_string()
+        "TOTAL",
+        total.requests,
+        total.denied,
+        total.input,
+        total.output,
+        total.cost.to_string()
     );
 }

@@ -23,7 +23,9 @@ pub struct Db {
 
 impl Db {
     pub async fn open(&self) -> anyhow::Result<Ledger> {
-        Ledger::open(&self.database_url).await.context("opening the ledger database")
+        Ledger::open(&self.database_url)
+            .await
+            .context("opening the ledger database")
     }
 }
 
@@ -42,12 +44,14 @@ enum MerkleCommand {
         db: Db,
     },
     /// Recompute the log and check every signature; exit 1 naming the first bad index if anything is wrong.
-    #[command(long_about = "Recompute the Merkle tree from the stored entries and check every checkpoint \
+    #[command(
+        long_about = "Recompute the Merkle tree from the stored entries and check every checkpoint \
         signature, every gateway batch signature, that indexes are dense and that each checkpoint's root \
         matches. Exits 0 when intact and 1 otherwise, naming the first bad index.\n\n\
         Without --public-key, checkpoints are checked against the log keys stored in the database, which \
         only proves internal consistency: pass the log's published key to prove authenticity.\n\n\
-        With --export, verifies an export file offline (no database).")]
+        With --export, verifies an export file offline (no database)."
+    )]
     Verify(VerifyArgs),
     /// Print an inclusion proof for one event against the latest checkpoint (JSON).
     Prove {
@@ -79,7 +83,12 @@ enum MerkleCommand {
 #[derive(Debug, clap::Args)]
 struct VerifyArgs {
     /// Ledger database (`postgres://...` or `sqlite:PATH`); not needed with --export.
-    #[arg(long, env = "CARACAL_DATABASE_URL", value_name = "URL", required_unless_present = "export")]
+    #[arg(
+        long,
+        env = "CARACAL_DATABASE_URL",
+        value_name = "URL",
+        required_unless_present = "export"
+    )]
     database_url: Option<String>,
     /// Check everything from index 0 (the default).
     #[arg(long, conflicts_with_all = ["from", "start", "export"])]
@@ -121,11 +130,14 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn read_vkeys(path: &PathBuf) -> anyhow::Result<Vec<PublicKey>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let keys = text
         .lines()
         .map(str::trim)
@@ -147,12 +159,29 @@ async fn trust_for(
     let log_keys = match public_key {
         Some(path) => read_vkeys(path)?,
         None => {
-            eprintln!("note: trusting the log keys stored in the database; pass --public-key to check authenticity");
-            ledger.log_keys().await?.iter().map(|v| PublicKey::from_vkey(v)).collect::<Result<_, _>>()?
+            eprintln!(
+                "note: trusting the log keys stored in the database; pass --public-key to check authenticity"
+            );
+            ledger
+                .log_keys()
+                .await?
+                .iter()
+                .map(|v| PublicKey::from_vkey(v))
+                .collect::<Result<_, _>>()?
         }
     };
-    let submitters = ledger.submitter_keys().await?.iter().map(|v| PublicKey::from_vkey(v)).collect::<Result<_, _>>()?;
-    Ok(Trust { log_keys, submitters, origin, known_checkpoints: known })
+    let submitters = ledger
+        .submitter_keys()
+        .await?
+        .iter()
+        .map(|v| PublicKey::from_vkey(v))
+        .collect::<Result<_, _>>()?;
+    Ok(Trust {
+        log_keys,
+        submitters,
+        origin,
+        known_checkpoints: known,
+    })
 }
 
 fn print_report(report: &Report) -> anyhow::Result<()> {
@@ -184,7 +213,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         match args.command {
             MerkleCommand::Status { db } => status(&db.open().await?).await,
             MerkleCommand::Verify(v) => verify(v).await,
-            MerkleCommand::Prove { db, event, public_key } => {
+            MerkleCommand::Prove {
+                db,
+                event,
+                public_key,
+            } => {
                 let ledger = db.open().await?;
                 let trust = trust_for(&ledger, public_key.as_ref(), None, vec![]).await?;
                 let p = prove_event(&ledger, event, &trust).await?;
@@ -200,7 +233,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 Ok(())
             }
-            MerkleCommand::Consistency { db, old, new, public_key } => {
+            MerkleCommand::Consistency {
+                db,
+                old,
+                new,
+                public_key,
+            } => {
                 let ledger = db.open().await?;
                 let trust = trust_for(&ledger, public_key.as_ref(), None, vec![]).await?;
                 let p = prove_consistency(&ledger, old, new, &trust).await?;
@@ -238,17 +276,30 @@ async fn status(ledger: &Ledger) -> anyhow::Result<()> {
 async fn verify(v: VerifyArgs) -> anyhow::Result<()> {
     let mut known = Vec::new();
     for path in &v.checkpoints {
-        known.push(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+        known.push(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
     }
     if let Some(path) = &v.export {
         let keys = read_vkeys(v.public_key.as_ref().expect("clap requires --public-key"))?;
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let export = read_export(std::io::BufReader::new(file))?;
-        let trust = Trust { log_keys: keys, submitters: vec![], origin: v.origin, known_checkpoints: known };
+        let trust = Trust {
+            log_keys: keys,
+            submitters: vec![],
+            origin: v.origin,
+            known_checkpoints: known,
+        };
         return print_report(&verify_export(&export, trust));
     }
-    let url = v.database_url.as_deref().expect("clap requires --database-url without --export");
-    let ledger = Ledger::open(url).await.context("opening the ledger database")?;
+    let url = v
+        .database_url
+        .as_deref()
+        .expect("clap requires --database-url without --export");
+    let ledger = Ledger::open(url)
+        .await
+        .context("opening the ledger database")?;
     let trust = trust_for(&ledger, v.public_key.as_ref(), v.origin, known).await?;
     let scope = match (v.from, v.to, v.start, v.end) {
         (Some(from), Some(to), _, _) => Scope::Range { from, to },

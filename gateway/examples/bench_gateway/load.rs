@@ -45,8 +45,17 @@ pub fn request_body(stream: bool) -> String {
 /// scheduled time whether or not earlier ones finished (open loop), and
 /// measure from the scheduled time to the first body byte (`ttfb`) or to
 /// the end of the response.
-pub async fn open_loop(url: &str, key: &str, stream: bool, rate: u64, duration: Duration, ttfb: bool) -> Latency {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build_http();
+pub async fn open_loop(
+    url: &str,
+    key: &str,
+    stream: bool,
+    rate: u64,
+    duration: Duration,
+    ttfb: bool,
+) -> Latency {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(512)
+        .build_http();
     let body = Bytes::from(request_body(stream));
     let total = rate * duration.as_secs();
     let interval = Duration::from_nanos(1_000_000_000 / rate);
@@ -57,8 +66,17 @@ pub async fn open_loop(url: &str, key: &str, stream: bool, rate: u64, duration: 
     for i in 0..total {
         let scheduled = start + interval * i as u32;
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, body, samples, errors) = (client.clone(), body.clone(), samples.clone(), errors.clone());
-        let req = Request::post(url).header("authorization", format!("Bearer {key}")).header("content-type", "application/json").body(Full::new(body)).unwrap();
+        let (client, body, samples, errors) = (
+            client.clone(),
+            body.clone(),
+            samples.clone(),
+            errors.clone(),
+        );
+        let req = Request::post(url)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .unwrap();
         tasks.push(tokio::spawn(async move {
             let ok = match client.request(req).await {
                 Ok(resp) if resp.status().is_success() => {
@@ -72,8 +90,15 @@ pub async fn open_loop(url: &str, key: &str, stream: bool, rate: u64, duration: 
                             Err(_) => ok = false,
                         }
                     }
-                    let end = if ttfb { first.unwrap_or_else(Instant::now) } else { Instant::now() };
-                    samples.lock().unwrap().push((end - scheduled).as_micros() as u64);
+                    let end = if ttfb {
+                        first.unwrap_or_else(Instant::now)
+                    } else {
+                        Instant::now()
+                    };
+                    samples
+                        .lock()
+                        .unwrap()
+                        .push((end - scheduled).as_micros() as u64);
                     ok
                 }
                 _ => false,
@@ -89,11 +114,23 @@ pub async fn open_loop(url: &str, key: &str, stream: bool, rate: u64, duration: 
     let mut sorted = std::mem::take(&mut *samples.lock().unwrap());
     sorted.sort_unstable();
     let errors = *errors.lock().unwrap();
-    Latency { p50: percentile(&sorted, 0.50), p99: percentile(&sorted, 0.99), p999: percentile(&sorted, 0.999), count: sorted.len(), errors }
+    Latency {
+        p50: percentile(&sorted, 0.50),
+        p99: percentile(&sorted, 0.99),
+        p999: percentile(&sorted, 0.999),
+        count: sorted.len(),
+        errors,
+    }
 }
 
 /// Saturation throughput with wrk (one thread, `connections` connections).
-pub fn wrk(url: &str, key: &str, connections: u32, seconds: u32, script_dir: &std::path::Path) -> f64 {
+pub fn wrk(
+    url: &str,
+    key: &str,
+    connections: u32,
+    seconds: u32,
+    script_dir: &std::path::Path,
+) -> f64 {
     let script = script_dir.join("post.lua");
     let lua = format!(
         "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {key}\"\n",
@@ -101,7 +138,12 @@ pub fn wrk(url: &str, key: &str, connections: u32, seconds: u32, script_dir: &st
     );
     std::fs::write(&script, lua).unwrap();
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "-s"])
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "-s",
+        ])
         .arg(&script)
         .arg(url)
         .output()
@@ -110,5 +152,8 @@ pub fn wrk(url: &str, key: &str, connections: u32, seconds: u32, script_dir: &st
     if text.contains("Non-2xx") {
         eprintln!("wrk saw errors:\n{text}");
     }
-    text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

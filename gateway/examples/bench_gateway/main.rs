@@ -7,7 +7,8 @@
 //! with the load generator. The machine has 2 cores shared by everything.
 //!
 //! Run: `cargo run --release -p caracal-gateway --example bench_gateway`
-//!      (add `-- --redis redis://127.0.0.1:6379` for Redis budgets).
+//!      options: `--rates 1000,3000` `--seconds 10`
+//!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory).
 
 mod load;
 mod roles;
@@ -22,11 +23,17 @@ use load::{Latency, open_loop, wrk};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A server role in a child process, killed on drop.
@@ -47,7 +54,11 @@ fn spawn_role(role: &str, port: u16, extra: &[String]) -> Role {
         .spawn()
         .expect("spawn role");
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "ready", "{role} did not start");
     Role(child)
 }
@@ -61,83 +72,248 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, in microseconds. Unlike
+/// latency on a shared machine, this does not depend on what else runs.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ") ".
+    (ticks(11) + ticks(12)) * 1e6 / 100.0
+}
+
 fn show(name: &str, l: &Latency) {
-    println!("  {name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   p99.9 {:>8.0} µs   ({} ok, {} errors)", l.p50, l.p99, l.p999, l.count, l.errors);
+    println!(
+        "  {name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   p99.9 {:>8.0} µs   ({} ok, {} errors)",
+        l.p50, l.p99, l.p999, l.count, l.errors
+    );
 }
 
 fn main() {
     if let Some(role) = arg("--role") {
         let port: u16 = arg("--port").unwrap().parse().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             match role.as_str() {
                 "upstream" => roles::upstream(port).await,
                 "proxy" => roles::plain_proxy(port, arg("--upstream").unwrap()).await,
-                "gateway" => roles::gateway(port, arg("--upstream").unwrap(), PathBuf::from(arg("--state").unwrap()), arg("--redis")).await,
+                "gateway" => {
+                    let redis = arg("--redis").map(|url| {
+                        (
+                            url,
+                            arg("--redis-prefix").unwrap_or_else(|| "caracal-bench".into()),
+                        )
+                    });
+                    let ack_on_write = std::env::args().any(|a| a == "--ack-on-write");
+                    roles::gateway(
+                        port,
+                        arg("--upstream").unwrap(),
+                        PathBuf::from(arg("--state").unwrap()),
+                        redis,
+                        ack_on_write,
+                    )
+                    .await
+                }
                 other => panic!("unknown role {other}"),
             }
         });
         return;
     }
 
-    let rate: u64 = arg("--rate").map_or(3000, |r| r.parse().unwrap());
+    let rates: Vec<u64> = arg("--rates")
+        .unwrap_or_else(|| "1000,3000".into())
+        .split(',')
+        .map(|r| r.parse().unwrap())
+        .collect();
     let seconds: u64 = arg("--seconds").map_or(10, |s| s.parse().unwrap());
-    let state = std::env::temp_dir().join(format!("caracal-bench-{}", uuid::Uuid::now_v7().simple()));
+    let state =
+        std::env::temp_dir().join(format!("caracal-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&state).unwrap();
     let (up_port, proxy_port, gw_port) = (free_port(), free_port(), free_port());
     let upstream_url = format!("http://127.0.0.1:{up_port}");
     let _upstream = spawn_role("upstream", up_port, &[]);
-    let _proxy = spawn_role("proxy", proxy_port, &["--upstream".into(), upstream_url.clone()]);
-    let mut gw_args = vec!["--upstream".into(), upstream_url.clone(), "--state".into(), state.display().to_string()];
+    let _proxy = spawn_role(
+        "proxy",
+        proxy_port,
+        &["--upstream".into(), upstream_url.clone()],
+    );
+    let mut gw_args = vec![
+        "--upstream".into(),
+        upstream_url.clone(),
+        "--state".into(),
+        state.display().to_string(),
+    ];
     let redis = arg("--redis");
+    let redis_prefix = format!("caracal-bench-{}", uuid::Uuid::now_v7().simple());
     if let Some(r) = &redis {
-        gw_args.extend(["--redis".into(), r.clone()]);
+        gw_args.extend([
+            "--redis".into(),
+            r.clone(),
+            "--redis-prefix".into(),
+            redis_prefix.clone(),
+        ]);
     }
     let gateway = spawn_role("gateway", gw_port, &gw_args);
     let gw_pid = gateway.0.id();
+    // The same gateway acknowledging spool appends after write(2) instead of fsync.
+    let gw_write_port = free_port();
+    let mut write_args = gw_args.clone();
+    write_args[3] = state.join("ack-on-write").display().to_string();
+    write_args.push("--ack-on-write".into());
+    let gateway_write = spawn_role("gateway", gw_write_port, &write_args);
     let idle_rss = rss_kb(gw_pid, "VmRSS:");
 
     let targets = [
         ("direct", format!("{upstream_url}/v1/chat/completions")),
-        ("plain hyper proxy", format!("http://127.0.0.1:{proxy_port}/openai/v1/chat/completions")),
-        ("caracal gateway", format!("http://127.0.0.1:{gw_port}/openai/v1/chat/completions")),
+        (
+            "plain hyper proxy",
+            format!("http://127.0.0.1:{proxy_port}/openai/v1/chat/completions"),
+        ),
+        (
+            "caracal gateway",
+            format!("http://127.0.0.1:{gw_port}/openai/v1/chat/completions"),
+        ),
+        (
+            "gateway, ack on write",
+            format!("http://127.0.0.1:{gw_write_port}/openai/v1/chat/completions"),
+        ),
     ];
     let key = roles::BENCH_KEY;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    println!("caracal gateway benchmark: 1 KB JSON bodies, 2-core machine, budgets in {}", if redis.is_some() { "Redis" } else { "memory" });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "caracal gateway benchmark: 1 KB JSON bodies, 2-core machine, budgets in {}",
+        if redis.is_some() { "Redis" } else { "memory" }
+    );
 
-    println!("\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte):");
     // Warm up connection pools and the ledger file.
     for (_, url) in &targets {
-        rt.block_on(open_loop(url, key, false, 500, Duration::from_secs(1), false));
+        rt.block_on(open_loop(
+            url,
+            key,
+            false,
+            500,
+            Duration::from_secs(1),
+            false,
+        ));
     }
-    let mut lat = Vec::new();
-    for (name, url) in &targets {
-        let l = rt.block_on(open_loop(url, key, false, rate, Duration::from_secs(seconds), false));
-        show(name, &l);
-        lat.push(l);
+    for rate in &rates {
+        println!(
+            "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte):"
+        );
+        let mut lat = Vec::new();
+        for (name, url) in &targets {
+            let l = rt.block_on(open_loop(
+                url,
+                key,
+                false,
+                *rate,
+                Duration::from_secs(seconds),
+                false,
+            ));
+            show(name, &l);
+            lat.push(l);
+        }
+        println!(
+            "  added by the gateway vs direct:       p50 {:+.0} µs, p99 {:+.0} µs",
+            lat[2].p50 - lat[0].p50,
+            lat[2].p99 - lat[0].p99
+        );
+        println!(
+            "  added by the gateway vs plain proxy:  p50 {:+.0} µs, p99 {:+.0} µs",
+            lat[2].p50 - lat[1].p50,
+            lat[2].p99 - lat[1].p99
+        );
+        println!(
+            "  added by the gateway (ack on write) vs direct: p50 {:+.0} µs, p99 {:+.0} µs",
+            lat[3].p50 - lat[0].p50,
+            lat[3].p99 - lat[0].p99
+        );
+        println!(
+            "  gateway peak RSS so far: {} MB",
+            rss_kb(gw_pid, "VmHWM:") / 1024
+        );
     }
     let load_rss = rss_kb(gw_pid, "VmHWM:");
-    println!("  added by the gateway vs direct:       p50 {:+.0} µs, p99 {:+.0} µs", lat[2].p50 - lat[0].p50, lat[2].p99 - lat[0].p99);
-    println!("  added by the gateway vs plain proxy:  p50 {:+.0} µs, p99 {:+.0} µs", lat[2].p50 - lat[1].p50, lat[2].p99 - lat[1].p99);
 
     println!("\nstream time to first byte at 200 req/s for {seconds} s:");
-    let ttfb_direct = rt.block_on(open_loop(&targets[0].1, key, true, 200, Duration::from_secs(seconds), true));
+    let ttfb_direct = rt.block_on(open_loop(
+        &targets[0].1,
+        key,
+        true,
+        200,
+        Duration::from_secs(seconds),
+        true,
+    ));
     show("direct", &ttfb_direct);
-    let ttfb_gw = rt.block_on(open_loop(&targets[2].1, key, true, 200, Duration::from_secs(seconds), true));
+    let ttfb_gw = rt.block_on(open_loop(
+        &targets[2].1,
+        key,
+        true,
+        200,
+        Duration::from_secs(seconds),
+        true,
+    ));
     show("caracal gateway", &ttfb_gw);
-    println!("  TTFB added by the gateway: p50 {:+.0} µs, p99 {:+.0} µs", ttfb_gw.p50 - ttfb_direct.p50, ttfb_gw.p99 - ttfb_direct.p99);
+    println!(
+        "  TTFB added by the gateway: p50 {:+.0} µs, p99 {:+.0} µs",
+        ttfb_gw.p50 - ttfb_direct.p50,
+        ttfb_gw.p99 - ttfb_direct.p99
+    );
+    let ttfb_sr = rt.block_on(open_loop(
+        &targets[3].1,
+        key,
+        true,
+        200,
+        Duration::from_secs(seconds),
+        true,
+    ));
+    show("gateway, ack on write", &ttfb_sr);
 
     println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s):");
     let mut rps = Vec::new();
-    for (name, url) in &targets {
+    let servers = [None, Some(proxy.0.id()), Some(gw_pid), Some(gateway_write.0.id())];
+    for ((name, url), server) in targets.iter().zip(servers) {
+        let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
         let r = wrk(url, key, 64, seconds as u32, &state);
-        println!("  {name:<22} {r:>9.0} req/s");
+        let requests = r * seconds as f64;
+        let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
+        let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
+        println!("  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs");
         rps.push(r);
     }
     let peak_rss = rss_kb(gw_pid, "VmHWM:");
-    println!("  gateway / plain proxy: {:.2}   gateway / direct: {:.2}", rps[2] / rps[1], rps[2] / rps[0]);
-    println!("\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after saturation {} MB", idle_rss / 1024, load_rss / 1024, peak_rss / 1024);
+    println!(
+        "  gateway / plain proxy: {:.2}   gateway / direct: {:.2}",
+        rps[2] / rps[1],
+        rps[2] / rps[0]
+    );
+    println!(
+        "  gateway (ack on write) / plain proxy: {:.2}",
+        rps[3] / rps[1]
+    );
+    println!(
+        "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after saturation {} MB",
+        idle_rss / 1024,
+        load_rss / 1024,
+        peak_rss / 1024
+    );
     drop(gateway);
+    drop(gateway_write);
     let _ = std::fs::remove_dir_all(&state);
+    if let Some(url) = &redis {
+        // Remove this run's budget counters from the shared Redis.
+        let script = format!(
+            "redis-cli -u {url} --scan --pattern '{redis_prefix}*' | xargs -r redis-cli -u {url} del > /dev/null"
+        );
+        let _ = Command::new("sh").arg("-c").arg(script).status();
+    }
 }

@@ -37,7 +37,10 @@ use tokio::net::TcpListener;
 struct NullSink;
 
 impl caracal_gateway::spool::LedgerSink for NullSink {
-    fn submit<'a>(&'a self, _batch: &'a [Vec<u8>]) -> futures::future::BoxFuture<'a, Result<(), String>> {
+    fn submit<'a>(
+        &'a self,
+        _batch: &'a [Vec<u8>],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -102,22 +105,34 @@ pub async fn upstream(port: u16) {
 /// The baseline: forwards every request to the upstream and streams the
 /// answer back, with nothing else.
 pub async fn plain_proxy(port: u16, upstream: String) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
     let upstream = Arc::new(upstream);
     serve_fn(port, move |req: Request<Incoming>| {
         let client = client.clone();
         let upstream = upstream.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let uri = format!("{upstream}{}", parts.uri.path().trim_start_matches("/openai"));
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let uri = format!(
+                "{upstream}{}",
+                parts.uri.path().trim_start_matches("/openai")
+            );
             let mut out = Request::builder().method(parts.method).uri(uri);
             for (k, v) in parts.headers.iter().filter(|(k, _)| *k != "host") {
                 out = out.header(k, v);
             }
             match client.request(out.body(Full::new(body)).unwrap()).await {
                 Ok(r) => r.map(|b| b.map_err(std::io::Error::other).boxed()),
-                Err(e) => Response::builder().status(502).body(full(e.to_string())).unwrap(),
+                Err(e) => Response::builder()
+                    .status(502)
+                    .body(full(e.to_string()))
+                    .unwrap(),
             }
         }
     })
@@ -128,34 +143,68 @@ pub async fn plain_proxy(port: u16, upstream: String) {
 /// evaluation, reservation and settle (in memory, or Redis when given),
 /// fsync'd spool shipped in signed batches to a SQLite ledger with an
 /// in-process sequencer.
-pub async fn gateway(port: u16, upstream: String, state: std::path::PathBuf, redis: Option<String>) {
+pub async fn gateway(
+    port: u16,
+    upstream: String,
+    state: std::path::PathBuf,
+    redis: Option<(String, String)>,
+    ack_on_write: bool,
+) {
     let snapshot = SnapshotBuilder::new()
-        .agent("bench/agent", &[], vec![with_budget(policy_rule("bench/policy", "bench/agent"), i64::MAX / 4, daily("UTC"), "bench/agent")])
+        .agent(
+            "bench/agent",
+            &[],
+            vec![with_budget(
+                policy_rule("bench/policy", "bench/agent"),
+                i64::MAX / 4,
+                daily("UTC"),
+                "bench/agent",
+            )],
+        )
         .build();
     let (live_tx, live_rx) = live::channel();
     live_tx.send_replace(Arc::new(Live {
         snapshot: Some(Arc::new(snapshot)),
-        keys: Arc::new(KeyTable::new([(digest(BENCH_KEY), "bench/agent".to_owned())])),
+        keys: Arc::new(KeyTable::new([(
+            digest(BENCH_KEY),
+            "bench/agent".to_owned(),
+        )])),
     }));
     let budgets = match redis {
-        Some(url) => {
-            let prefix = format!("caracal-bench-{}", uuid::Uuid::now_v7().simple());
-            Budgets::new(Arc::new(RedisBudgetStore::connect(&url, &prefix).await.expect("redis")))
-        }
+        Some((url, prefix)) => Budgets::new(Arc::new(
+            RedisBudgetStore::connect(&url, &prefix)
+                .await
+                .expect("redis"),
+        )),
         None => Budgets::new(Arc::new(MemoryBudgetStore::new())),
     };
     std::fs::create_dir_all(&state).unwrap();
-    let ledger = Arc::new(Ledger::open(&format!("sqlite:{}", state.join("ledger.db").display())).await.expect("ledger"));
+    let ledger = Arc::new(
+        Ledger::open(&format!("sqlite:{}", state.join("ledger.db").display()))
+            .await
+            .expect("ledger"),
+    );
     let gateway_key = KeyPair::generate("bench-gateway").unwrap();
     let log_key = KeyPair::generate("bench-log").unwrap();
-    ledger.register_submitter(gateway_key.public()).await.unwrap();
-    let sink: Arc<dyn caracal_gateway::spool::LedgerSink> = if std::env::var("BENCH_NULL_LEDGER").is_ok() {
-        // Diagnosis only: ship batches nowhere, to see the ledger's share.
-        Arc::new(NullSink)
-    } else {
-        Arc::new(SignedSink::new(ledger.clone(), BatchSigner::new(gateway_key)))
-    };
-    let spool = Spool::open(SpoolConfig::new(state.join("spool")), sink).unwrap();
+    ledger
+        .register_submitter(gateway_key.public())
+        .await
+        .unwrap();
+    let sink: Arc<dyn caracal_gateway::spool::LedgerSink> =
+        if std::env::var("BENCH_NULL_LEDGER").is_ok() {
+            // Diagnosis only: ship batches nowhere, to see the ledger's share.
+            Arc::new(NullSink)
+        } else {
+            Arc::new(SignedSink::new(
+                ledger.clone(),
+                BatchSigner::new(gateway_key),
+            ))
+        };
+    let mut spool_config = SpoolConfig::new(state.join("spool"));
+    if ack_on_write {
+        spool_config.ack_after = caracal_gateway::spool::AckAfter::Write;
+    }
+    let spool = Spool::open(spool_config, sink).unwrap();
     let seq = ledger.clone();
     tokio::spawn(async move {
         loop {
@@ -163,9 +212,26 @@ pub async fn gateway(port: u16, upstream: String, state: std::path::PathBuf, red
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    let provider = Provider { name: "openai".into(), kind: ProviderKind::Openai, base_url: Some(upstream.parse().unwrap()), credential: Some("sk-bench".into()) };
-    let gw = Arc::new(Gateway::new(vec![provider], live_rx, budgets, spool, Limits::default(), "bench-gateway").unwrap());
+    let provider = Provider {
+        name: "openai".into(),
+        kind: ProviderKind::Openai,
+        base_url: Some(upstream.parse().unwrap()),
+        credential: Some("sk-bench".into()),
+    };
+    let gw = Arc::new(
+        Gateway::new(
+            vec![provider],
+            live_rx,
+            budgets,
+            spool,
+            Limits::default(),
+            "bench-gateway",
+        )
+        .unwrap(),
+    );
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     println!("ready");
-    server::serve(listener, gw, std::future::pending(), Duration::from_secs(1)).await.unwrap();
+    server::serve(listener, gw, std::future::pending(), Duration::from_secs(1))
+        .await
+        .unwrap();
 }

@@ -288,8 +288,12 @@ async fn relay_whole(
             format!("upstream_status_{}", parts.status.as_u16()),
         );
     }
-    settle(gw, &metering.reservation, record.cost).await;
-    if let Err(e) = gw.finish(&record, Some(&metering.snapshot)).await {
+    // Settling and spooling are independent; do them at once.
+    let ((), durable) = tokio::join!(
+        settle(gw, &metering.reservation, record.cost),
+        gw.finish(&record, Some(&metering.snapshot))
+    );
+    if let Err(e) = durable {
         return Err(spool_refusal(&e));
     }
     let mut out = Response::new(full(bytes));

@@ -153,8 +153,10 @@ async fn pump(
         }
     };
     record.finish(outcome, reason);
-    settle(&gw, &metering.reservation, record.cost).await;
-    let durable = gw.finish(&record, Some(&metering.snapshot)).await;
+    let ((), durable) = tokio::join!(
+        settle(&gw, &metering.reservation, record.cost),
+        gw.finish(&record, Some(&metering.snapshot))
+    );
 
     match (&end, durable) {
         (_, Err(e)) => {

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Shared, SpoolConfig, SpoolError, format};
+use super::{AckAfter, Shared, SpoolConfig, SpoolError, format};
 
 /// Appends written by one `write` + `fsync`.
 const MAX_GROUP: usize = 1024;
@@ -44,6 +44,7 @@ pub(super) struct Writer {
     dir: PathBuf,
     shared: Arc<Shared>,
     compact_after_bytes: u64,
+    ack_after: AckAfter,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -108,6 +109,7 @@ impl Writer {
             dir,
             shared,
             compact_after_bytes: config.compact_after_bytes,
+            ack_after: config.ack_after,
         })
     }
 
@@ -142,7 +144,15 @@ impl Writer {
         for (record, _) in &group {
             format::encode(record, &mut buf);
         }
-        let result = self.log.write_all(&buf).and_then(|()| self.log.sync_data());
+        // With `AckAfter::Fsync` nothing is acknowledged before it is on
+        // disk; with `AckAfter::Write` it is acknowledged once in the page
+        // cache (safe against a killed process, not a lost machine) and
+        // fsync'd right after.
+        let strict = self.ack_after == AckAfter::Fsync;
+        let result = self
+            .log
+            .write_all(&buf)
+            .and_then(|()| if strict { self.log.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 self.shared
@@ -153,6 +163,12 @@ impl Writer {
                     .fetch_add(group.len() as u64, Ordering::AcqRel);
                 for (_, done) in group {
                     let _ = done.send(Ok(()));
+                }
+                if !strict && let Err(e) = self.log.sync_data() {
+                    // Acknowledged but maybe not durable: refuse everything
+                    // from now on rather than keep promising.
+                    tracing::error!(error = %e, "spool fsync failed after acknowledging; refusing new events");
+                    self.shared.sync_failed.store(true, Ordering::Release);
                 }
             }
             Err(e) => {

@@ -11,6 +11,8 @@
 //!   models: [...]
 //! budgetDenialStatus: 429   # or 402
 //! maxRequestBytes: 4194304
+//! spoolAck: fsync           # or write
+//! spoolMaxPendingBytes: 67108864
 //! ```
 //!
 //! Without a file, [`GatewayFile::mock`] is used: one `mock` provider with
@@ -38,6 +40,22 @@ pub struct GatewayFile {
     pub budget_denial_status: Option<u16>,
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
+    /// `fsync` (default): a response finishes only after its event is
+    /// fsync'd. `write`: after it is written (survives a killed gateway,
+    /// not a lost machine); see docs/gateway.md.
+    #[serde(default)]
+    pub spool_ack: Option<SpoolAck>,
+    /// Unshipped spool bytes beyond which requests are refused.
+    #[serde(default)]
+    pub spool_max_pending_bytes: Option<u64>,
+}
+
+/// The spool acknowledgement mode, as written in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolAck {
+    Fsync,
+    Write,
 }
 
 fn mock_model(model: &str, input: i64, output: i64) -> ModelPrice {
@@ -75,6 +93,8 @@ impl GatewayFile {
             },
             budget_denial_status: None,
             max_request_bytes: None,
+            spool_ack: None,
+            spool_max_pending_bytes: None,
         }
     }
 
@@ -103,6 +123,18 @@ impl GatewayFile {
             out.push(p.resolve(&env)?);
         }
         Ok(out)
+    }
+
+    /// Spool settings for a spool in `dir`.
+    pub fn spool_config(&self, dir: std::path::PathBuf) -> crate::spool::SpoolConfig {
+        let mut config = crate::spool::SpoolConfig::new(dir);
+        if self.spool_ack == Some(SpoolAck::Write) {
+            config.ack_after = crate::spool::AckAfter::Write;
+        }
+        if let Some(bytes) = self.spool_max_pending_bytes {
+            config.max_pending_bytes = bytes;
+        }
+        config
     }
 
     pub fn limits(&self, path: &Path) -> Result<Limits, SetupError> {
@@ -146,6 +178,8 @@ prices:
   models:
     - {provider: openai, model: gpt-4o-mini, input: "0.15", output: "0.60"}
 budgetDenialStatus: 402
+spoolAck: write
+spoolMaxPendingBytes: 1000
 "#;
         let path = Path::new("gateway.yaml");
         let file = GatewayFile::parse(text, path).unwrap();

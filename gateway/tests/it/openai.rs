@@ -177,10 +177,14 @@ async fn cleartext_http2_is_served_on_the_same_port() {
 
     let upstream = FakeUpstream::start(chat_usage(1, 1)).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     let req = hyper::Request::post(format!("{}/openai/v1/chat/completions", gw.url))
         .header("authorization", gw.bearer())
-        .body(Full::new(bytes::Bytes::from(json!({"model": "gpt-test"}).to_string())))
+        .body(Full::new(bytes::Bytes::from(
+            json!({"model": "gpt-test"}).to_string(),
+        )))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.version(), hyper::Version::HTTP_2);

@@ -154,7 +154,11 @@ async fn a_fully_shipped_spool_is_truncated_and_keeps_working() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "shipped file was truncated");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "shipped file was truncated"
+        );
         // Appends after the truncation land at offset 0 and ship normally.
         spool.append(vec![99; 10]).await.unwrap();
         wait_for(&sink, 21).await;
@@ -167,4 +171,29 @@ async fn a_fully_shipped_spool_is_truncated_and_keeps_working() {
     assert_eq!(spool.status().pending_records, 0);
     assert!(again.events.lock().unwrap().is_empty());
     assert_eq!(sink.events.lock().unwrap().len(), 21);
+}
+
+#[tokio::test]
+async fn ack_on_write_still_replays_everything_after_a_restart() {
+    let dir = TempDir::new();
+    let failing = Arc::new(MemorySink::default());
+    failing.failing.store(true, Ordering::SeqCst);
+    let config = || {
+        let mut c = SpoolConfig::new(&dir.0);
+        c.ack_after = caracal_gateway::spool::AckAfter::Write;
+        c.flush_interval = Duration::from_millis(10);
+        c
+    };
+    {
+        let spool = Spool::open(config(), failing.clone()).unwrap();
+        for i in 0..10u8 {
+            spool.append(vec![i]).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sink = Arc::new(MemorySink::default());
+    let _spool = Spool::open(config(), sink.clone()).unwrap();
+    wait_for(&sink, 10).await;
+    let got: Vec<u8> = sink.events.lock().unwrap().iter().map(|r| r[0]).collect();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
 }

@@ -136,8 +136,23 @@ impl LedgerStore for PgStore {
         let positions: Vec<i32> = (0..total as i32).collect();
         let leaves: Vec<Vec<u8>> = checked.events.iter().map(|e| e.bytes.clone()).collect();
         let times: Vec<DateTime<Utc>> = checked.events.iter().map(|e| e.event.time).collect();
-        let agents: Vec<String> = checked.events.iter().map(|e| e.event.agent.to_string()).collect();
+        let agents: Vec<String> = checked
+            .events
+            .iter()
+            .map(|e| e.event.agent.to_string())
+            .collect();
         let mut tx = self.pool.begin().await?;
+        // Already-logged events are skipped; looked up by id so the cost does
+        // not grow with the log. (A race with the sequencer is harmless: it
+        // drops queued events that are already logged.)
+        let logged: std::collections::HashSet<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM ledger_entries WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let keep: Vec<bool> = ids.iter().map(|id| !logged.contains(id)).collect();
         sqlx::query(
             "INSERT INTO ledger_batches (root, key_id, signature, leaf_hashes)
              VALUES ($1, $2, $3, $4) ON CONFLICT (root) DO NOTHING",
@@ -151,9 +166,9 @@ impl LedgerStore for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
              SELECT u.event_id, $1, u.pos, u.leaf, u.event_time, u.agent
-             FROM UNNEST($2::uuid[], $3::int[], $4::bytea[], $5::timestamptz[], $6::text[])
-                  WITH ORDINALITY AS u(event_id, pos, leaf, event_time, agent, ord)
-             WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = u.event_id)
+             FROM UNNEST($2::uuid[], $3::int[], $4::bytea[], $5::timestamptz[], $6::text[], $7::bool[])
+                  WITH ORDINALITY AS u(event_id, pos, leaf, event_time, agent, keep, ord)
+             WHERE u.keep
              ORDER BY u.ord
              ON CONFLICT (event_id) DO NOTHING",
         )
@@ -163,6 +178,7 @@ impl LedgerStore for PgStore {
         .bind(&leaves)
         .bind(&times)
         .bind(&agents)
+        .bind(&keep)
         .execute(&mut *tx)
         .await?
         .rows_affected() as usize;
@@ -185,12 +201,6 @@ impl LedgerStore for PgStore {
         )
         .bind(key.key_id().to_vec())
         .bind(key.public().to_vkey())
-        .execute(&mut *tx)
-        .await?;
-        // Events that reached the log through an earlier, racing submission.
-        sqlx::query(
-            "DELETE FROM ledger_pending p USING ledger_entries e WHERE e.event_id = p.event_id",
-        )
         .execute(&mut *tx)
         .await?;
         let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
@@ -217,14 +227,49 @@ impl LedgerStore for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome { appended: 0, size, root: frontier.root(), checkpoint: None });
+            return Ok(SequenceOutcome {
+                appended: 0,
+                size,
+                root: frontier.root(),
+                checkpoint: None,
+            });
         }
         let mut pending = Vec::with_capacity(rows.len());
         for r in &rows {
             let hash: Vec<u8> = r.try_get("leaf_hash")?;
-            let leaf_hash = hash_from_slice(&hash)
-                .ok_or_else(|| StoreError::Inconsistent("sha256 returned a hash of the wrong length".into()))?;
-            pending.push(PendingEvent { event_id: r.try_get("event_id")?, leaf_hash });
+            let leaf_hash = hash_from_slice(&hash).ok_or_else(|| {
+                StoreError::Inconsistent("sha256 returned a hash of the wrong length".into())
+            })?;
+            pending.push(PendingEvent {
+                event_id: r.try_get("event_id")?,
+                leaf_hash,
+            });
+        }
+        // Events that reached the log through an earlier, racing submission
+        // are dropped from the queue (looked up by id, so the cost does not
+        // grow with the log).
+        let taken: Vec<Uuid> = pending.iter().map(|p| p.event_id).collect();
+        let logged: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM ledger_entries WHERE event_id = ANY($1)")
+                .bind(&taken)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !logged.is_empty() {
+            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ANY($1)")
+                .bind(&logged)
+                .execute(&mut *tx)
+                .await?;
+            let logged: std::collections::HashSet<Uuid> = logged.into_iter().collect();
+            pending.retain(|p| !logged.contains(&p.event_id));
+            if pending.is_empty() {
+                tx.commit().await?;
+                return Ok(SequenceOutcome {
+                    appended: 0,
+                    size,
+                    root: frontier.root(),
+                    checkpoint: None,
+                });
+            }
         }
         let plan = plan_append(frontier, &pending, key);
 
@@ -243,7 +288,9 @@ impl LedgerStore for PgStore {
         .await?
         .rows_affected();
         if moved != n as u64 {
-            return Err(StoreError::Inconsistent(format!("moved {moved} of {n} pending events")));
+            return Err(StoreError::Inconsistent(format!(
+                "moved {moved} of {n} pending events"
+            )));
         }
         let levels: Vec<i16> = plan.nodes.iter().map(|(k, _)| i16::from(k.level)).collect();
         let node_idx: Vec<i64> = plan.nodes.iter().map(|(k, _)| to_i64(k.index)).collect();
@@ -356,11 +403,14 @@ impl LedgerStore for PgStore {
         // Bounds are integers we format ourselves, so the statement is safe.
         let sql = format!(
             "COPY (SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash
-                   FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
-                   WHERE e.idx >= {} AND e.idx < {} ORDER BY e.idx) TO STDOUT (FORMAT binary)",
-            to_i64(from),
-            to_i64(to)
+                   FROM ledger_entries e
+                   LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx AND n.idx >= {from} AND n.idx < {to}
+                   WHERE e.idx >= {from} AND e.idx < {to} ORDER BY e.idx) TO STDOUT (FORMAT binary)",
+            from = to_i64(from),
+            to = to_i64(to)
         );
+        // (The range on n.idx lets the planner use the primary key instead of
+        // scanning every level-0 node for each chunk.)
         let mut conn = self.pool.acquire().await?;
         let mut stream = conn.copy_out_raw(&sql).await?;
         let mut buf = Vec::new();

@@ -156,7 +156,8 @@ impl LedgerStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "DELETE FROM ledger_pending WHERE event_id IN (SELECT event_id FROM ledger_entries)",
+            "DELETE FROM ledger_pending WHERE EXISTS
+             (SELECT 1 FROM ledger_entries e WHERE e.event_id = ledger_pending.event_id)",
         )
         .execute(&mut *tx)
         .await?;
@@ -174,7 +175,7 @@ impl LedgerStore for SqliteStore {
             )));
         }
         let keys = frontier_keys(size);
-        let found = fetch_nodes(&mut *tx, &keys).await?;
+        let found = fetch_nodes(&mut tx, &keys).await?;
         let hashes = keys
             .iter()
             .map(|k| found.get(k).copied())
@@ -184,17 +185,26 @@ impl LedgerStore for SqliteStore {
             })?;
         let frontier = Frontier::from_hashes(size, &hashes)
             .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
-        let rows = sqlx::query("SELECT event_id, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
-            .bind(MAX_EVENTS_PER_STEP as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT event_id, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
+                .bind(MAX_EVENTS_PER_STEP as i64)
+                .fetch_all(&mut *tx)
+                .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome { appended: 0, size, root: frontier.root(), checkpoint: None });
+            return Ok(SequenceOutcome {
+                appended: 0,
+                size,
+                root: frontier.root(),
+                checkpoint: None,
+            });
         }
         let mut pending = Vec::with_capacity(rows.len());
         for r in &rows {
             let leaf: Vec<u8> = r.try_get("leaf")?;
-            pending.push(PendingEvent { event_id: r.try_get("event_id")?, leaf_hash: leaf_hash(&leaf) });
+            pending.push(PendingEvent {
+                event_id: r.try_get("event_id")?,
+                leaf_hash: leaf_hash(&leaf),
+            });
         }
         let plan = plan_append(frontier, &pending, key);
         let appended = plan.entries.len() as u64;
@@ -210,9 +220,15 @@ impl LedgerStore for SqliteStore {
             .await?
             .rows_affected();
             if moved != 1 {
-                return Err(StoreError::Inconsistent(format!("pending event {} vanished", e.event_id)));
+                return Err(StoreError::Inconsistent(format!(
+                    "pending event {} vanished",
+                    e.event_id
+                )));
             }
-            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1").bind(e.event_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1")
+                .bind(e.event_id)
+                .execute(&mut *tx)
+                .await?;
         }
         for (k, h) in &plan.nodes {
             sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
@@ -312,16 +328,15 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
-        let sql = format!(
+        let rows = sqlx::query(
             "SELECT e.idx, e.event_id, e.leaf, e.batch_root, e.batch_pos, n.hash AS recorded_hash
              FROM ledger_entries e LEFT JOIN ledger_nodes n ON n.level = 0 AND n.idx = e.idx
-             WHERE e.idx >= ?1 AND e.idx < ?2 ORDER BY e.idx"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to_i64(from))
-            .bind(to_i64(to))
-            .fetch_all(&self.pool)
-            .await?;
+             WHERE e.idx >= ?1 AND e.idx < ?2 ORDER BY e.idx",
+        )
+        .bind(to_i64(from))
+        .bind(to_i64(to))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(entry_from_row).collect()
     }
 

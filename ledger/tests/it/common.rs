@@ -25,10 +25,18 @@ impl TestDb {
     pub async fn new() -> Self {
         let name = format!("caracal_test_{}", uuid::Uuid::now_v7().simple());
         let admin = admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres reachable");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("postgres reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.ok();
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin.clone());
         let url = format!("{base}/{name}");
         Self { name, url }
     }
@@ -39,11 +47,17 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; clean up on a thread of our own.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok();
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                        .ok();
                 }
             });
         })
@@ -59,7 +73,10 @@ pub struct TestFile {
 
 impl TestFile {
     pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("caracal-ledger-{}.db", uuid::Uuid::now_v7().simple()));
+        let path = std::env::temp_dir().join(format!(
+            "caracal-ledger-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
         Self { path }
     }
 
@@ -95,7 +112,13 @@ pub fn batch(gw: &BatchSigner, range: std::ops::Range<u64>) -> Batch {
 }
 
 /// A log of `batches` batches of `per_batch` events, sequenced one checkpoint per batch.
-pub async fn filled(ledger: &Ledger, key: &KeyPair, gw: &BatchSigner, batches: u64, per_batch: u64) {
+pub async fn filled(
+    ledger: &Ledger,
+    key: &KeyPair,
+    gw: &BatchSigner,
+    batches: u64,
+    per_batch: u64,
+) {
     ledger.register_submitter(gw.public()).await.unwrap();
     for b in 0..batches {
         let range = b * per_batch..(b + 1) * per_batch;

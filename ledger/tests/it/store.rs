@@ -3,7 +3,9 @@
 
 use caracal_ledger::hash::leaf_hash;
 use caracal_ledger::keys::KeyPair;
-use caracal_ledger::proof::{consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion};
+use caracal_ledger::proof::{
+    consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion,
+};
 use caracal_ledger::store::{Ledger, LedgerStore, StoreError};
 use caracal_ledger::tree::{MemoryTree, range_hash, range_keys};
 use caracal_ledger::verify::{Scope, Trust, verify_store};
@@ -44,29 +46,54 @@ async fn exercise(ledger: Ledger) {
 
     // Proofs assembled from stored nodes verify against the signed roots.
     let checkpoints = ledger.checkpoints().await.unwrap();
-    assert_eq!(checkpoints.iter().map(|c| c.size).collect::<Vec<_>>(), vec![7, 14, 21, 25]);
+    assert_eq!(
+        checkpoints.iter().map(|c| c.size).collect::<Vec<_>>(),
+        vec![7, 14, 21, 25]
+    );
     for index in [0u64, 6, 13, 24] {
         let ranges = inclusion_ranges(index, 25).unwrap();
         let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
         let nodes = ledger.nodes(&keys).await.unwrap();
-        let proof: Vec<_> = ranges.iter().map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap()).collect();
-        verify_inclusion(index, 25, &leaf_hash(&entries[index as usize].leaf), &proof, &seq.root).unwrap();
+        let proof: Vec<_> = ranges
+            .iter()
+            .map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap())
+            .collect();
+        verify_inclusion(
+            index,
+            25,
+            &leaf_hash(&entries[index as usize].leaf),
+            &proof,
+            &seq.root,
+        )
+        .unwrap();
     }
     let ranges = consistency_ranges(7, 25).unwrap();
     let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
     let nodes = ledger.nodes(&keys).await.unwrap();
-    let proof: Vec<_> = ranges.iter().map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap()).collect();
+    let proof: Vec<_> = ranges
+        .iter()
+        .map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).unwrap())
+        .collect();
     verify_consistency(7, 25, &mem.root_at(7).unwrap(), &seq.root, &proof).unwrap();
 
     // Lookups.
     let e = caracal_ledger::event::MeteringEvent::example(22);
-    assert_eq!(ledger.entry_by_event(e.id).await.unwrap().unwrap().index, 22);
+    assert_eq!(
+        ledger.entry_by_event(e.id).await.unwrap().unwrap().index,
+        22
+    );
     let status = ledger.status().await.unwrap();
     assert_eq!((status.entries, status.pending), (25, 0));
     assert_eq!(status.latest_checkpoint.unwrap().size, 25);
     assert_eq!(status.log_keys, vec![key.public().to_vkey()]);
-    let agent = ledger.entries_matching(Some("team-a/agent-3"), None, None).await.unwrap();
-    assert_eq!(agent.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 10, 17, 24]);
+    let agent = ledger
+        .entries_matching(Some("team-a/agent-3"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![3, 10, 17, 24]
+    );
 
     // The whole thing verifies, fully and by range.
     let trust = Trust {
@@ -77,8 +104,13 @@ async fn exercise(ledger: Ledger) {
     };
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
-    assert_eq!((report.entries_checked, report.checkpoints_matched), (25, 4));
-    let ranged = verify_store(&ledger, &trust, Scope::Range { from: 9, to: 15 }).await.unwrap();
+    assert_eq!(
+        (report.entries_checked, report.checkpoints_matched),
+        (25, 4)
+    );
+    let ranged = verify_store(&ledger, &trust, Scope::Range { from: 9, to: 15 })
+        .await
+        .unwrap();
     assert!(ranged.is_intact(), "{:?}", ranged.problems);
     assert_eq!(ranged.entries_checked, 21 - 9);
 
@@ -86,7 +118,10 @@ async fn exercise(ledger: Ledger) {
     let rotated = KeyPair::generate(ORIGIN).unwrap();
     ledger.submit(batch(&gw, 25..30)).await.unwrap();
     ledger.sequence_pending(&rotated).await.unwrap();
-    let trust = Trust { log_keys: vec![key.public().clone(), rotated.public().clone()], ..trust };
+    let trust = Trust {
+        log_keys: vec![key.public().clone(), rotated.public().clone()],
+        ..trust
+    };
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.checkpoints_matched, 5);
@@ -109,7 +144,9 @@ async fn postgres_refuses_update_delete_truncate() {
     let db = TestDb::new().await;
     let ledger = Ledger::open(&db.url).await.unwrap();
     filled(&ledger, &log_key(), &gateway(), 1, 3).await;
-    let Ledger::Postgres(pg) = &ledger else { unreachable!() };
+    let Ledger::Postgres(pg) = &ledger else {
+        unreachable!()
+    };
     for sql in [
         "UPDATE ledger_entries SET agent = 'x' WHERE idx = 0",
         "DELETE FROM ledger_entries WHERE idx = 2",
@@ -131,7 +168,9 @@ async fn sqlite_refuses_update_delete() {
     let file = TestFile::new();
     let ledger = Ledger::open(&file.url()).await.unwrap();
     filled(&ledger, &log_key(), &gateway(), 1, 3).await;
-    let Ledger::Sqlite(lite) = &ledger else { unreachable!() };
+    let Ledger::Sqlite(lite) = &ledger else {
+        unreachable!()
+    };
     for sql in [
         "UPDATE ledger_entries SET agent = 'x' WHERE idx = 0",
         "DELETE FROM ledger_entries WHERE idx = 2",
@@ -151,18 +190,66 @@ async fn concurrent_sequencers_keep_indexes_dense() {
     let gw = gateway();
     ledger.register_submitter(gw.public()).await.unwrap();
     for b in 0..8u64 {
-        ledger.submit(batch(&gw, b * 50..(b + 1) * 50)).await.unwrap();
+        ledger
+            .submit(batch(&gw, b * 50..(b + 1) * 50))
+            .await
+            .unwrap();
     }
     let mut tasks = vec![];
     for _ in 0..4 {
         let (l, k) = (ledger.clone(), key.clone());
-        tasks.push(tokio::spawn(async move { l.sequence_pending(&k).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            l.sequence_pending(&k).await.unwrap()
+        }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     assert_eq!(ledger.entry_bound().await.unwrap(), 400);
-    let trust = Trust { log_keys: vec![key.public().clone()], submitters: vec![gw.public().clone()], ..Trust::default() };
+    let trust = Trust {
+        log_keys: vec![key.public().clone()],
+        submitters: vec![gw.public().clone()],
+        ..Trust::default()
+    };
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
+}
+
+/// An event queued again after it was logged (a submission racing the
+/// sequencer) is dropped from the queue, never logged twice.
+#[tokio::test]
+async fn requeued_logged_event_is_dropped_not_appended() {
+    let db = TestDb::new().await;
+    let ledger = Ledger::open(&db.url).await.unwrap();
+    let key = log_key();
+    let gw = gateway();
+    filled(&ledger, &key, &gw, 1, 4).await;
+    let Ledger::Postgres(pg) = &ledger else {
+        unreachable!()
+    };
+    // Recreate the race's end state: a logged event back in the queue.
+    sqlx::query(
+        "INSERT INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
+         SELECT event_id, batch_root, batch_pos, leaf, event_time, agent FROM ledger_entries WHERE idx = 2",
+    )
+    .execute(pg.pool())
+    .await
+    .unwrap();
+    ledger.submit(batch(&gw, 4..6)).await.unwrap();
+    let out = ledger.sequence_pending(&key).await.unwrap();
+    assert_eq!((out.appended, out.size), (2, 6));
+    assert_eq!(ledger.status().await.unwrap().pending, 0);
+    let only_dup = ledger.sequence_pending(&key).await.unwrap();
+    assert_eq!(only_dup.appended, 0);
+    let trust = Trust {
+        log_keys: vec![key.public().clone()],
+        submitters: vec![gw.public().clone()],
+        ..Trust::default()
+    };
+    assert!(
+        verify_store(&ledger, &trust, Scope::Full)
+            .await
+            .unwrap()
+            .is_intact()
+    );
 }

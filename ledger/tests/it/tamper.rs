@@ -30,8 +30,17 @@ impl Scene {
         let gw = gateway();
         filled(&ledger, &key, &gw, 3, 10).await;
         let mut attacker = PgConnection::connect(&db.url).await.unwrap();
-        attacker.execute("SET session_replication_role = replica").await.unwrap();
-        Self { _db: db, ledger, key, gw, attacker }
+        attacker
+            .execute("SET session_replication_role = replica")
+            .await
+            .unwrap();
+        Self {
+            _db: db,
+            ledger,
+            key,
+            gw,
+            attacker,
+        }
     }
 
     fn trust(&self) -> Trust {
@@ -44,17 +53,27 @@ impl Scene {
     }
 
     async fn attack(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut self.attacker).await.expect(sql);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut self.attacker)
+            .await
+            .expect(sql);
     }
 
     async fn verify(&self) -> Report {
-        verify_store(&self.ledger, &self.trust(), Scope::Full).await.unwrap()
+        verify_store(&self.ledger, &self.trust(), Scope::Full)
+            .await
+            .unwrap()
     }
 }
 
 fn assert_caught(report: &Report, index: u64) {
     assert!(!report.is_intact(), "tampering went unnoticed");
-    assert_eq!(report.first_bad_index(), Some(index), "{:#?}", report.problems);
+    assert_eq!(
+        report.first_bad_index(),
+        Some(index),
+        "{:#?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
@@ -62,7 +81,10 @@ async fn intact_log_verifies() {
     let scene = Scene::new().await;
     let report = scene.verify().await;
     assert!(report.is_intact(), "{:?}", report.problems);
-    assert_eq!((report.entries_checked, report.checkpoints_matched), (30, 3));
+    assert_eq!(
+        (report.entries_checked, report.checkpoints_matched),
+        (30, 3)
+    );
 }
 
 #[tokio::test]
@@ -71,7 +93,11 @@ async fn modified_byte_is_caught() {
     scene.attack("UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 13").await;
     let report = scene.verify().await;
     assert_caught(&report, 13);
-    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20)), "{:#?}", report.problems);
+    assert!(
+        report.problems.iter().any(|p| p.checkpoint == Some(20)),
+        "{:#?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
@@ -90,7 +116,9 @@ async fn modified_byte_with_rewritten_node_is_caught() {
 #[tokio::test]
 async fn deleted_entry_is_caught() {
     let mut scene = Scene::new().await;
-    scene.attack("DELETE FROM ledger_entries WHERE idx = 13").await;
+    scene
+        .attack("DELETE FROM ledger_entries WHERE idx = 13")
+        .await;
     assert_caught(&scene.verify().await, 13);
 }
 
@@ -131,7 +159,11 @@ async fn forged_entry_inserted_in_the_middle_is_caught() {
 #[tokio::test]
 async fn forged_entry_appended_is_caught() {
     let mut scene = Scene::new().await;
-    let leaf = hex::encode(caracal_ledger::event::MeteringEvent::example(777).encode().unwrap());
+    let leaf = hex::encode(
+        caracal_ledger::event::MeteringEvent::example(777)
+            .encode()
+            .unwrap(),
+    );
     let id = caracal_ledger::event::MeteringEvent::example(777).id;
     scene
         .attack(&format!(
@@ -146,14 +178,22 @@ async fn forged_entry_appended_is_caught() {
 #[tokio::test]
 async fn truncated_log_is_caught() {
     let mut scene = Scene::new().await;
-    scene.attack("DELETE FROM ledger_entries WHERE idx >= 25").await;
+    scene
+        .attack("DELETE FROM ledger_entries WHERE idx >= 25")
+        .await;
     assert_caught(&scene.verify().await, 25);
 }
 
 #[tokio::test]
 async fn consistent_rollback_is_caught_by_a_known_checkpoint() {
     let mut scene = Scene::new().await;
-    let latest = scene.ledger.status().await.unwrap().latest_checkpoint.unwrap();
+    let latest = scene
+        .ledger
+        .status()
+        .await
+        .unwrap()
+        .latest_checkpoint
+        .unwrap();
     // Roll everything back to size 20, checkpoints and nodes included.
     scene
         .attack(
@@ -167,13 +207,23 @@ async fn consistent_rollback_is_caught_by_a_known_checkpoint() {
     // ...but not against a checkpoint someone kept.
     let mut trust = scene.trust();
     trust.known_checkpoints.push(latest.note);
-    let report = verify_store(&scene.ledger, &trust, Scope::Full).await.unwrap();
+    let report = verify_store(&scene.ledger, &trust, Scope::Full)
+        .await
+        .unwrap();
     assert_caught(&report, 20);
 }
 
 fn forged_note(key: &KeyPair, size: u64) -> (String, Hash) {
     let root = [0x5a; 32];
-    (Checkpoint { origin: ORIGIN.into(), size, root }.sign(key), root)
+    (
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root,
+        }
+        .sign(key),
+        root,
+    )
 }
 
 #[tokio::test]
@@ -190,7 +240,11 @@ async fn forked_checkpoint_is_caught() {
         .await;
     let report = scene.verify().await;
     assert!(!report.is_intact());
-    let fork = report.problems.iter().find(|p| p.checkpoint == Some(20)).expect("fork named");
+    let fork = report
+        .problems
+        .iter()
+        .find(|p| p.checkpoint == Some(20))
+        .expect("fork named");
     assert!(fork.what.contains("forked checkpoint"), "{fork}");
     assert!(fork.what.contains("10..20"), "{fork}");
 }
@@ -201,8 +255,17 @@ async fn forked_checkpoint_presented_from_outside_is_caught() {
     let (note, _) = forged_note(&scene.key, 20);
     let mut trust = scene.trust();
     trust.known_checkpoints.push(note);
-    let report = verify_store(&scene.ledger, &trust, Scope::Full).await.unwrap();
-    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20) && p.what.contains("fork")), "{:#?}", report.problems);
+    let report = verify_store(&scene.ledger, &trust, Scope::Full)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.checkpoint == Some(20) && p.what.contains("fork")),
+        "{:#?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
@@ -210,13 +273,22 @@ async fn edited_checkpoint_note_is_caught() {
     let mut scene = Scene::new().await;
     scene.attack("UPDATE ledger_checkpoints SET note = replace(note, E'\\n20\\n', E'\\n21\\n') WHERE size = 20").await;
     let report = scene.verify().await;
-    assert!(report.problems.iter().any(|p| p.checkpoint == Some(20) && p.what.contains("rejected")), "{:#?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.checkpoint == Some(20) && p.what.contains("rejected")),
+        "{:#?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
 async fn sequencer_refuses_to_extend_a_damaged_log() {
     let mut scene = Scene::new().await;
-    scene.attack("DELETE FROM ledger_entries WHERE idx >= 25").await;
+    scene
+        .attack("DELETE FROM ledger_entries WHERE idx >= 25")
+        .await;
     scene.ledger.submit(batch(&scene.gw, 30..31)).await.unwrap();
     assert!(scene.ledger.sequence_pending(&scene.key).await.is_err());
 }

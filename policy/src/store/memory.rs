@@ -87,7 +87,7 @@ impl State {
     }
 
     fn counter(&mut self, line: &BudgetLine, now: DateTime<Utc>) -> &mut Counter {
-        let counter = self.counters.entry(line.key.clone()).or_default();
+        let counter = self.counters.entry(line.key.to_string()).or_default();
         if counter.expires_at.is_some_and(|t| t <= now) {
             *counter = Counter::default();
         }
@@ -137,7 +137,7 @@ impl State {
             };
             let held = self
                 .counters
-                .get(&first.key)
+                .get(&*first.key)
                 .is_some_and(|c| c.holds.contains_key(&res.id));
             if !held {
                 return SettleOutcome::AlreadySettled;
@@ -168,7 +168,7 @@ impl State {
     fn usage(&mut self, lines: &[BudgetLine], now: DateTime<Utc>) -> Vec<LineUsage> {
         lines
             .iter()
-            .map(|line| match self.counters.get_mut(&line.key) {
+            .map(|line| match self.counters.get_mut(&*line.key) {
                 Some(c) if c.expires_at.is_none_or(|t| t > now) => {
                     let (spent, held) = c.refresh(&line.window, now);
                     LineUsage {

@@ -30,6 +30,10 @@ const RESERVE: &str = include_str!("lua/reserve.lua");
 const SETTLE: &str = include_str!("lua/settle.lua");
 const USAGE: &str = include_str!("lua/usage.lua");
 
+/// Largest amount the scripts handle exactly: Lua numbers are doubles, so
+/// 2^53 micro-dollars (about $9 billion).
+pub const MAX_SCRIPT_AMOUNT: i64 = 1 << 53;
+
 /// Bound on establishing the connection to Redis.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -134,11 +138,27 @@ impl RedisBudgetStore {
         let now_ms = req.now.timestamp_millis();
         let ttl_ms = i64::try_from(req.ttl.as_millis()).unwrap_or(i64::MAX);
         let expires_at = req.now + chrono::Duration::milliseconds(ttl_ms);
+        if req.lines.is_empty() {
+            // Nothing to hold: no round trip, and no huge amount through Lua.
+            return Ok(ReserveOutcome::Reserved(Reservation {
+                id: req.id.to_owned(),
+                lines: Vec::new(),
+                amount: req.amount.max,
+                expires_at,
+            }));
+        }
+        let too_large = req.amount.min.get() > MAX_SCRIPT_AMOUNT
+            || req.lines.iter().any(|l| l.limit.get() > MAX_SCRIPT_AMOUNT);
+        if too_large {
+            return Err(StoreError::Invalid(format!(
+                "amounts above {MAX_SCRIPT_AMOUNT} micro-dollars cannot be counted exactly in Redis"
+            )));
+        }
         let mut inv = self.reserve.prepare_invoke();
         inv.arg(now_ms)
             .arg(expires_at.timestamp_millis())
             .arg(req.amount.min.get())
-            .arg(req.amount.max.get())
+            .arg(req.amount.max.get().min(MAX_SCRIPT_AMOUNT))
             .arg(req.id);
         for line in req.lines {
             let (kind, window_ms, bucket_ms) = window_args(&line.window);

@@ -5,7 +5,9 @@
 //! deletes its keys afterwards.
 
 mod budgets;
+mod catalog;
 mod concurrency;
+mod flow;
 mod redis_layout;
 mod store_suite;
 mod support;

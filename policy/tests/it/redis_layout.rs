@@ -83,3 +83,28 @@ async fn rolling_counter_stays_bounded_and_every_key_expires() {
     }
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn amounts_beyond_exact_lua_arithmetic_are_refused() {
+    let redis = TestRedis::new();
+    let store = redis.store().await;
+    let now = at("2026-05-10T12:00:00Z");
+    let huge = [line("huge", "daily", (1 << 53) + 1, day_of(now))];
+    let refused = store
+        .reserve(ReserveRequest {
+            id: "r1",
+            lines: &huge,
+            amount: ReserveAmount {
+                min: Micros(1),
+                max: Micros(1),
+            },
+            now,
+            ttl: Duration::from_secs(30),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(caracal_policy::StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert!(redis.keys().await.is_empty());
+}

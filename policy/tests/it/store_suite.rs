@@ -270,6 +270,15 @@ async fn invalid_requests_are_refused(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, now).await, [(0, 0)]);
 }
 
+async fn no_lines_reserve_the_maximum(store: &dyn BudgetStore) {
+    let r = held(reserve(store, "free", &[], (1, i64::MAX), at(T0), TTL).await);
+    assert_eq!(r.amount, Micros(i64::MAX));
+    assert_eq!(
+        store.settle(&r, Micros(5), at(T0)).await.unwrap(),
+        SettleOutcome::Settled
+    );
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -304,4 +313,5 @@ suite!(
     window_resets_during_a_request,
     rolling_window_forgets_old_spend,
     invalid_requests_are_refused,
+    no_lines_reserve_the_maximum,
 );

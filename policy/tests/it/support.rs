@@ -83,7 +83,7 @@ pub fn line(tree: &str, name: &str, limit: i64, window: WindowInstance) -> Budge
         WindowInstance::Rolling { seconds, .. } => format!("r{seconds}"),
     };
     BudgetLine {
-        key: format!("{{{tree}}}:{}:{suffix}", policy_counter(name, tree)),
+        key: format!("{{{tree}}}:{}:{suffix}", policy_counter(name, tree)).into(),
         limit: Micros(limit),
         window,
     }
