@@ -121,26 +121,60 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
         .sum();
     println!("event size: {} bytes on average", bytes / events.max(1));
 
-    // 1. Append with checkpoints.
-    let per_step = (step / 1000).max(1) as usize;
+    // 1. Append with checkpoints. Two gateways submit concurrently while the
+    // sequencer steps whenever events are queued (as in a deployment), or
+    // one after the other with BENCH_SEQUENTIAL=1.
+    let sequential = env_u64("BENCH_SEQUENTIAL", 0) == 1;
     let started = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut longest_gap = Duration::ZERO;
     let mut checkpoints = 0;
-    for chunk in batches.chunks(per_step) {
-        for b in chunk {
-            ledger.submit(b.clone()).await?;
+    let mut appended = 0;
+    if sequential {
+        let per_step = (step / 1000).max(1) as usize;
+        for chunk in batches.chunks(per_step) {
+            for b in chunk {
+                ledger.submit(b.clone()).await?;
+            }
+            loop {
+                let out = ledger.sequence_pending(&log).await?;
+                if out.appended == 0 {
+                    break;
+                }
+                appended += out.appended;
+                checkpoints += 1;
+                longest_gap = longest_gap.max(last_checkpoint.elapsed());
+                last_checkpoint = Instant::now();
+            }
         }
-        loop {
+    } else {
+        let mut submitters = Vec::new();
+        for part in 0..2 {
+            let mine: Vec<Batch> = batches.iter().skip(part).step_by(2).cloned().collect();
+            let l = ledger.clone();
+            submitters.push(tokio::spawn(async move {
+                for b in mine {
+                    l.submit(b).await?;
+                }
+                Ok::<_, caracal_ledger::StoreError>(())
+            }));
+        }
+        while appended < events {
             let out = ledger.sequence_pending(&log).await?;
             if out.appended == 0 {
-                break;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
             }
+            appended += out.appended;
             checkpoints += 1;
             longest_gap = longest_gap.max(last_checkpoint.elapsed());
             last_checkpoint = Instant::now();
         }
+        for s in submitters {
+            s.await??;
+        }
     }
+    anyhow::ensure!(appended == events, "appended {appended} of {events}");
     let append = started.elapsed();
     let append_rate = rate(events, append);
 
@@ -158,24 +192,38 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
         .iter()
         .map(|e| MeteringEvent::decode(&e.leaf))
         .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    for (chunk, evs) in entries
+    // Same concurrency as the ledger's submitters: two connections.
+    let chunks: Vec<(Vec<caracal_ledger::store::EntryRecord>, Vec<MeteringEvent>)> = entries
         .chunks(step as usize)
         .zip(decoded.chunks(step as usize))
-    {
-        sqlx::query(
-            "INSERT INTO bench_raw SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[],
-                 $5::int[], $6::timestamptz[], $7::text[])",
-        )
-        .bind(chunk.iter().map(|e| e.index as i64).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.leaf.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.batch_root.clone()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.batch_pos as i32).collect::<Vec<_>>())
-        .bind(evs.iter().map(|e| e.time).collect::<Vec<_>>())
-        .bind(evs.iter().map(|e| e.agent.to_string()).collect::<Vec<_>>())
-        .execute(pg.pool())
-        .await?;
+        .map(|(c, e)| (c.to_vec(), e.to_vec()))
+        .collect();
+    let started = Instant::now();
+    let mut inserters = Vec::new();
+    for part in 0..2 {
+        let mine: Vec<_> = chunks.iter().skip(part).step_by(2).cloned().collect();
+        let pool = pg.pool().clone();
+        inserters.push(tokio::spawn(async move {
+            for (chunk, evs) in mine {
+                sqlx::query(
+                    "INSERT INTO bench_raw SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[],
+                         $5::int[], $6::timestamptz[], $7::text[])",
+                )
+                .bind(chunk.iter().map(|e| e.index as i64).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|e| e.event_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|e| e.leaf.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|e| e.batch_root.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|e| e.batch_pos as i32).collect::<Vec<_>>())
+                .bind(evs.iter().map(|e| e.time).collect::<Vec<_>>())
+                .bind(evs.iter().map(|e| e.agent.to_string()).collect::<Vec<_>>())
+                .execute(&pool)
+                .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }));
+    }
+    for i in inserters {
+        i.await??;
     }
     let insert = started.elapsed();
     let started = Instant::now();
@@ -204,12 +252,15 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
     drop(conn);
     let copy_time = started.elapsed();
 
-    println!("\n## append (Postgres)");
+    println!(
+        "\n## append (Postgres, {})",
+        if sequential { "submit then sequence, in turn" } else { "2 submitters + sequencer, concurrently" }
+    );
     println!(
         "ledger append:     {append_rate:>10.0} events/s  ({checkpoints} checkpoints, longest gap between checkpoints {longest_gap:.2?})"
     );
     println!(
-        "raw INSERT UNNEST: {:>10.0} rows/s    ledger/INSERT = {:.2}",
+        "raw INSERT (2 conn): {:>10.0} rows/s    ledger/INSERT = {:.2}",
         rate(events, insert),
         append_rate / rate(events, insert)
     );

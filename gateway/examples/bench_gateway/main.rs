@@ -79,7 +79,12 @@ fn cpu_us(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after ") ".
     (ticks(11) + ticks(12)) * 1e6 / 100.0
 }
@@ -137,8 +142,8 @@ fn main() {
     std::fs::create_dir_all(&state).unwrap();
     let (up_port, proxy_port, gw_port) = (free_port(), free_port(), free_port());
     let upstream_url = format!("http://127.0.0.1:{up_port}");
-    let _upstream = spawn_role("upstream", up_port, &[]);
-    let _proxy = spawn_role(
+    let upstream = spawn_role("upstream", up_port, &[]);
+    let proxy = spawn_role(
         "proxy",
         proxy_port,
         &["--upstream".into(), upstream_url.clone()],
@@ -280,14 +285,21 @@ fn main() {
 
     println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s):");
     let mut rps = Vec::new();
-    let servers = [None, Some(proxy.0.id()), Some(gw_pid), Some(gateway_write.0.id())];
+    let servers = [
+        None,
+        Some(proxy.0.id()),
+        Some(gw_pid),
+        Some(gateway_write.0.id()),
+    ];
     for ((name, url), server) in targets.iter().zip(servers) {
         let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
         let r = wrk(url, key, 64, seconds as u32, &state);
         let requests = r * seconds as f64;
         let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
         let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
-        println!("  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs");
+        println!(
+            "  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs"
+        );
         rps.push(r);
     }
     let peak_rss = rss_kb(gw_pid, "VmHWM:");
