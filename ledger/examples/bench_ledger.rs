@@ -254,7 +254,11 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
 
     println!(
         "\n## append (Postgres, {})",
-        if sequential { "submit then sequence, in turn" } else { "2 submitters + sequencer, concurrently" }
+        if sequential {
+            "submit then sequence, in turn"
+        } else {
+            "2 submitters + sequencer, concurrently"
+        }
     );
     println!(
         "ledger append:     {append_rate:>10.0} events/s  ({checkpoints} checkpoints, longest gap between checkpoints {longest_gap:.2?})"

@@ -19,7 +19,7 @@ use crate::tree::{Frontier, NodeKey};
 
 /// At most this many events are sequenced under one checkpoint, to keep
 /// transactions short; the rest wait for the next step.
-pub const MAX_EVENTS_PER_STEP: usize = 20_000;
+pub const MAX_EVENTS_PER_STEP: usize = 10_000;
 
 /// A submitted event waiting for an index.
 #[derive(Clone, Copy, Debug)]
