@@ -13,4 +13,4 @@ trap 'kill $stub 2>/dev/null' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/api" >/dev/null && break; sleep 0.1; done
 kc() { kubectl --server "http://127.0.0.1:$port" --cache-dir "$(mktemp -d)" "$@"; }
 kc apply --dry-run=client --validate=false -f crds/
-kc apply --dry-run=client --validate=false -f examples/manifests/
+kc apply --dry-run=client --validate=false -f examples/manifests/ -f examples/dev/

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod jwt;
 pub mod ledger_sink;
 pub mod live;
 pub mod metrics;

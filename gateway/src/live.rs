@@ -3,7 +3,7 @@
 //! Requests take a cheap `Arc` clone of the current [`Live`] when they
 //! start, so a reload never changes the rules under a request in flight.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use caracal_api::snapshot::ConfigSnapshot;
 use tokio::sync::watch;
@@ -16,6 +16,9 @@ pub struct Live {
     /// `None` until a snapshot arrives; every request is denied until then.
     pub snapshot: Option<Arc<ConfigSnapshot>>,
     pub keys: Arc<KeyTable>,
+    /// Service-account token subjects (`system:serviceaccount:NS:NAME`) and
+    /// the agent (`namespace/name`) each one is.
+    pub service_accounts: Arc<HashMap<String, String>>,
 }
 
 /// Publishes new [`Live`] values to a running gateway.

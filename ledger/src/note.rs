@@ -258,6 +258,54 @@ mod tests {
     }
 
     #[test]
+    fn malformed_notes_and_strangers_are_refused() {
+        let key = KeyPair::generate("log").unwrap();
+        let keys = [key.public().clone()];
+        let cp = Checkpoint {
+            origin: "log".into(),
+            ..checkpoint()
+        };
+        let note = cp.sign(&key);
+        let sig_line = note.split("\n\n").nth(1).unwrap();
+        let other = KeyPair::generate("log").unwrap();
+        let other_line = cp.sign(&other).split("\n\n").nth(1).unwrap().to_owned();
+        let (_, blob) = sig_line.trim_end().rsplit_once(' ').unwrap();
+        let refused = [
+            // No blank line before the signatures.
+            note.replacen("\n\n", "\n", 1),
+            // A line in the signature block that is not a signature.
+            format!("{note}garbage\n"),
+            // No final newline.
+            note.trim_end().to_owned(),
+            // The right key id under another name, and the right name with
+            // another key's id and signature.
+            note.replace("\u{2014} log ", "\u{2014} logx "),
+            format!("{}\n{other_line}", cp.body()),
+            // A signature blob too short to hold a key id and a signature.
+            format!("{}\n\u{2014} log AAAA\n", cp.body()),
+        ];
+        for text in refused {
+            assert!(open_checkpoint(&text, &keys, None).is_err(), "{text:?}");
+        }
+        // Unknown signers next to a known one are ignored...
+        let cosigned = format!("{note}{other_line}");
+        assert!(open_checkpoint(&cosigned, &keys, None).is_ok());
+        // ...but a known signer whose signature fails is an error, even
+        // beside a valid one.
+        let bad_blob = STANDARD.encode({
+            let mut b = STANDARD.decode(blob).unwrap();
+            let last = b.len() - 1;
+            b[last] ^= 1;
+            b
+        });
+        let forged = format!("{note}\u{2014} log {bad_blob}\n");
+        assert!(matches!(
+            open_checkpoint(&forged, &keys, None),
+            Err(NoteError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
     fn size_must_be_canonical_decimal() {
         for body in ["o\n012\nAAAA\n", "o\n+1\nAAAA\n", "o\n\nAAAA\n", "o\n1\n"] {
             assert!(Checkpoint::parse_body(body).is_err(), "{body:?}");

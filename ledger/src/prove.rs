@@ -12,7 +12,7 @@ use crate::proof::{
 };
 use crate::store::{CheckpointRecord, LedgerStore, StoreError};
 use crate::tree::{LeafRange, range_hash, range_keys};
-use crate::verify::Trust;
+use crate::verify::{Trust, names_event};
 
 /// Why a proof could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum ProveError {
     Store(#[from] StoreError),
     #[error("event {0} is not in the log")]
     UnknownEvent(uuid::Uuid),
+    #[error("the stored bytes filed under event {0} name another event; the store is damaged")]
+    WrongEvent(uuid::Uuid),
     #[error("no checkpoint at size {0}")]
     NoCheckpoint(u64),
     #[error("no signed checkpoint covers index {0} yet")]
@@ -93,6 +95,11 @@ pub async fn prove_event(
         .entry_by_event(id)
         .await?
         .ok_or(ProveError::UnknownEvent(id))?;
+    // The id column is only an index: the proof is about the bytes, so they
+    // must be the event that was asked for.
+    if !names_event(&entry.leaf, &id) {
+        return Err(ProveError::WrongEvent(id));
+    }
     let latest = store
         .status()
         .await?

@@ -68,22 +68,23 @@ impl ModelRates {
 
     /// The exact cost of reported usage, rounded up to a micro-dollar.
     pub fn cost(&self, u: &Usage) -> Micros {
-        let scaled = u128::from(u.input) * self.input
-            + u128::from(u.cached_input) * self.cached_input
-            + u128::from(u.cache_write) * self.cache_write
-            + u128::from(u.output) * self.output
-            + u128::from(u.reasoning) * self.reasoning;
-        round_up(scaled)
+        round_up(scaled_sum(&[
+            (u.input, self.input),
+            (u.cached_input, self.cached_input),
+            (u.cache_write, self.cache_write),
+            (u.output, self.output),
+            (u.reasoning, self.reasoning),
+        ]))
     }
 
     /// The most a request with `input_tokens` of prompt and at most
     /// `max_output` generated tokens can cost, whatever kinds they turn out
     /// to be.
     pub fn worst_case(&self, input_tokens: u64, max_output: u64) -> Micros {
-        round_up(
-            u128::from(input_tokens) * self.worst_input
-                + u128::from(max_output) * self.worst_output,
-        )
+        round_up(scaled_sum(&[
+            (input_tokens, self.worst_input),
+            (max_output, self.worst_output),
+        ]))
     }
 
     /// The largest number of generated tokens whose worst case, together
@@ -102,6 +103,15 @@ impl ModelRates {
         // n <= ceiling <= u32::MAX, so the conversion cannot fail.
         Some(u32::try_from(n).unwrap_or(u32::MAX))
     }
+}
+
+/// `Σ tokens × rate`, saturating: each product fits in `u128`, but a sum of
+/// several near-maximal ones does not, and wrapping would make a huge usage
+/// report cost almost nothing.
+fn scaled_sum(terms: &[(u64, u128)]) -> u128 {
+    terms.iter().fold(0u128, |sum, &(tokens, rate)| {
+        sum.saturating_add(u128::from(tokens).saturating_mul(rate))
+    })
 }
 
 /// Divide scaled micro-dollars-per-million by a million, rounding up, and
@@ -227,5 +237,19 @@ mod tests {
     fn huge_counts_saturate_instead_of_wrapping() {
         let r = ModelRates::from_price(&price(i64::MAX, i64::MAX));
         assert_eq!(r.worst_case(u64::MAX, u64::MAX), Micros(i64::MAX));
+        // Five near-maximal products overflow even u128: the sum must
+        // saturate, not wrap to a small cost.
+        let all = Usage {
+            input: u64::MAX,
+            cached_input: u64::MAX,
+            cache_write: u64::MAX,
+            output: u64::MAX,
+            reasoning: u64::MAX,
+        };
+        assert_eq!(r.cost(&all), Micros(i64::MAX));
+        // A negative price (only constructible in code) counts as the
+        // dearest possible one, so it saturates too.
+        let negative = ModelRates::from_price(&price(-1, -1));
+        assert_eq!(negative.cost(&all), Micros(i64::MAX));
     }
 }

@@ -328,3 +328,26 @@ fn status_lines_match_what_a_call_reserves() {
         1
     );
 }
+
+#[test]
+fn a_rolling_window_too_long_to_count_denies() {
+    // A snapshot is not trusted to have come through `compile`: a window
+    // whose millisecond length would wrap must deny, not count nothing.
+    let rule = with_budget(
+        policy_rule("team/forever", "team/bot"),
+        1_000_000,
+        caracal_api::snapshot::WindowSpec::Rolling { seconds: u64::MAX },
+        "team/bot",
+    );
+    let snap = SnapshotBuilder::new()
+        .agent("team/bot", &[], vec![rule])
+        .build();
+    match evaluate(
+        &snap,
+        &model("team/bot", "openai", "gpt-test", Some(10)),
+        at(NOW),
+    ) {
+        Decision::Deny(d) => assert_eq!(d.reason.code(), "invalid_window"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}

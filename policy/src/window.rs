@@ -22,6 +22,11 @@ use chrono_tz::Tz;
 /// Number of buckets a rolling window is split into.
 pub const ROLLING_BUCKETS: u64 = 60;
 
+/// Longest rolling window: 366 days. The stores count rolling spend in
+/// milliseconds, and a much longer window would overflow that arithmetic
+/// (and could wrap into a window that counts nothing).
+pub const MAX_ROLLING_SECONDS: u64 = 366 * 86_400;
+
 /// Why a window could not be computed (a bad time zone reaches here only if
 /// the compile step let it through; evaluation then denies).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +35,8 @@ pub enum WindowError {
     UnknownTimeZone(String),
     #[error("rolling window duration must be at least one second")]
     ZeroDuration,
+    #[error("rolling window duration is longer than {MAX_ROLLING_SECONDS} seconds (366 days)")]
+    TooLong,
     #[error("time is outside the supported calendar range")]
     OutOfRange,
 }
@@ -73,6 +80,9 @@ pub fn window_at(spec: &WindowSpec, now: DateTime<Utc>) -> Result<WindowInstance
         WindowSpec::Rolling { seconds } => {
             if *seconds == 0 {
                 return Err(WindowError::ZeroDuration);
+            }
+            if *seconds > MAX_ROLLING_SECONDS {
+                return Err(WindowError::TooLong);
             }
             Ok(WindowInstance::Rolling {
                 seconds: *seconds,

@@ -248,6 +248,24 @@ fn rolling_windows_use_bounded_buckets() {
 }
 
 #[test]
+fn rolling_windows_longer_than_a_year_are_refused() {
+    // Millisecond arithmetic on a longer window could wrap and count no
+    // spend at all; a snapshot carrying one must deny, not allow.
+    let now = at("2026-05-10T00:00:00Z");
+    let longest = WindowSpec::Rolling {
+        seconds: MAX_ROLLING_SECONDS,
+    };
+    assert!(window_at(&longest, now).is_ok());
+    for seconds in [MAX_ROLLING_SECONDS + 1, u64::MAX / 1000 + 1, u64::MAX] {
+        assert_eq!(
+            window_at(&WindowSpec::Rolling { seconds }, now),
+            Err(WindowError::TooLong),
+            "{seconds}"
+        );
+    }
+}
+
+#[test]
 fn windows_follow_the_zone_and_the_instant() {
     let now = at("2026-05-10T12:00:00Z");
     let mut spec = cal(Period::Daily, "UTC");

@@ -40,7 +40,11 @@ fn round_trip(doc: &Value) -> Value {
 #[test]
 fn examples_are_admitted_and_round_trip() {
     let mut seen = 0;
-    for file in yaml_files(&repo("examples/manifests")) {
+    let files = [
+        yaml_files(&repo("examples/manifests")),
+        yaml_files(&repo("examples/dev")),
+    ];
+    for file in files.concat() {
         for doc in documents(&file) {
             if doc.get("apiVersion").and_then(Value::as_str) != Some("caracal.dev/v1alpha1") {
                 continue;

@@ -64,12 +64,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // One JSON object per line (request id included) for log pipelines.
+    if std::env::var("CARACAL_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -153,6 +158,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     );
 
     let (live_tx, live_rx) = caracal_gateway::live::channel();
+    let jwt = file.jwt_config(&config_path)?;
     let reloader = Reloader {
         dir: args.manifests.clone(),
         state_dir: state_dir.clone(),
@@ -162,14 +168,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         live: live_tx,
         version: 0,
     };
-    let gateway = Arc::new(Gateway::new(
+    let mut gateway = Gateway::new(
         providers,
         live_rx,
         budgets,
         spool.clone(),
         limits,
         GATEWAY_ID,
-    )?);
+    )?;
+    if let Some(jwt) = jwt {
+        gateway = gateway.with_jwt(jwt);
+    }
+    let gateway = Arc::new(gateway);
 
     tokio::spawn(reloader.run());
     tokio::spawn(sequence_forever(ledger.clone(), log_key.clone()));
@@ -278,7 +288,26 @@ impl Reloader {
         self.live.send_replace(Arc::new(Live {
             snapshot: Some(Arc::new(compiled.snapshot)),
             keys: Arc::new(keys),
+            service_accounts: Arc::new(service_accounts(&objects.agents)),
         }));
         Ok(())
     }
+}
+
+/// Token subjects of the agents that name a service account.
+fn service_accounts(
+    agents: &[caracal_api::crd::Agent],
+) -> std::collections::HashMap<String, String> {
+    agents
+        .iter()
+        .filter_map(|a| {
+            let namespace = a.metadata.namespace.as_deref().unwrap_or("default");
+            let name = a.metadata.name.as_deref()?;
+            let account = a.spec.identity.service_account_name.as_deref()?;
+            Some((
+                caracal_gateway::jwt::service_account_subject(namespace, account),
+                caracal_api::snapshot::agent_id(namespace, name),
+            ))
+        })
+        .collect()
 }

@@ -13,6 +13,22 @@ use crate::harness::{
     FakeUpstream, Process, built_binary, free_port, read_env_file, wait_for_status,
 };
 
+/// The `caracal` binary, built once per test run: `cargo test --workspace`
+/// alone does not build a package's binaries unless it has integration
+/// tests of its own, and these tests must work from a fresh clone.
+pub fn caracal_binary() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "caracal-cli", "--bin", "caracal"])
+            .current_dir(crate::harness::repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p caracal-cli failed");
+    });
+    built_binary("caracal")
+}
+
 /// Providers and prices for the fake upstream: `openai`, `anthropic` and an
 /// MCP server `search`.
 pub fn config_yaml(upstream: &FakeUpstream) -> String {
@@ -83,7 +99,7 @@ impl Dev {
     }
 
     fn spawn_at(dir: &Path, port: u16, extra: &[&str]) -> Process {
-        let mut cmd = Command::new(built_binary("caracal"));
+        let mut cmd = Command::new(caracal_binary());
         cmd.arg("dev")
             .arg("--manifests")
             .arg(dir.join("manifests"))
@@ -144,7 +160,7 @@ impl Dev {
 
     /// The agent's ledger events (sequenced), via `caracal ledger query`.
     pub fn ledger(&self, agent: &str) -> Vec<Value> {
-        let out = Command::new(built_binary("caracal"))
+        let out = Command::new(caracal_binary())
             .args([
                 "ledger",
                 "query",
@@ -180,7 +196,7 @@ impl Dev {
 
     /// `caracal merkle verify` on the ledger; (success, output).
     pub fn merkle_verify(&self) -> (bool, String) {
-        let out = Command::new(built_binary("caracal"))
+        let out = Command::new(caracal_binary())
             .args(["merkle", "verify", "--database-url", &self.database_url()])
             .output()
             .expect("caracal merkle verify");

@@ -148,3 +148,72 @@ fn a_spent_budget_is_a_normal_sdk_rate_limit_error() {
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("budget_exhausted"), "{body}");
 }
+
+#[test]
+fn a_service_account_token_works_as_the_sdk_key() {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+
+    let dir = scratch_dir("sa-token");
+    let upstream = FakeUpstream::start(&dir);
+    let signer = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let pem = signer
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(dir.join("sa.pub"), pem).unwrap();
+    let config = format!(
+        "{}serviceAccountTokens:\n  issuer: https://kubernetes.default.svc\n  publicKeyFiles: [sa.pub]\n",
+        config_yaml(&upstream)
+    );
+    let manifests = r#"apiVersion: caracal.dev/v1alpha1
+kind: Agent
+metadata: {name: bot, namespace: team}
+spec:
+  owner: e2e
+  identity: {serviceAccountName: bot-sa}
+---
+apiVersion: caracal.dev/v1alpha1
+kind: Policy
+metadata: {name: bot-daily, namespace: team}
+spec:
+  targetRefs: [{name: bot}]
+  budget: {limit: "1.00", window: {period: Daily, timeZone: UTC}}
+"#;
+    let dev = Dev::start(&dir, manifests, &config, &[], true);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = caracal_gateway::jwt::sign_es256(
+        &signer,
+        &json!({"iss": "https://kubernetes.default.svc", "aud": ["caracal"], "exp": now + 600,
+                "sub": "system:serviceaccount:team:bot-sa"}),
+    );
+    let env = vec![
+        (
+            "OPENAI_BASE_URL".to_owned(),
+            format!("{}/openai/v1", dev.url()),
+        ),
+        ("OPENAI_API_KEY".to_owned(), token),
+    ];
+    let out = sdk_call(&env, &["openai-chat", "--message", "usage=3/4"]);
+    assert_eq!(out["ok"], true, "{out}");
+    let events = dev.ledger_at_least("team/bot", 1, Duration::from_secs(10));
+    assert_eq!(
+        events[0]["cost_micros"],
+        json!(cost(3, 150_000, 4, 600_000))
+    );
+    // A token for a service account no Agent uses is refused.
+    let stranger = caracal_gateway::jwt::sign_es256(
+        &signer,
+        &json!({"iss": "https://kubernetes.default.svc", "aud": "caracal", "exp": now + 600,
+                "sub": "system:serviceaccount:team:someone-else"}),
+    );
+    let env = vec![env[0].clone(), ("OPENAI_API_KEY".to_owned(), stranger)];
+    let out = sdk_call(&env, &["openai-chat"]);
+    assert_eq!(
+        (out["error"].as_str(), out["status"].as_u64()),
+        (Some("AuthenticationError"), Some(401)),
+        "{out}"
+    );
+}

@@ -169,6 +169,7 @@ pub async fn gateway(
             digest(BENCH_KEY),
             "bench/agent".to_owned(),
         )])),
+        ..Live::default()
     }));
     let budgets = match redis {
         Some((url, prefix)) => Budgets::new(Arc::new(

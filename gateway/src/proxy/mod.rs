@@ -28,6 +28,7 @@ pub use record::Record;
 use crate::{
     config::{Limits, Provider, ProviderKind},
     identity,
+    jwt::{self, JwtConfig},
     live::{Live, LiveReceiver},
     metrics::Metrics,
     refusal::{ErrorStyle, Refusal, error_body},
@@ -46,6 +47,7 @@ pub struct Gateway {
     pub(crate) limits: Limits,
     pub(crate) gateway_id: String,
     pub(crate) metrics: Metrics,
+    pub(crate) jwt: Option<JwtConfig>,
 }
 
 impl Gateway {
@@ -66,7 +68,14 @@ impl Gateway {
             limits,
             gateway_id: gateway_id.into(),
             metrics: Metrics::new(),
+            jwt: None,
         })
+    }
+
+    /// Also accept service-account tokens verified with `config`.
+    pub fn with_jwt(mut self, config: JwtConfig) -> Self {
+        self.jwt = Some(config);
+        self
     }
 
     pub fn spool(&self) -> &Spool {
@@ -77,13 +86,18 @@ impl Gateway {
         self.metrics.render(self.spool.status())
     }
 
-    /// Ready to serve: a snapshot is loaded and the ledger is taking events.
+    /// Ready to serve: a snapshot is loaded, the spool has room and the
+    /// last batch shipped to the ledger store was accepted. (The budget
+    /// store is not probed here; its failures deny each request quickly.)
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.live.borrow().snapshot.is_none() {
             return Err("no configuration snapshot yet");
         }
         if self.spool.check_room().is_err() {
-            return Err("the spool is full; the ledger store is not taking events");
+            return Err("the spool is full or failing; the ledger store is not taking events");
+        }
+        if !self.spool.status().sink_healthy {
+            return Err("the ledger store refused or did not answer the last batch");
         }
         Ok(())
     }
@@ -249,14 +263,30 @@ pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) 
 }
 
 /// The agent a request's credential names.
-pub(crate) fn authenticate(headers: &HeaderMap, live: &Live) -> Result<String, Refusal> {
+pub(crate) fn authenticate(
+    headers: &HeaderMap,
+    live: &Live,
+    jwt: Option<&JwtConfig>,
+) -> Result<String, Refusal> {
     let key = identity::presented_key(headers).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,
             "missing_credentials",
-            "send your Caracal key as `Authorization: Bearer KEY` or `x-api-key: KEY`",
+            "send your Caracal key or service-account token as `Authorization: Bearer ...` (or a key as `x-api-key`)",
         )
     })?;
+    if let Some(config) = jwt.filter(|_| jwt::looks_like_jwt(key)) {
+        let now = chrono::Utc::now().timestamp();
+        let subject = jwt::verify(key, config, now)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
+        return live.service_accounts.get(&subject).cloned().ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_service_account",
+                format!("no Agent runs as {subject}"),
+            )
+        });
+    }
     live.keys.agent_for(key).map(str::to_owned).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,

@@ -133,6 +133,8 @@ impl Spool {
     /// run left unshipped, and start the writer thread and the flusher task.
     pub fn open(config: SpoolConfig, sink: Arc<dyn LedgerSink>) -> Result<Spool, SpoolError> {
         let shared = Arc::new(Shared::default());
+        // Healthy until a submission says otherwise.
+        shared.sink_healthy.store(true, Ordering::Release);
         let (tx, rx) = mpsc::channel(4096);
         let recovered = writer::Writer::open(&config, shared.clone())?;
         std::thread::Builder::new()

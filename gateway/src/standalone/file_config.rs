@@ -48,6 +48,24 @@ pub struct GatewayFile {
     /// Unshipped spool bytes beyond which requests are refused.
     #[serde(default)]
     pub spool_max_pending_bytes: Option<u64>,
+    /// Accept service-account tokens (JWT, ES256) as agent identity.
+    #[serde(default)]
+    pub service_account_tokens: Option<TokenConfig>,
+}
+
+/// How to verify service-account tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenConfig {
+    pub issuer: String,
+    #[serde(default = "default_audiences")]
+    pub audiences: Vec<String>,
+    /// PEM public keys (P-256), relative to the config file.
+    pub public_key_files: Vec<std::path::PathBuf>,
+}
+
+fn default_audiences() -> Vec<String> {
+    vec!["caracal".into()]
 }
 
 /// The spool acknowledgement mode, as written in the file.
@@ -95,6 +113,7 @@ impl GatewayFile {
             max_request_bytes: None,
             spool_ack: None,
             spool_max_pending_bytes: None,
+            service_account_tokens: None,
         }
     }
 
@@ -123,6 +142,42 @@ impl GatewayFile {
             out.push(p.resolve(&env)?);
         }
         Ok(out)
+    }
+
+    /// The token verifier, reading key files relative to `config_path`.
+    pub fn jwt_config(
+        &self,
+        config_path: &Path,
+    ) -> Result<Option<crate::jwt::JwtConfig>, SetupError> {
+        let Some(tokens) = &self.service_account_tokens else {
+            return Ok(None);
+        };
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let mut keys = Vec::new();
+        for file in &tokens.public_key_files {
+            let path = base.join(file);
+            let pem = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+            keys.push(
+                crate::jwt::JwtConfig::key_from_pem(&pem).map_err(|message| {
+                    SetupError::Invalid {
+                        path: path.clone(),
+                        message,
+                    }
+                })?,
+            );
+        }
+        if keys.is_empty() {
+            return Err(SetupError::Invalid {
+                path: config_path.to_owned(),
+                message: "serviceAccountTokens needs at least one public key file".into(),
+            });
+        }
+        Ok(Some(crate::jwt::JwtConfig {
+            issuer: tokens.issuer.clone(),
+            audiences: tokens.audiences.clone(),
+            keys,
+            leeway_seconds: 30,
+        }))
     }
 
     /// Spool settings for a spool in `dir`.
@@ -221,5 +276,39 @@ spoolMaxPendingBytes: 1000
             let err = result.unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn reads_service_account_token_keys() {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let dir = std::env::temp_dir().join(format!("caracal-cfg-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        std::fs::write(dir.join("sa.pub"), pem).unwrap();
+        let path = dir.join("gateway.yaml");
+        let text = "providers: []\nserviceAccountTokens:\n  issuer: https://k8s\n  publicKeyFiles: [sa.pub]\n";
+        let jwt = GatewayFile::parse(text, &path)
+            .unwrap()
+            .jwt_config(&path)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (jwt.issuer.as_str(), jwt.audiences.clone(), jwt.keys.len()),
+            ("https://k8s", vec!["caracal".to_owned()], 1)
+        );
+        let missing =
+            "providers: []\nserviceAccountTokens:\n  issuer: x\n  publicKeyFiles: [nope.pub]\n";
+        assert!(
+            GatewayFile::parse(missing, &path)
+                .unwrap()
+                .jwt_config(&path)
+                .is_err()
+        );
+        assert!(GatewayFile::mock().jwt_config(&path).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

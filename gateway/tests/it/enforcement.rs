@@ -312,3 +312,86 @@ async fn metrics_and_health_endpoints() {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn service_account_tokens_identify_agents() {
+    use caracal_gateway::jwt::{JwtConfig, service_account_subject, sign_es256};
+
+    let upstream = FakeUpstream::start(fixed_usage(2, 3)).await;
+    let signer = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let config = JwtConfig {
+        issuer: "https://kubernetes.default.svc".into(),
+        audiences: vec!["caracal".into()],
+        keys: vec![*signer.verifying_key()],
+        leeway_seconds: 30,
+    };
+    let subject = service_account_subject("team", "bot-sa");
+    let gw = start_with_jwt(
+        Setup {
+            providers: vec![provider(
+                "openai",
+                ProviderKind::Openai,
+                Some(&upstream.url),
+            )],
+            snapshot: Some(budgeted_snapshot(1_000_000)),
+            agent: "team/bot".into(),
+            limits: Limits::default(),
+        },
+        Some(config),
+        vec![(subject.clone(), "team/bot".into())],
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let token = |sub: &str, aud: &str, exp: i64| {
+        sign_es256(
+            &signer,
+            &json!({"iss": "https://kubernetes.default.svc", "aud": [aud], "sub": sub, "exp": exp}),
+        )
+    };
+    let body = json!({"model": "gpt-test"}).to_string();
+    let good = token(&subject, "caracal", now + 600);
+    let answer = post(
+        &chat(&gw),
+        &[("authorization", &format!("Bearer {good}"))],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_ne!(
+        upstream.last().headers["authorization"],
+        format!("Bearer {good}").as_str(),
+        "the token is not forwarded"
+    );
+    assert_eq!(gw.events(1).await[0].agent.to_string(), "team/bot");
+
+    let cases = [
+        (token(&subject, "kubernetes", now + 600), "invalid_token"),
+        (token(&subject, "caracal", now - 600), "invalid_token"),
+        (
+            token("system:serviceaccount:team:stranger", "caracal", now + 600),
+            "unknown_service_account",
+        ),
+    ];
+    for (t, reason) in cases {
+        let answer = post(
+            &chat(&gw),
+            &[("authorization", &format!("Bearer {t}"))],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (
+                answer.status,
+                answer.json()["error"]["code"].as_str().unwrap()
+            ),
+            (401, reason)
+        );
+    }
+    // Virtual keys keep working beside tokens.
+    assert_eq!(
+        post(&chat(&gw), &[("authorization", &gw.bearer())], body)
+            .await
+            .status,
+        200
+    );
+}

@@ -13,6 +13,7 @@ use caracal_api::snapshot::ConfigSnapshot;
 use caracal_gateway::{
     config::{Limits, Provider, ProviderKind},
     identity::{KeyTable, digest, generate_key},
+    jwt::JwtConfig,
     live::{self, Live, LiveSender},
     proxy::Gateway,
     server,
@@ -175,11 +176,22 @@ pub fn provider(name: &str, kind: ProviderKind, base: Option<&str>) -> Provider 
 }
 
 pub async fn start(setup: Setup) -> TestGateway {
+    start_with_jwt(setup, None, Vec::new()).await
+}
+
+/// Like [`start`], also accepting service-account tokens: `accounts` maps
+/// token subjects to agents.
+pub async fn start_with_jwt(
+    setup: Setup,
+    jwt: Option<JwtConfig>,
+    accounts: Vec<(String, String)>,
+) -> TestGateway {
     let key = generate_key();
     let (live, rx) = live::channel();
     live.send_replace(Arc::new(Live {
         snapshot: setup.snapshot.map(Arc::new),
         keys: Arc::new(KeyTable::new([(digest(&key), setup.agent.clone())])),
+        service_accounts: Arc::new(accounts.into_iter().collect()),
     }));
     let sink = Arc::new(MemorySink::default());
     let spool_dir = TempDir::new();
@@ -187,9 +199,12 @@ pub async fn start(setup: Setup) -> TestGateway {
     spool_config.flush_interval = Duration::from_millis(20);
     let spool = Spool::open(spool_config, sink.clone()).unwrap();
     let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
-    let gateway = Arc::new(
-        Gateway::new(setup.providers, rx, budgets, spool, setup.limits, "gw-test").unwrap(),
-    );
+    let mut gateway =
+        Gateway::new(setup.providers, rx, budgets, spool, setup.limits, "gw-test").unwrap();
+    if let Some(config) = jwt {
+        gateway = gateway.with_jwt(config);
+    }
+    let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -7,6 +7,7 @@
 
 mod pgcopy;
 mod postgres;
+mod shared_reads;
 mod sqlite;
 
 use std::collections::HashMap;

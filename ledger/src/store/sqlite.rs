@@ -16,10 +16,7 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{
-    BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, SequenceOutcome, Status, StoreError,
-    SubmitOutcome, parse_vkeys,
-};
+use super::{EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys};
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
@@ -256,76 +253,7 @@ impl LedgerStore for SqliteStore {
         })
     }
 
-    async fn status(&self) -> Result<Status, StoreError> {
-        let entries = self.entry_bound().await?;
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_pending")
-            .fetch_one(&self.pool)
-            .await?;
-        let latest =
-            sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| -> Result<_, sqlx::Error> {
-                    Ok(CheckpointRecord {
-                        size: r.try_get::<i64, _>("size")? as u64,
-                        note: r.try_get("note")?,
-                    })
-                })
-                .transpose()?;
-        Ok(Status {
-            entries,
-            pending: pending as u64,
-            latest_checkpoint: latest,
-            log_keys: self.log_keys().await?,
-            submitters: self.submitter_keys().await?,
-        })
-    }
-
-    async fn submitter_keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT vkey FROM ledger_submitters ORDER BY added_at, key_id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn log_keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT vkey FROM ledger_log_keys ORDER BY added_at, key_id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        let rows = sqlx::query("SELECT size, note FROM ledger_checkpoints ORDER BY size")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CheckpointRecord {
-                    size: r.try_get::<i64, _>("size")? as u64,
-                    note: r.try_get("note")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
-        let rows = sqlx::query("SELECT root, key_id, signature, leaf_hashes FROM ledger_batches")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BatchRecord {
-                    root: r.try_get("root")?,
-                    key_id: r.try_get("key_id")?,
-                    signature: r.try_get("signature")?,
-                    leaf_hashes: r.try_get("leaf_hashes")?,
-                })
-            })
-            .collect()
-    }
+    super::shared_reads::shared_reads!();
 
     async fn entries(&self, from: u64, to: u64) -> Result<Vec<EntryRecord>, StoreError> {
         let rows = sqlx::query(

@@ -292,3 +292,36 @@ async fn sequencer_refuses_to_extend_a_damaged_log() {
     scene.ledger.submit(batch(&scene.gw, 30..31)).await.unwrap();
     assert!(scene.ledger.sequence_pending(&scene.key).await.is_err());
 }
+
+#[tokio::test]
+async fn range_check_catches_entries_deleted_at_its_end() {
+    let mut scene = Scene::new().await;
+    // The range 10..20 ends at a checkpoint; with its last entry gone the
+    // read simply stops early, which must not pass for an intact range.
+    scene
+        .attack("DELETE FROM ledger_entries WHERE idx = 19")
+        .await;
+    let range = Scope::Range { from: 10, to: 20 };
+    let report = verify_store(&scene.ledger, &scene.trust(), range)
+        .await
+        .unwrap();
+    assert_caught(&report, 19);
+}
+
+#[tokio::test]
+async fn proof_for_an_event_whose_id_column_was_rewritten_is_refused() {
+    let mut scene = Scene::new().await;
+    // Row 5's bytes now answer to another event id: a proof would show
+    // some event's inclusion, but not the one asked about.
+    let forged = uuid::Uuid::parse_str("01941f29-7c00-7000-8000-0000000000ff").unwrap();
+    scene
+        .attack(&format!(
+            "UPDATE ledger_entries SET event_id = '{forged}' WHERE idx = 5"
+        ))
+        .await;
+    let proved = caracal_ledger::prove::prove_event(&scene.ledger, forged, &scene.trust()).await;
+    assert!(
+        proved.is_err(),
+        "a proof was served for bytes that name another event"
+    );
+}

@@ -8,7 +8,7 @@ use caracal_api::crd;
 use caracal_api::snapshot::{Allow, WindowSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::window::parse_time_zone;
+use crate::window::{MAX_ROLLING_SECONDS, parse_time_zone};
 
 /// Shortest rolling window accepted (the CRD documents "at least one minute").
 pub const MIN_ROLLING_SECONDS: u64 = 60;
@@ -56,6 +56,12 @@ pub fn parse_duration(text: &str) -> Result<u64, Refusal> {
     }
     if number.is_some() {
         return Err(bad());
+    }
+    if total > MAX_ROLLING_SECONDS {
+        return Err((
+            "invalid_duration",
+            format!("rolling window {text:?} is longer than 366 days"),
+        ));
     }
     if total < MIN_ROLLING_SECONDS {
         return Err((
@@ -175,6 +181,7 @@ mod tests {
             ("7d", 604_800),
             ("1d12h", 129_600),
             ("60s", 60),
+            ("366d", 31_622_400),
         ];
         for (text, secs) in ok {
             assert_eq!(parse_duration(text), Ok(secs), "{text}");
@@ -188,6 +195,9 @@ mod tests {
             "1.5h",
             "-1h",
             "99999999999999999999d",
+            // Fits in u64 seconds, but not in the stores' millisecond maths.
+            "18446744073709551s",
+            "367d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -124,7 +124,15 @@ pub fn compile(input: &CompileInput<'_>) -> Compiled {
         };
         let selected = match select(policy, &ns, &agents) {
             Ok(s) => s,
-            Err((reason, message)) => {
+            Err(((reason, message), maybe)) => {
+                // Dropping an unreadable Policy would serve the agents it
+                // may select without its limits: deny them instead.
+                for agent in maybe {
+                    broken.entry(agent).or_insert((
+                        "invalid_policy",
+                        format!("policy {id} is invalid ({reason}): {message}"),
+                    ));
+                }
                 refuse(reason, message);
                 continue;
             }
@@ -203,34 +211,62 @@ pub fn compile(input: &CompileInput<'_>) -> Compiled {
     }
 }
 
-/// The agents (ids) a Policy selects in its namespace.
+/// The agents (ids) a Policy selects in its namespace. A Policy that
+/// cannot be read is refused together with every agent it may select: those
+/// its selector's readable part matches (or its `targetRefs` name, when both
+/// ways of selecting are set).
 fn select(
     policy: &Policy,
     ns: &str,
     agents: &BTreeMap<String, &Agent>,
-) -> Result<Vec<String>, convert::Refusal> {
+) -> Result<Vec<String>, (convert::Refusal, Vec<String>)> {
     let spec = &policy.spec;
-    match (&spec.target_refs, &spec.agent_selector) {
-        (Some(refs), None) => Ok(refs
-            .iter()
+    let named = |refs: &Vec<caracal_api::crd::AgentRef>| -> Vec<String> {
+        refs.iter()
             .map(|r| agent_id(ns, &r.name))
             .filter(|id| agents.contains_key(id))
-            .collect()),
-        (None, Some(selector)) => {
-            let mut out = Vec::new();
-            for (id, agent) in agents {
-                let in_ns = agent.metadata.namespace.as_deref().unwrap_or("default") == ns;
-                let labels = agent.metadata.labels.clone().unwrap_or_default();
-                if in_ns && convert::selects(selector, &labels)? {
+            .collect()
+    };
+    // (selected, refusal if some agent could not be judged, with it included)
+    let by_labels = |selector| {
+        let mut out = Vec::new();
+        let mut refusal = None;
+        for (id, agent) in agents {
+            let in_ns = agent.metadata.namespace.as_deref().unwrap_or("default") == ns;
+            if !in_ns {
+                continue;
+            }
+            let labels = agent.metadata.labels.clone().unwrap_or_default();
+            match convert::selects(selector, &labels) {
+                Ok(true) => out.push(id.clone()),
+                Ok(false) => {}
+                Err(r) => {
                     out.push(id.clone());
+                    refusal.get_or_insert(r);
                 }
             }
-            Ok(out)
         }
-        _ => Err((
-            "invalid_target",
-            "set exactly one of targetRefs or agentSelector".into(),
-        )),
+        (out, refusal)
+    };
+    match (&spec.target_refs, &spec.agent_selector) {
+        (Some(refs), None) => Ok(named(refs)),
+        (None, Some(selector)) => match by_labels(selector) {
+            (out, None) => Ok(out),
+            (maybe, Some(refusal)) => Err((refusal, maybe)),
+        },
+        (refs, selector) => {
+            let mut maybe = refs.as_ref().map(named).unwrap_or_default();
+            if let Some(selector) = selector {
+                maybe.extend(by_labels(selector).0);
+            }
+            Err((
+                (
+                    "invalid_target",
+                    "set exactly one of targetRefs or agentSelector".into(),
+                ),
+                maybe,
+            ))
+        }
     }
 }
 

@@ -343,5 +343,54 @@ fn invalid_objects_are_reported_on_themselves() {
             && p.name == "both"
             && p.reason == "invalid_target")
     );
-    assert_eq!(state(&c, "a"), "no_policy");
+    // Denied, naming the Policy that could not be read.
+    assert_eq!(state(&c, "a"), "invalid_policy");
+}
+
+#[test]
+fn a_policy_whose_selector_cannot_be_read_denies_what_it_may_select() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    // Both agents also have an allowlist-only Policy, so dropping the
+    // unreadable budget Policy would leave them with no budget at all.
+    let mut search = agent("search");
+    search.metadata.labels = Some([("team".to_string(), "search".to_string())].into());
+    let mut ads = agent("ads");
+    ads.metadata.labels = Some([("team".to_string(), "ads".to_string())].into());
+    let mut allow_only = policy("allow-only", &["search", "ads"]);
+    allow_only.spec.budget = None;
+    allow_only.spec.allow = Some(Allow {
+        providers: None,
+        models: Some(vec!["gpt-*".into()]),
+        tools: None,
+    });
+    let mut typo = policy("budget-typo", &[]);
+    typo.spec.target_refs = None;
+    typo.spec.agent_selector = Some(LabelSelector {
+        match_labels: Some([("team".to_string(), "search".to_string())].into()),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "in".into(), // not "In"
+            values: Some(vec!["prod".into()]),
+        }]),
+    });
+    let c = run(&[search, ads], &[allow_only, typo], &[]);
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.name == "budget-typo" && p.reason == "invalid_selector")
+    );
+    // The selector's readable part matches "search": it may be selected, so
+    // it is denied rather than served without the budget.
+    assert_eq!(state(&c, "search"), "invalid_policy");
+    // Its matchLabels rule "ads" out whatever the expression says.
+    assert_eq!(state(&c, "ads"), "ready");
+
+    // Both targetRefs and agentSelector set: everything either names.
+    let mut both = policy("both", &["ads"]);
+    both.spec.agent_selector = Some(LabelSelector::default());
+    let mut allow_ads = policy("allow-ads", &["ads"]);
+    allow_ads.spec.budget = None;
+    allow_ads.spec.allow = Some(Allow::default());
+    let c = run(&[agent("ads")], &[allow_ads, both], &[]);
+    assert_eq!(state(&c, "ads"), "invalid_policy");
 }

@@ -35,7 +35,8 @@ struct Counter {
     spent: i64,
     /// Rolling windows: committed spend per bucket index.
     buckets: BTreeMap<i64, i64>,
-    /// Live holds: reservation id -> (amount, expiry).
+    /// Live holds: `<reservation id>:<amount>` (the Redis store's zset
+    /// member, so a repeated id behaves the same in both) -> (amount, expiry).
     holds: HashMap<String, (i64, DateTime<Utc>)>,
     expires_at: Option<DateTime<Utc>>,
 }
@@ -113,11 +114,14 @@ impl State {
             }
         }
         let expires_at = req.now + chrono::Duration::from_std(req.ttl).unwrap_or_default();
+        let member = hold_member(req.id, Micros(amount));
         for line in req.lines {
             let counter = self.counter(line, req.now);
+            // Like Redis' `ZADD NX`: a repeat of a live hold is that hold.
             counter
                 .holds
-                .insert(req.id.to_owned(), (amount, expires_at));
+                .entry(member.clone())
+                .or_insert((amount, expires_at));
         }
         ReserveOutcome::Reserved(Reservation {
             id: req.id.to_owned(),
@@ -131,6 +135,7 @@ impl State {
     /// settled already; after expiry a marker remembers late settles.
     fn settle(&mut self, res: &Reservation, actual: Micros, now: DateTime<Utc>) -> SettleOutcome {
         self.sweep(now);
+        let member = hold_member(&res.id, res.amount);
         if now < res.expires_at {
             let Some(first) = res.lines.first() else {
                 return SettleOutcome::Settled;
@@ -138,7 +143,7 @@ impl State {
             let held = self
                 .counters
                 .get(&*first.key)
-                .is_some_and(|c| c.holds.contains_key(&res.id));
+                .is_some_and(|c| c.holds.contains_key(&member));
             if !held {
                 return SettleOutcome::AlreadySettled;
             }
@@ -150,7 +155,7 @@ impl State {
         }
         for line in &res.lines {
             let counter = self.counter(line, now);
-            counter.holds.remove(&res.id);
+            counter.holds.remove(&member);
             match &line.window {
                 WindowInstance::Calendar { .. } => counter.spent += actual.get(),
                 WindowInstance::Rolling {
@@ -180,6 +185,11 @@ impl State {
             })
             .collect()
     }
+}
+
+/// A hold is one reservation id *and* amount, as in the Redis store.
+fn hold_member(id: &str, amount: Micros) -> String {
+    format!("{id}:{}", amount.get())
 }
 
 impl MemoryBudgetStore {

@@ -9,7 +9,13 @@
 //!   that money was really spent; it then blocks further reservations).
 //! - A hold that is never settled stops counting at its expiry, so a dead
 //!   gateway's reservations come back by themselves.
-//! - Settling twice has no further effect.
+//! - Settling twice has no further effect, as long as the repeat comes
+//!   before the hold's expiry or within a day of a settle that itself came
+//!   after expiry. (A repeat after expiry of a settle made in time counts
+//!   again: that can only over-count spend, never overspend, and it keeps
+//!   Redis free of a marker per request. Gateways do not retry settles.)
+//! - Reserving again with an id and amount that are already held is that
+//!   same hold; the same id with another amount is a second hold.
 //!
 //! The caller passes `now`, so every gateway decides by the same rules and
 //! tests can move time; gateways' clocks are assumed to agree to well under

@@ -181,6 +181,27 @@ async fn settle_is_once_and_counts_even_after_expiry(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, late).await, [(80, 0)]);
 }
 
+async fn a_repeated_id_never_strands_a_hold(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("t9", "daily", 1_000, day_of(now))];
+    // A repeated reserve with the same id and amount is the same hold, so
+    // one settle releases all of it.
+    let r = held(reserve(store, "dup", &lines, (100, 100), now, TTL).await);
+    held(reserve(store, "dup", &lines, (100, 100), now, TTL).await);
+    assert_eq!(usage(store, &lines, now).await, [(0, 100)]);
+    store.settle(&r, Micros(80), now).await.unwrap();
+    assert_eq!(usage(store, &lines, now).await, [(80, 0)]);
+    // The same id with another amount is a second hold: both count until
+    // settled, so neither caller can spend money the store no longer holds.
+    let a = held(reserve(store, "twin", &lines, (200, 200), now, TTL).await);
+    let b = held(reserve(store, "twin", &lines, (50, 50), now, TTL).await);
+    assert_eq!(usage(store, &lines, now).await, [(80, 250)]);
+    store.settle(&a, Micros(200), now).await.unwrap();
+    assert_eq!(usage(store, &lines, now).await, [(280, 50)]);
+    store.settle(&b, Micros(10), now).await.unwrap();
+    assert_eq!(usage(store, &lines, now).await, [(290, 0)]);
+}
+
 async fn window_resets_during_a_request(store: &dyn BudgetStore) {
     let before = at("2026-05-10T23:59:59Z");
     let after = at("2026-05-11T00:00:01Z");
@@ -310,6 +331,7 @@ suite!(
     flexible_amount_takes_what_the_tightest_line_has,
     unsettled_holds_expire,
     settle_is_once_and_counts_even_after_expiry,
+    a_repeated_id_never_strands_a_hold,
     window_resets_during_a_request,
     rolling_window_forgets_old_spend,
     invalid_requests_are_refused,

@@ -14,24 +14,16 @@ local actual = ARGV[4]
 local n = (#KEYS - 1) / 2
 
 local late = now >= tonumber(ARGV[5])
-if not late then
-  if redis.call('ZREM', KEYS[2], member) == 0 then
-    return 0
-  end
-  redis.call('HINCRBY', KEYS[1], 'held', '-' .. reserved)
-  for i = 2, n do
-    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
-      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
-    end
-  end
-else
+if late then
   if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6]) then
     return 0
   end
-  for i = 1, n do
-    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
-      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
-    end
+elseif not redis.call('ZSCORE', KEYS[2], member) then
+  return 0
+end
+for i = 1, n do
+  if redis.call('ZREM', KEYS[2 * i], member) == 1 then
+    redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
   end
 end
 

@@ -1,0 +1,304 @@
+//! Service-account tokens (JWT) as agent identity.
+//!
+//! A pod running as an Agent's service account presents its projected token
+//! (audience `caracal`) as `Authorization: Bearer`. The gateway verifies it
+//! against the issuer, audiences and public keys in its config and maps the
+//! token's subject (`system:serviceaccount:NAMESPACE:NAME`) to the agent
+//! that names that service account. Only ES256 (ECDSA P-256) is accepted; a
+//! token with any other `alg`, `none` included, is refused.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
+use p256::pkcs8::DecodePublicKey;
+use serde_json::Value;
+
+/// What a token must satisfy.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub issuer: String,
+    /// The token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    pub keys: Vec<VerifyingKey>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: i64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("the token is not three base64url parts")]
+    Malformed,
+    #[error("the token is signed with {0:?}; only ES256 is accepted")]
+    Algorithm(String),
+    #[error("the token's signature does not verify against any configured key")]
+    Signature,
+    #[error("the token's issuer {0:?} is not the configured issuer")]
+    Issuer(String),
+    #[error("the token is not for this audience")]
+    Audience,
+    #[error("the token has expired or is not valid yet")]
+    Expired,
+    #[error("the token names no subject")]
+    NoSubject,
+}
+
+impl JwtConfig {
+    /// Read a public key in PEM (`BEGIN PUBLIC KEY`).
+    pub fn key_from_pem(pem: &str) -> Result<VerifyingKey, String> {
+        VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())
+    }
+}
+
+fn part(text: &str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| JwtError::Malformed)
+}
+
+/// Verify `token` at `now` (Unix seconds) and return its subject.
+pub fn verify(token: &str, config: &JwtConfig, now: i64) -> Result<String, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: Value = serde_json::from_slice(&part(h)?).map_err(|_| JwtError::Malformed)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if alg != "ES256" {
+        return Err(JwtError::Algorithm(alg.to_owned()));
+    }
+    let signature = Signature::from_slice(&part(s)?).map_err(|_| JwtError::Signature)?;
+    let signed = &token[..h.len() + 1 + p.len()];
+    if !config
+        .keys
+        .iter()
+        .any(|k| k.verify(signed.as_bytes(), &signature).is_ok())
+    {
+        return Err(JwtError::Signature);
+    }
+    let claims: Value = serde_json::from_slice(&part(p)?).map_err(|_| JwtError::Malformed)?;
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if iss != config.issuer {
+        return Err(JwtError::Issuer(iss.to_owned()));
+    }
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(a)) => config.audiences.contains(a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| config.audiences.iter().any(|c| c == a)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(JwtError::Audience);
+    }
+    // `exp` is required; `nbf` is optional.
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(JwtError::Expired)?;
+    let nbf = claims
+        .get("nbf")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::MIN);
+    if now >= exp + config.leeway_seconds || now + config.leeway_seconds < nbf {
+        return Err(JwtError::Expired);
+    }
+    claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or(JwtError::NoSubject)
+}
+
+/// The subject Kubernetes puts in a service account's token.
+pub fn service_account_subject(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// Whether a presented credential looks like a JWT rather than a key.
+pub fn looks_like_jwt(credential: &str) -> bool {
+    credential.starts_with("eyJ") && credential.matches('.').count() == 2
+}
+
+/// Sign `claims` as an ES256 JWT (tests and local tooling).
+pub fn sign_es256(key: &p256::ecdsa::SigningKey, claims: &Value) -> String {
+    use p256::ecdsa::signature::Signer;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{payload}");
+    let signature: Signature = key.sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+    use serde_json::json;
+
+    fn setup() -> (SigningKey, JwtConfig) {
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let config = JwtConfig {
+            issuer: "https://kubernetes.default.svc".into(),
+            audiences: vec!["caracal".into()],
+            keys: vec![*key.verifying_key()],
+            leeway_seconds: 30,
+        };
+        (key, config)
+    }
+
+    fn claims(iss: &str, aud: Value, exp: i64, nbf: Option<i64>, sub: &str) -> Value {
+        let mut c = json!({"iss": iss, "aud": aud, "exp": exp, "sub": sub});
+        if let Some(n) = nbf {
+            c["nbf"] = json!(n);
+        }
+        c
+    }
+
+    #[test]
+    fn verifies_claims_and_signature() {
+        let (key, config) = setup();
+        let now = 1_700_000_000;
+        let iss = "https://kubernetes.default.svc";
+        let sub = "system:serviceaccount:team:bot";
+        let cases: Vec<(Value, Result<String, JwtError>)> = vec![
+            (
+                claims(iss, json!("caracal"), now + 600, None, sub),
+                Ok(sub.into()),
+            ),
+            (
+                claims(
+                    iss,
+                    json!(["other", "caracal"]),
+                    now + 600,
+                    Some(now - 10),
+                    sub,
+                ),
+                Ok(sub.into()),
+            ),
+            (
+                claims(iss, json!("caracal"), now - 10, None, sub),
+                Ok(sub.into()),
+            ), // within leeway
+            (
+                claims(iss, json!("caracal"), now - 31, None, sub),
+                Err(JwtError::Expired),
+            ),
+            (
+                claims(iss, json!("caracal"), now + 600, Some(now + 60), sub),
+                Err(JwtError::Expired),
+            ),
+            (
+                claims(iss, json!("kubernetes"), now + 600, None, sub),
+                Err(JwtError::Audience),
+            ),
+            (
+                claims("https://evil", json!("caracal"), now + 600, None, sub),
+                Err(JwtError::Issuer("https://evil".into())),
+            ),
+            (
+                claims(iss, json!("caracal"), now + 600, None, ""),
+                Err(JwtError::NoSubject),
+            ),
+            (
+                json!({"iss": iss, "aud": "caracal", "sub": sub}),
+                Err(JwtError::Expired),
+            ),
+        ];
+        for (c, want) in cases {
+            assert_eq!(verify(&sign_es256(&key, &c), &config, now), want, "{c}");
+        }
+    }
+
+    #[test]
+    fn refuses_forgeries() {
+        let (key, config) = setup();
+        let now = 1_700_000_000;
+        let good = sign_es256(
+            &key,
+            &claims(
+                "https://kubernetes.default.svc",
+                json!("caracal"),
+                now + 600,
+                None,
+                "s",
+            ),
+        );
+        let (other, _) = setup();
+        let foreign = sign_es256(
+            &other,
+            &claims(
+                "https://kubernetes.default.svc",
+                json!("caracal"),
+                now + 600,
+                None,
+                "s",
+            ),
+        );
+        assert_eq!(verify(&foreign, &config, now), Err(JwtError::Signature));
+        // Swapping in another payload breaks the signature.
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged_payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://kubernetes.default.svc","aud":"caracal","exp":9999999999,"sub":"admin"}"#);
+        assert_eq!(
+            verify(
+                &format!("{}.{forged_payload}.{}", parts[0], parts[2]),
+                &config,
+                now
+            ),
+            Err(JwtError::Signature)
+        );
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert_eq!(
+            verify(&none, &config, now),
+            Err(JwtError::Algorithm("none".into()))
+        );
+        let hs = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(
+            verify(&hs, &config, now),
+            Err(JwtError::Algorithm("HS256".into()))
+        );
+        for bad in ["", "a.b", "a.b.c.d", "!!.??.##"] {
+            assert_eq!(verify(bad, &config, now), Err(JwtError::Malformed), "{bad}");
+        }
+        // Every flipped bit in the signature is caught.
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        for i in 0..sig.len() {
+            let mut s = sig.clone();
+            s[i] ^= 1;
+            let t = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&s));
+            assert_eq!(
+                verify(&t, &config, now),
+                Err(JwtError::Signature),
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn recognises_token_shapes() {
+        assert!(looks_like_jwt("eyJhbGciOiJFUzI1NiJ9.eyJ9.sig"));
+        assert!(!looks_like_jwt("ck_0123"));
+        assert_eq!(
+            service_account_subject("team", "bot"),
+            "system:serviceaccount:team:bot"
+        );
+    }
+}
