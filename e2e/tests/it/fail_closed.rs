@@ -273,4 +273,12 @@ fn an_unreachable_ledger_with_a_full_spool_denies_and_recovers() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    let mut dev = dev;
+    wait_for_status(
+        &mut dev.process,
+        dev.port,
+        "/readyz",
+        200,
+        Duration::from_secs(10),
+    );
 }

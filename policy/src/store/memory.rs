@@ -46,7 +46,7 @@ impl Counter {
     /// (committed spend, held) at `now`.
     fn refresh(&mut self, window: &WindowInstance, now: DateTime<Utc>) -> (i64, i64) {
         self.holds.retain(|_, (_, exp)| *exp > now);
-        let held = self.holds.values().map(|(a, _)| *a).sum();
+        let held = saturating_sum(self.holds.values().map(|(a, _)| *a));
         let spent = match window {
             WindowInstance::Calendar { .. } => self.spent,
             WindowInstance::Rolling {
@@ -55,7 +55,7 @@ impl Counter {
             } => {
                 let (_, first) = rolling_range(*seconds, *bucket_seconds, now);
                 self.buckets = self.buckets.split_off(&first);
-                self.buckets.values().sum()
+                saturating_sum(self.buckets.values().copied())
             }
         };
         (spent, held)
@@ -103,7 +103,7 @@ impl State {
         for (i, line) in req.lines.iter().enumerate() {
             let counter = self.counter(line, req.now);
             let (spent, held) = counter.refresh(&line.window, req.now);
-            let available = line.limit.get() - spent - held;
+            let available = line.limit.get().saturating_sub(spent).saturating_sub(held);
             amount = amount.min(available);
             if amount < req.amount.min.get() {
                 return ReserveOutcome::Exhausted {
@@ -157,13 +157,16 @@ impl State {
             let counter = self.counter(line, now);
             counter.holds.remove(&member);
             match &line.window {
-                WindowInstance::Calendar { .. } => counter.spent += actual.get(),
+                WindowInstance::Calendar { .. } => {
+                    counter.spent = counter.spent.saturating_add(actual.get());
+                }
                 WindowInstance::Rolling {
                     seconds,
                     bucket_seconds,
                 } => {
                     let (bucket, _) = rolling_range(*seconds, *bucket_seconds, now);
-                    *counter.buckets.entry(bucket).or_default() += actual.get();
+                    let spent = counter.buckets.entry(bucket).or_default();
+                    *spent = spent.saturating_add(actual.get());
                 }
             }
         }
@@ -185,6 +188,12 @@ impl State {
             })
             .collect()
     }
+}
+
+/// Counters stop at `i64::MAX` rather than wrap (an absurd usage report can
+/// cost that much), matching the Redis scripts' cap.
+fn saturating_sum(amounts: impl Iterator<Item = i64>) -> i64 {
+    amounts.fold(0, i64::saturating_add)
 }
 
 /// A hold is one reservation id *and* amount, as in the Redis store.

@@ -202,6 +202,39 @@ async fn a_repeated_id_never_strands_a_hold(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, now).await, [(290, 0)]);
 }
 
+async fn absurd_costs_saturate_instead_of_wrapping(store: &dyn BudgetStore) {
+    let now = at(T0);
+    // A usage report of billions of tokens prices at the i64 ceiling; two
+    // of them must not wrap the counter into a negative, spendable one.
+    for (tree, window) in [
+        ("t10", day_of(now)),
+        (
+            "t11",
+            WindowInstance::Rolling {
+                seconds: 3600,
+                bucket_seconds: 60,
+            },
+        ),
+    ] {
+        let lines = [line(tree, "huge", 1_000, window)];
+        // Two requests in flight at once, both reporting absurd usage.
+        let first = held(reserve(store, "h1", &lines, (1, 1), now, TTL).await);
+        let second = held(reserve(store, "h2", &lines, (1, 1), now, TTL).await);
+        for r in [first, second] {
+            store.settle(&r, Micros(i64::MAX), now).await.unwrap();
+        }
+        let [(spent, held)] = usage(store, &lines, now).await[..] else {
+            panic!("one line")
+        };
+        assert!(spent >= 9_000_000_000_000_000_000, "{tree}: spent {spent}");
+        assert_eq!(held, 0);
+        assert!(matches!(
+            reserve(store, "h3", &lines, (1, 1), now, TTL).await,
+            ReserveOutcome::Exhausted { .. }
+        ));
+    }
+}
+
 async fn window_resets_during_a_request(store: &dyn BudgetStore) {
     let before = at("2026-05-10T23:59:59Z");
     let after = at("2026-05-11T00:00:01Z");
@@ -332,6 +365,7 @@ suite!(
     unsettled_holds_expire,
     settle_is_once_and_counts_even_after_expiry,
     a_repeated_id_never_strands_a_hold,
+    absurd_costs_saturate_instead_of_wrapping,
     window_resets_during_a_request,
     rolling_window_forgets_old_spend,
     invalid_requests_are_refused,
