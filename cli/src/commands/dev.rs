@@ -43,9 +43,11 @@ const LOG_ORIGIN: &str = "caracal-dev-log";
 #[derive(Debug, clap::Args)]
 #[command(about = "Run the gateway, policy engine and ledger on this machine (no cluster)")]
 pub struct Args {
-    /// Directory of Agent, Policy and Delegation YAML files (reloaded on change).
+    /// Directory of Agent, Policy and Delegation YAML files (reloaded on
+    /// change). Default: STATE_DIR/manifests, seeded on first start with demo
+    /// agents that use the built-in `mock` provider.
     #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
     /// Providers and prices (YAML); default: a built-in `mock` provider.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -79,6 +81,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(serve(args))
+}
+
+/// The demo agents used when no `--manifests` directory is given.
+const DEMO_MANIFESTS: &str = include_str!("../../../examples/dev/demo.yaml");
+
+/// The manifests directory to serve: the one given, or `STATE_DIR/manifests`,
+/// seeded with the demo agents when it does not exist yet (so a user can edit
+/// them and watch the change reload).
+fn manifests_dir(given: Option<&Path>, state_dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    let dir = state_dir.join("manifests");
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("demo.yaml");
+        std::fs::write(&file, DEMO_MANIFESTS)
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    eprintln!(
+        "caracal dev: serving the manifests in {} (edit them; changes reload)",
+        dir.display()
+    );
+    Ok(dir)
 }
 
 /// Load the signing key `name` from `path`, creating it on first start.
@@ -160,7 +186,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let (live_tx, live_rx) = caracal_gateway::live::channel();
     let jwt = file.jwt_config(&config_path)?;
     let reloader = Reloader {
-        dir: args.manifests.clone(),
+        dir: manifests_dir(args.manifests.as_deref(), &state_dir)?,
         state_dir: state_dir.clone(),
         url: url.clone(),
         file,

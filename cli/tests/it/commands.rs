@@ -1,0 +1,142 @@
+//! `--help`, `crds` and `dev` with no arguments, run as processes.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+const CARACAL: &str = env!("CARGO_BIN_EXE_caracal");
+const KUBECTL_CARACAL: &str = env!("CARGO_BIN_EXE_kubectl-caracal");
+
+fn run(bin: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin).args(args).output().expect("run binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_every_command_under_both_names() {
+    for bin in [CARACAL, KUBECTL_CARACAL] {
+        let (ok, help, _) = run(bin, &["--help"]);
+        assert!(ok, "{bin} --help failed");
+        for command in ["dev", "merkle", "ledger", "crds"] {
+            assert!(
+                help.contains(command),
+                "{bin} --help does not mention {command}:\n{help}"
+            );
+        }
+    }
+    let (ok, _, err) = run(CARACAL, &["no-such-command"]);
+    assert!(!ok);
+    assert!(err.contains("unrecognized subcommand"), "{err}");
+}
+
+#[test]
+fn crds_prints_exactly_the_committed_manifests() {
+    let (ok, out, err) = run(CARACAL, &["crds"]);
+    assert!(ok, "{err}");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["agent.yaml", "policy.yaml", "delegation.yaml"] {
+        let committed = fs::read_to_string(repo.join("crds").join(file)).unwrap();
+        assert!(out.contains(&committed), "`caracal crds` lacks crds/{file}");
+    }
+    assert_eq!(out.matches("kind: CustomResourceDefinition").count(), 3);
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(port: u16, request: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The README's run command: `caracal dev` with no arguments seeds the demo
+/// agents, issues their keys, and meters a call to the mock provider.
+#[test]
+fn dev_with_no_arguments_serves_the_demo_agents() {
+    let dir = std::env::temp_dir().join(format!("caracal-cli-dev-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CARACAL)
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--state-dir",
+        ])
+        .arg(dir.join("state"))
+        .env_remove("CARACAL_DATABASE_URL")
+        .env_remove("CARACAL_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start caracal dev");
+    let _guard = Killed(child);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    while !http(port, ready).is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "caracal dev never became ready");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dir.join("state/manifests/demo.yaml").exists(),
+        "demo manifests were not seeded"
+    );
+
+    let env = fs::read_to_string(dir.join("state/credentials/demo/assistant.env")).unwrap();
+    let key = env
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENAI_API_KEY="))
+        .expect("OPENAI_API_KEY in the credentials file");
+    let body = r#"{"model":"mock-small","messages":[{"role":"user","content":"hello there"}]}"#;
+    let request = format!(
+        "POST /mock/v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = http(port, &request).expect("chat completion answered");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""prompt_tokens":2"#), "{response}");
+
+    // The helper may not use the large model: its delegation narrows it.
+    let helper_env = fs::read_to_string(dir.join("state/credentials/demo/helper.env")).unwrap();
+    let helper_key = helper_env
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENAI_API_KEY="))
+        .unwrap();
+    let body = r#"{"model":"mock-large","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /mock/v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {helper_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = http(port, &request).expect("denial answered");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(response.contains("model_not_allowed"), "{response}");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the `caracal` binary as a user runs it.
+
+mod commands;
