@@ -187,9 +187,10 @@ fn resolve_price(snapshot: &ConfigSnapshot, request: &Request<'_>) -> Result<Pri
     }
 }
 
-/// The amount to reserve and, for a request without `max_tokens`, the
-/// largest output the tightest enforced limit (budget or per-request cap)
-/// can pay for.
+/// The amount to reserve and the output limit to send: the request's own
+/// `max_tokens` (or, without one, the largest output the tightest enforced
+/// limit — budget or per-request cap — can pay for), clamped to what that
+/// limit can pay for.
 fn size_reservation(
     agent: &AgentEntry,
     request: &Request<'_>,
@@ -219,17 +220,6 @@ fn size_reservation(
             }));
         }
     };
-    if let Some(n) = max_tokens {
-        let cost = rates.worst_case(input_tokens, u64::from(n));
-        return Ok((
-            ReserveAmount {
-                min: cost,
-                max: cost,
-            },
-            None,
-            input_tokens,
-        ));
-    }
     // The tightest enforced ceiling on one request's cost.
     let tightest = agent
         .rules
@@ -241,7 +231,13 @@ fn size_reservation(
         .unwrap_or(Micros(i64::MAX));
     // Zero output tokens fitting means not even one token can be paid for:
     // price the minimum at one token so the cap or budget check names it.
-    let n = rates.max_output_within(input_tokens, tightest).unwrap_or(0);
+    let fits = rates.max_output_within(input_tokens, tightest).unwrap_or(0);
+    // A request's own output limit is honoured as a ceiling and clamped down
+    // to what the tightest limit can pay for: the store reserves the most it
+    // can in [min, max] and `Allowed::max_tokens_for` turns that into the
+    // limit sent upstream, so a call that can still afford some output is
+    // served (shorter) rather than refused.
+    let n = max_tokens.map_or(fits, |asked| asked.min(fits));
     let min = rates.worst_case(input_tokens, 1);
     let max = rates.worst_case(input_tokens, u64::from(n.max(1)));
     Ok((ReserveAmount { min, max }, Some(n.max(1)), input_tokens))

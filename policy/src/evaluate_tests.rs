@@ -137,9 +137,20 @@ fn denials_table() {
         ),
         (tool("team/bot", "shell_exec"), NOW, "tool_not_allowed"),
         (tool("team/bot", "web_fetch"), NOW, "unpriced_tool"),
-        // 1000 in + 100,000 out at $10/1M = $1.0025 > $0.50 cap.
+        // A large max_tokens is clamped, not refused (see
+        // `a_large_max_tokens_is_clamped_to_the_cap`); only a prompt the cap
+        // cannot pay for with even one output token is refused: 300,000 in
+        // at $2.50/1M = $0.75 > $0.50 cap.
         (
-            model("team/bot", "openai", "gpt-test", Some(100_000)),
+            Request {
+                agent: "team/bot",
+                provider: "openai",
+                call: Call::Model {
+                    model: "gpt-test",
+                    input_tokens: 300_000,
+                    max_tokens: Some(10),
+                },
+            },
             NOW,
             "request_cost_cap",
         ),
@@ -200,10 +211,12 @@ fn delegate_reserves_on_its_grant_and_every_ancestor_budget() {
     ) else {
         panic!("expected allow");
     };
-    // 1000 prompt tokens at the worst prompt price ($2.50) + 100 output at $10.
-    assert_eq!(a.amount.min, Micros(3_500));
+    // 1000 prompt tokens at the worst prompt price ($2.50) + 100 output at
+    // $10; at least one output token's worth.
+    assert_eq!(a.amount.min, Micros(2_510));
     assert_eq!(a.amount.max, Micros(3_500));
-    assert_eq!(a.max_tokens, None);
+    assert_eq!(a.max_tokens, Some(100));
+    assert_eq!(a.max_tokens_for(Micros(3_500)), Some(100));
     let keys: Vec<&str> = a.lines.iter().map(|l| &*l.key).collect();
     // Berlin midnight of 10 May is 22:00 UTC on 9 May.
     assert_eq!(
@@ -350,4 +363,34 @@ fn a_rolling_window_too_long_to_count_denies() {
         Decision::Deny(d) => assert_eq!(d.reason.code(), "invalid_window"),
         other => panic!("expected a denial, got {other:?}"),
     }
+}
+
+/// A request's own `max_tokens` is a ceiling: above what the tightest limit
+/// can pay for, it is clamped (the call is served, shorter), never raised.
+#[test]
+fn a_large_max_tokens_is_clamped_to_the_cap() {
+    let snap = snapshot();
+    let Decision::Allow(a) = evaluate(
+        &snap,
+        &model("team/bot", "openai", "gpt-test", Some(100_000)),
+        at(NOW),
+    ) else {
+        panic!("expected allow");
+    };
+    // The $0.50 cap pays for 1000 prompt tokens ($0.0025) plus 49,750 output
+    // tokens at $10/1M, but the model's own ceiling (16,384) is lower.
+    assert_eq!(a.max_tokens, Some(16_384));
+    assert_eq!(a.amount.max, Micros(2_500 + 163_840));
+    // With less reserved (a nearly spent budget), the limit sent upstream
+    // shrinks to what was reserved: $0.0125 pays for 1000 output tokens.
+    assert_eq!(a.max_tokens_for(Micros(12_500)), Some(1_000));
+    // A small request keeps its own limit.
+    let Decision::Allow(small) = evaluate(
+        &snap,
+        &model("team/bot", "openai", "gpt-test", Some(50)),
+        at(NOW),
+    ) else {
+        panic!("expected allow");
+    };
+    assert_eq!(small.max_tokens_for(small.amount.max), Some(50));
 }

@@ -30,7 +30,7 @@ fn a_delegates_spend_counts_against_the_parents_budget() {
     let upstream = FakeUpstream::start(&dir);
     let manifests = format!(
         "{}{}{}",
-        agent_with_budget("team", "parent", "0.002", ""),
+        agent_with_budget("team", "parent", "0.00151", ""),
         agent_with_budget("team", "child", "1.00", ""),
         r#"---
 apiVersion: caracal.dev/v1alpha1
@@ -45,10 +45,11 @@ spec:
     let dev = Dev::start(&dir, &manifests, &config_yaml(&upstream), &[], true);
     let (parent, child) = (dev.key("team", "parent"), dev.key("team", "child"));
 
-    // The child spends $0.00151 of the parent's $0.002.
+    // The child spends $0.00151: all of the parent's budget.
     let (status, body) = anthropic_call(&dev, &child, "10/300");
     assert_eq!(status, 200, "{body}");
-    // Now neither may start a call whose worst case is over the $0.00049 left.
+    // Now neither may start a call: not even one output token is left, so
+    // there is nothing to clamp the output limit down to.
     let (status, body) = anthropic_call(&dev, &parent, "1/1");
     assert_eq!(status, 429, "{body}");
     assert!(

@@ -13,12 +13,18 @@ use crate::harness::{
     FakeUpstream, Process, built_binary, free_port, read_env_file, wait_for_status,
 };
 
-/// The `caracal` binary, built once per test run: `cargo test --workspace`
-/// alone does not build a package's binaries unless it has integration
-/// tests of its own, and these tests must work from a fresh clone.
+/// The `caracal` binary, built once per test run so `cargo test -p
+/// caracal-e2e` never runs a stale one. `scripts/test` sets
+/// `CARACAL_E2E_PREBUILT=1`: its `cargo test --workspace` has just built the
+/// binary (caracal-cli's own integration tests need it), and building it
+/// again from here, with `-p caracal-cli`'s different feature set, would
+/// recompile part of the dependency tree.
 pub fn caracal_binary() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
+        if std::env::var_os("CARACAL_E2E_PREBUILT").is_some() {
+            return;
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "caracal-cli", "--bin", "caracal"])
             .current_dir(crate::harness::repo_root())

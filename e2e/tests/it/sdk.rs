@@ -80,10 +80,11 @@ fn sdk_calls_are_metered_exactly() {
 fn a_spent_budget_is_a_normal_sdk_rate_limit_error() {
     let dir = scratch_dir("sdk-budget");
     let upstream = FakeUpstream::start(&dir);
-    // $0.002: one call of 10 in / 300 out at $1 / $5 per 1M costs $0.00151.
+    // One call of 10 in / 300 out at $1 / $5 per 1M costs $0.00151, the
+    // whole budget: after it not even a clamped call (one output token) fits.
     let dev = Dev::start(
         &dir,
-        &agent_with_budget("team", "bot", "0.002", ""),
+        &agent_with_budget("team", "bot", "0.00151", ""),
         &config_yaml(&upstream),
         &[],
         true,

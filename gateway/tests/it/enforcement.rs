@@ -85,13 +85,36 @@ async fn the_output_cap_is_what_the_budget_can_pay() {
 }
 
 #[tokio::test]
-async fn a_requested_limit_above_the_budget_is_denied_not_clamped() {
+async fn a_requested_limit_above_the_budget_is_clamped_to_it() {
     let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
     let gw = openai_gateway(&upstream, 5000).await;
+    let body = json!({"model": "gpt-test", "max_tokens": 100_000}).to_string();
+    let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], body.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let rates = ModelRates::from_price(test_catalog().model("openai", "gpt-test").unwrap());
+    let want = rates
+        .max_output_within(body.len() as u64, Micros(5000))
+        .unwrap();
+    assert!(want > 0 && want < 100_000);
+    let sent: serde_json::Value = serde_json::from_slice(&upstream.last().body).unwrap();
+    assert_eq!(
+        sent["max_tokens"], want,
+        "the client's own field is clamped in place"
+    );
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+}
+
+#[tokio::test]
+async fn a_prompt_the_budget_cannot_pay_for_is_denied() {
+    let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
+    // 100 micro-dollars cannot pay for even this small prompt's worst case
+    // plus one output token.
+    let gw = openai_gateway(&upstream, 100).await;
+    let body = json!({"model": "gpt-test", "max_tokens": 10, "messages": [{"role": "user", "content": "x".repeat(200)}]});
     let answer = post(
         &chat(&gw),
         &[("authorization", &gw.bearer())],
-        json!({"model": "gpt-test", "max_tokens": 100_000}).to_string(),
+        body.to_string(),
     )
     .await;
     assert_eq!(answer.status, 429, "{}", answer.text());

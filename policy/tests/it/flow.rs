@@ -106,12 +106,19 @@ async fn delegate_spend_rolls_up_to_the_parent_budget() {
             .await
         {
             Ok(r) => {
+                // Two full calls, then one clamped to the $0.015 left.
+                let want = if child_calls < 2 { 22_500 } else { 15_000 };
+                assert_eq!(r.amount, Micros(want), "call {child_calls}");
+                if child_calls == 2 {
+                    // $0.0125 of output room: 1,250 tokens at $10/1M.
+                    assert_eq!(allowed.max_tokens_for(r.amount), Some(1_250));
+                }
                 budgets.settle(&r, r.amount, now).await.unwrap();
                 child_calls += 1;
             }
             Err(denial) => {
-                // The $0.06 grant runs out after two calls.
-                assert_eq!(child_calls, 2);
+                // The $0.06 grant is used to the micro-dollar after three.
+                assert_eq!(child_calls, 3);
                 assert_eq!(denial.reason.code(), "budget_exhausted");
                 assert_eq!(denial.rule.as_deref(), Some("delegation flow/parent-child"));
                 break;
@@ -128,8 +135,9 @@ async fn delegate_spend_rolls_up_to_the_parent_budget() {
         )
         .await
         .unwrap();
-    assert_eq!(usage[0].spent, Micros(45_000));
-    // So the parent itself can make two more calls, not four.
+    assert_eq!(usage[0].spent, Micros(60_000));
+    // So the parent itself has $0.04 left: one full call and one clamped to
+    // the remaining $0.0175, not four full calls.
     let mut parent_calls = 0;
     while let Decision::Allow(a) = evaluate(&snapshot, &call("flow/parent"), Utc::now()) {
         match budgets
@@ -150,5 +158,17 @@ async fn delegate_spend_rolls_up_to_the_parent_budget() {
         }
     }
     assert_eq!(parent_calls, 2);
+    let usage = budgets
+        .usage(
+            &lines.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        usage[0].spent,
+        Micros(100_000),
+        "the parent's $0.10 is used exactly"
+    );
     redis.cleanup().await;
 }

@@ -5,6 +5,22 @@ local function fmt(x)
   return string.format('%d', x)
 end
 
+-- The largest double below 2^63: counters report at most this, so Redis'
+-- conversion of a Lua number to an integer reply cannot overflow.
+local MAX_REPLY = 9223372036854774784
+
+-- Add a non-negative amount to an integer hash field, stopping at the
+-- largest 64-bit integer. A plain HINCRBY would fail on overflow half-way
+-- through a script, after earlier writes (released holds) had already
+-- happened; caught here, the field is set to the cap instead (also when it
+-- holds something that is not an integer, which can only count more).
+local function add_capped(key, field, amount)
+  local r = redis.pcall('HINCRBY', key, field, amount)
+  if type(r) == 'table' and r.err then
+    redis.call('HSET', key, field, '9223372036854775807')
+  end
+end
+
 -- Committed spend, live holds and the oldest rolling bucket with spend (-1
 -- if none) of one line, after dropping what no longer counts:
 -- * holds whose expiry (score, ms) is at or before now; members are

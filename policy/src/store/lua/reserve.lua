@@ -33,8 +33,11 @@ end
 local member = ARGV[5] .. ':' .. fmt(amount)
 for i = 1, n do
   local ck, hk = KEYS[2 * i - 1], KEYS[2 * i]
-  redis.call('HINCRBY', ck, 'held', fmt(amount))
-  redis.call('ZADD', hk, ARGV[2], member)
+  -- A repeated id with the same amount is the same hold: count it once,
+  -- or 'held' would keep an amount no hold member can ever release.
+  if redis.call('ZADD', hk, 'NX', ARGV[2], member) == 1 then
+    redis.call('HINCRBY', ck, 'held', fmt(amount))
+  end
   -- Rolling counters live on after their last use, so their lifetime moves
   -- with every reservation; calendar ones end at a fixed instant.
   if fresh[i] or ARGV[5 + (i - 1) * 5 + 2] == 'r' then

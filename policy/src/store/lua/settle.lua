@@ -14,24 +14,21 @@ local actual = ARGV[4]
 local n = (#KEYS - 1) / 2
 
 local late = now >= tonumber(ARGV[5])
-if not late then
+local first = 1
+if late then
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6]) then
+    return 0
+  end
+else
   if redis.call('ZREM', KEYS[2], member) == 0 then
     return 0
   end
   redis.call('HINCRBY', KEYS[1], 'held', '-' .. reserved)
-  for i = 2, n do
-    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
-      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
-    end
-  end
-else
-  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6]) then
-    return 0
-  end
-  for i = 1, n do
-    if redis.call('ZREM', KEYS[2 * i], member) == 1 then
-      redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
-    end
+  first = 2
+end
+for i = first, n do
+  if redis.call('ZREM', KEYS[2 * i], member) == 1 then
+    redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
   end
 end
 
@@ -40,9 +37,9 @@ for i = 1, n do
   local a = 6 + (i - 1) * 3
   local rolling = ARGV[a + 1] == 'r'
   if rolling then
-    redis.call('HINCRBY', ck, fmt(math.floor(now / tonumber(ARGV[a + 3]))), actual)
+    add_capped(ck, fmt(math.floor(now / tonumber(ARGV[a + 3]))), actual)
   else
-    redis.call('HINCRBY', ck, 'spent', actual)
+    add_capped(ck, 'spent', actual)
   end
   -- Both keys of a line always share one expiry instant. A live hold means
   -- a calendar line's keys exist with theirs already; rolling lines move
