@@ -4,13 +4,21 @@
 //! (audience `caracal`) as `Authorization: Bearer`. The gateway verifies it
 //! against the issuer, audiences and public keys in its config and maps the
 //! token's subject (`system:serviceaccount:NAMESPACE:NAME`) to the agent
-//! that names that service account. Only ES256 (ECDSA P-256) is accepted; a
-//! token with any other `alg`, `none` included, is refused.
+//! that names that service account. ES256 (ECDSA P-256) and RS256 (RSA
+//! PKCS#1 v1.5 with SHA-256, Kubernetes' default) are accepted, each only
+//! with a key of its own type (see [`keys`]); a token with any other `alg`,
+//! `none` and the HMAC family included, is refused.
+
+mod keys;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use p256::ecdsa::{Signature, VerifyingKey, signature::Verifier};
-use p256::pkcs8::DecodePublicKey;
+use p256::ecdsa::Signature;
 use serde_json::Value;
+
+pub use keys::{KeyError, RsaKey, VerifyKey};
+
+/// The `alg` values a token may carry.
+const ACCEPTED_ALGS: [&str; 2] = ["ES256", "RS256"];
 
 /// What a token must satisfy.
 #[derive(Clone, Debug)]
@@ -18,7 +26,9 @@ pub struct JwtConfig {
     pub issuer: String,
     /// The token's `aud` must contain at least one of these.
     pub audiences: Vec<String>,
-    pub keys: Vec<VerifyingKey>,
+    /// Tried in order; only keys whose [`VerifyKey::alg`] is the token's
+    /// `alg` are used.
+    pub keys: Vec<VerifyKey>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_seconds: i64,
 }
@@ -28,8 +38,10 @@ pub struct JwtConfig {
 pub enum JwtError {
     #[error("the token is not three base64url parts")]
     Malformed,
-    #[error("the token is signed with {0:?}; only ES256 is accepted")]
+    #[error("the token is signed with {0:?}; only ES256 and RS256 are accepted")]
     Algorithm(String),
+    #[error("no configured key verifies {0} tokens")]
+    NoKeyForAlgorithm(&'static str),
     #[error("the token's signature does not verify against any configured key")]
     Signature,
     #[error("the token's issuer {0:?} is not the configured issuer")]
@@ -40,13 +52,6 @@ pub enum JwtError {
     Expired,
     #[error("the token names no subject")]
     NoSubject,
-}
-
-impl JwtConfig {
-    /// Read a public key in PEM (`BEGIN PUBLIC KEY`).
-    pub fn key_from_pem(pem: &str) -> Result<VerifyingKey, String> {
-        VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())
-    }
 }
 
 fn part(text: &str) -> Result<Vec<u8>, JwtError> {
@@ -68,16 +73,16 @@ pub fn verify(token: &str, config: &JwtConfig, now: i64) -> Result<String, JwtEr
         .get("alg")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if alg != "ES256" {
+    let Some(alg) = ACCEPTED_ALGS.into_iter().find(|a| *a == alg) else {
         return Err(JwtError::Algorithm(alg.to_owned()));
+    };
+    let mut candidates = config.keys.iter().filter(|k| k.alg() == alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(JwtError::NoKeyForAlgorithm(alg));
     }
-    let signature = Signature::from_slice(&part(s)?).map_err(|_| JwtError::Signature)?;
+    let signature = part(s)?;
     let signed = &token[..h.len() + 1 + p.len()];
-    if !config
-        .keys
-        .iter()
-        .any(|k| k.verify(signed.as_bytes(), &signature).is_ok())
-    {
+    if !candidates.any(|k| k.verifies(signed.as_bytes(), &signature)) {
         return Err(JwtError::Signature);
     }
     let claims: Value = serde_json::from_slice(&part(p)?).map_err(|_| JwtError::Malformed)?;
@@ -139,6 +144,26 @@ pub fn sign_es256(key: &p256::ecdsa::SigningKey, claims: &Value) -> String {
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
+/// Sign `claims` as an RS256 JWT (tests and local tooling). Fails only if
+/// the system random source does (ring asks for one even though PKCS#1 v1.5
+/// signing is deterministic).
+pub fn sign_rs256(
+    key: &ring::signature::RsaKeyPair,
+    claims: &Value,
+) -> Result<String, ring::error::Unspecified> {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{payload}");
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut signature,
+    )?;
+    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +175,7 @@ mod tests {
         let config = JwtConfig {
             issuer: "https://kubernetes.default.svc".into(),
             audiences: vec!["caracal".into()],
-            keys: vec![*key.verifying_key()],
+            keys: vec![(*key.verifying_key()).into()],
             leeway_seconds: 30,
         };
         (key, config)

@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
+pub mod readiness;
 pub mod refusal;
 pub mod server;
 pub mod spool;

@@ -241,6 +241,31 @@ pub fn curl(url: &str, args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Like [`curl`], also returning curl's own measure of the exchange
+/// (`time_total`: connect to last byte), which leaves out the time to start
+/// the curl process, so a bound on it is a bound on the server.
+pub fn curl_timed(url: &str, args: &[&str]) -> (u16, String, Duration) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{time_total}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (code, seconds) = tail.trim().split_once(' ').unwrap_or(("0", "0"));
+    let took = Duration::from_secs_f64(seconds.parse().unwrap_or(f64::MAX));
+    (code.parse().unwrap_or(0), body.to_string(), took)
+}
+
 /// Parse a `KEY=VALUE` env file (as `caracal dev` writes per agent).
 pub fn read_env_file(path: &Path) -> Vec<(String, String)> {
     fs::read_to_string(path)

@@ -12,12 +12,15 @@ use std::{sync::Arc, time::Instant};
 use bytes::Bytes;
 use caracal_api::{Micros, snapshot::AgentState};
 use caracal_ledger::event::Outcome;
-use caracal_policy::{
-    Call, Decision, Denial, DenyReason, Pricing, Request as PolicyRequest, evaluate,
-};
+use caracal_policy::{Call, Denial, DenyReason, Pricing, Request as PolicyRequest};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
-use super::{Gateway, Record, authenticate, model::settle, read_body, refusal_for, spool_refusal};
+use super::{
+    Gateway, Record, authenticate,
+    authorize::{Authorized, authorize},
+    model::settle,
+    read_body, refusal_for, spool_refusal,
+};
 use crate::{
     config::Provider,
     refusal::Refusal,
@@ -106,28 +109,16 @@ pub(super) async fn handle(
         provider: &provider.name,
         call: Call::Tool { tool: &tool },
     };
-    let allowed = match evaluate(&snapshot, &request, now) {
-        Decision::Allow(a) => a,
-        Decision::Deny(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-            return Err(refusal);
-        }
-    };
+    let Authorized {
+        allowed,
+        reservation,
+        mut record,
+    } = authorize(gw, record, &snapshot, &request, now).await?;
     let per_call = match allowed.pricing {
         Pricing::Tool { per_call } => per_call,
-        Pricing::Model(_) => Micros::ZERO,
+        // `authorize` refuses a tool call priced as a model.
+        Pricing::Model(_) => reservation.amount,
     };
-    let reservation_id = uuid::Uuid::now_v7().simple().to_string();
-    let reservation = match gw.budgets.reserve(&allowed, &reservation_id, now).await {
-        Ok(r) => r,
-        Err(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-            return Err(refusal);
-        }
-    };
-    record.reserved = reservation.amount;
     let response = match gw
         .upstream
         .send(provider, parts.method, rest, &parts.headers, bytes)

@@ -2,6 +2,7 @@
 //! refusal into the provider SDK's error shape; the provider-specific flows
 //! live in `model` (completions, responses, embeddings, messages) and `mcp`.
 
+mod authorize;
 mod deny;
 mod mcp;
 mod model;
@@ -31,6 +32,7 @@ use crate::{
     jwt::{self, JwtConfig},
     live::{Live, LiveReceiver},
     metrics::Metrics,
+    readiness::{self, BudgetProbe, Observed},
     refusal::{ErrorStyle, Refusal, error_body},
     spool::{Spool, SpoolError},
     upstream::{Body, UpstreamClient, full},
@@ -48,6 +50,7 @@ pub struct Gateway {
     pub(crate) gateway_id: String,
     pub(crate) metrics: Metrics,
     pub(crate) jwt: Option<JwtConfig>,
+    budget_probe: BudgetProbe,
 }
 
 impl Gateway {
@@ -69,6 +72,7 @@ impl Gateway {
             gateway_id: gateway_id.into(),
             metrics: Metrics::new(),
             jwt: None,
+            budget_probe: BudgetProbe::default(),
         })
     }
 
@@ -86,20 +90,19 @@ impl Gateway {
         self.metrics.render(self.spool.status())
     }
 
-    /// Ready to serve: a snapshot is loaded, the spool has room and the
-    /// last batch shipped to the ledger store was accepted. (The budget
-    /// store is not probed here; its failures deny each request quickly.)
-    pub fn readiness(&self) -> Result<(), &'static str> {
-        if self.live.borrow().snapshot.is_none() {
-            return Err("no configuration snapshot yet");
-        }
-        if self.spool.check_room().is_err() {
-            return Err("the spool is full or failing; the ledger store is not taking events");
-        }
-        if !self.spool.status().sink_healthy {
-            return Err("the ledger store refused or did not answer the last batch");
-        }
-        Ok(())
+    /// What keeps this gateway from serving a metered request now (empty
+    /// when ready): no snapshot, a spool without room, a ledger store that
+    /// refused or missed the last batch, or a budget store that does not
+    /// answer a ping (cached for a second, see [`crate::readiness`]).
+    pub async fn readiness(&self) -> Vec<&'static str> {
+        let config_loaded = self.live.borrow().snapshot.is_some();
+        let budget_store_answering = self.budget_probe.answering(&self.budgets).await;
+        readiness::missing(Observed {
+            config_loaded,
+            spool_has_room: self.spool.check_room().is_ok(),
+            ledger_store_accepting: self.spool.status().sink_healthy,
+            budget_store_answering,
+        })
     }
 
     /// Append the request's event to the spool (waiting for fsync) and count
@@ -181,13 +184,16 @@ async fn route(
     match path.as_str() {
         "/healthz" => return plain(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            return match gw.readiness() {
-                Ok(()) => plain(StatusCode::OK, "ready\n"),
-                Err(why) => plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("not ready: {why}\n"),
-                ),
+            let missing = gw.readiness().await;
+            let status = if missing.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
             };
+            let mut r = plain(status, &readiness::body(&missing));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            return r;
         }
         "/metrics" => {
             let mut r = plain(StatusCode::OK, &gw.metrics_text());

@@ -10,14 +10,17 @@ use std::{sync::Arc, time::Instant};
 use caracal_api::{Micros, snapshot::ConfigSnapshot};
 use caracal_ledger::event::Outcome;
 use caracal_policy::{
-    Allowed, Call, Decision, Denial, DenyReason, ModelRates, Pricing, Request as PolicyRequest,
-    Reservation, evaluate,
+    Call, Denial, DenyReason, ModelRates, Pricing, Request as PolicyRequest, Reservation,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
 use serde_json::Value;
 
-use super::{Gateway, Record, authenticate, read_body, refusal_for, spool_refusal, stream};
+use super::{
+    Gateway, Record, authenticate,
+    authorize::{Authorized, authorize},
+    read_body, refusal_for, spool_refusal, stream,
+};
 use crate::{
     config::{Provider, ProviderKind},
     mock,
@@ -138,37 +141,21 @@ pub(super) async fn handle(
         provider: &provider.name,
         call,
     };
-    let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
-    let allowed: Allowed = match evaluate(&snapshot, &policy_request, now) {
-        Decision::Allow(a) => a,
-        Decision::Deny(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-            return Err(refusal);
-        }
-    };
-    for would in &allowed.would_deny {
-        tracing::info!(reason = would.reason.code(), message = %would.message, "dry-run policy would deny");
-    }
+    let Authorized {
+        allowed,
+        reservation,
+        mut record,
+    } = authorize(gw, record, &snapshot, &policy_request, now).await?;
     let Pricing::Model(rates) = allowed.pricing else {
-        let refusal = Refusal::new(
+        // `authorize` refuses a model call priced as a tool; release the hold
+        // rather than panic should that ever change.
+        settle(gw, &reservation, Micros::ZERO).await;
+        return Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "pricing_mismatch",
             "a model call was priced as a tool",
-        );
-        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-        return Err(refusal);
+        ));
     };
-    let reservation_id = uuid::Uuid::now_v7().simple().to_string();
-    let reservation = match gw.budgets.reserve(&allowed, &reservation_id, now).await {
-        Ok(r) => r,
-        Err(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-            return Err(refusal);
-        }
-    };
-    record.reserved = reservation.amount;
 
     // Cap output at what the reservation pays for.
     let total_cap = allowed

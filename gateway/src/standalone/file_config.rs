@@ -29,6 +29,14 @@ use serde::Deserialize;
 
 use super::{SetupError, io_error};
 use crate::config::{Limits, Provider, ProviderConfig, ProviderKind};
+use crate::jwt::{KeyError, VerifyKey};
+
+fn key_error(path: &Path) -> impl Fn(KeyError) -> SetupError + '_ {
+    move |e| SetupError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -48,7 +56,7 @@ pub struct GatewayFile {
     /// Unshipped spool bytes beyond which requests are refused.
     #[serde(default)]
     pub spool_max_pending_bytes: Option<u64>,
-    /// Accept service-account tokens (JWT, ES256) as agent identity.
+    /// Accept service-account tokens (JWT, ES256 or RS256) as agent identity.
     #[serde(default)]
     pub service_account_tokens: Option<TokenConfig>,
 }
@@ -60,8 +68,14 @@ pub struct TokenConfig {
     pub issuer: String,
     #[serde(default = "default_audiences")]
     pub audiences: Vec<String>,
-    /// PEM public keys (P-256), relative to the config file.
+    /// PEM public keys (RSA or P-256 SubjectPublicKeyInfo), relative to the
+    /// config file.
+    #[serde(default)]
     pub public_key_files: Vec<std::path::PathBuf>,
+    /// JWK Set files (e.g. a saved `/openid/v1/jwks`), relative to the
+    /// config file.
+    #[serde(default)]
+    pub jwks_files: Vec<std::path::PathBuf>,
 }
 
 fn default_audiences() -> Vec<String> {
@@ -157,19 +171,19 @@ impl GatewayFile {
         for file in &tokens.public_key_files {
             let path = base.join(file);
             let pem = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-            keys.push(
-                crate::jwt::JwtConfig::key_from_pem(&pem).map_err(|message| {
-                    SetupError::Invalid {
-                        path: path.clone(),
-                        message,
-                    }
-                })?,
-            );
+            keys.push(VerifyKey::from_pem(&pem).map_err(key_error(&path))?);
+        }
+        for file in &tokens.jwks_files {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+            keys.extend(VerifyKey::from_jwks(&text).map_err(key_error(&path))?);
         }
         if keys.is_empty() {
             return Err(SetupError::Invalid {
                 path: config_path.to_owned(),
-                message: "serviceAccountTokens needs at least one public key file".into(),
+                message:
+                    "serviceAccountTokens needs at least one key (publicKeyFiles or jwksFiles)"
+                        .into(),
             });
         }
         Ok(Some(crate::jwt::JwtConfig {
@@ -304,6 +318,38 @@ spoolMaxPendingBytes: 1000
             "providers: []\nserviceAccountTokens:\n  issuer: x\n  publicKeyFiles: [nope.pub]\n";
         assert!(
             GatewayFile::parse(missing, &path)
+                .unwrap()
+                .jwt_config(&path)
+                .is_err()
+        );
+        // RSA keys, from PEM and from a JWK Set, alongside the P-256 one.
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        std::fs::copy(data.join("rsa-test-key.pub.pem"), dir.join("rsa.pub")).unwrap();
+        std::fs::copy(data.join("rsa-test-key.jwks.json"), dir.join("jwks.json")).unwrap();
+        let text = "providers: []\nserviceAccountTokens:\n  issuer: x\n  publicKeyFiles: [sa.pub, rsa.pub]\n  jwksFiles: [jwks.json]\n";
+        let jwt = GatewayFile::parse(text, &path)
+            .unwrap()
+            .jwt_config(&path)
+            .unwrap()
+            .unwrap();
+        let algs: Vec<&str> = jwt.keys.iter().map(|k| k.alg()).collect();
+        assert_eq!(algs, ["ES256", "RS256", "RS256"]);
+        // A key file that is not a usable key stops the gateway, naming it.
+        std::fs::write(
+            dir.join("bad.json"),
+            r#"{"keys": [{"kty": "oct", "k": "AA"}]}"#,
+        )
+        .unwrap();
+        let bad = "providers: []\nserviceAccountTokens:\n  issuer: x\n  jwksFiles: [bad.json]\n";
+        let err = GatewayFile::parse(bad, &path)
+            .unwrap()
+            .jwt_config(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.json"), "{err}");
+        let none = "providers: []\nserviceAccountTokens:\n  issuer: x\n";
+        assert!(
+            GatewayFile::parse(none, &path)
                 .unwrap()
                 .jwt_config(&path)
                 .is_err()

@@ -345,7 +345,7 @@ async fn service_account_tokens_identify_agents() {
     let config = JwtConfig {
         issuer: "https://kubernetes.default.svc".into(),
         audiences: vec!["caracal".into()],
-        keys: vec![*signer.verifying_key()],
+        keys: vec![(*signer.verifying_key()).into()],
         leeway_seconds: 30,
     };
     let subject = service_account_subject("team", "bot-sa");

@@ -186,6 +186,21 @@ pub async fn start_with_jwt(
     jwt: Option<JwtConfig>,
     accounts: Vec<(String, String)>,
 ) -> TestGateway {
+    let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
+    start_full(setup, budgets, jwt, accounts).await
+}
+
+/// Like [`start`], with the given budget store instead of a memory one.
+pub async fn start_with_budgets(setup: Setup, budgets: Budgets) -> TestGateway {
+    start_full(setup, budgets, None, Vec::new()).await
+}
+
+async fn start_full(
+    setup: Setup,
+    budgets: Budgets,
+    jwt: Option<JwtConfig>,
+    accounts: Vec<(String, String)>,
+) -> TestGateway {
     let key = generate_key();
     let (live, rx) = live::channel();
     live.send_replace(Arc::new(Live {
@@ -198,7 +213,6 @@ pub async fn start_with_jwt(
     let mut spool_config = SpoolConfig::new(spool_dir.0.join("spool"));
     spool_config.flush_interval = Duration::from_millis(20);
     let spool = Spool::open(spool_config, sink.clone()).unwrap();
-    let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
     let mut gateway =
         Gateway::new(setup.providers, rx, budgets, spool, setup.limits, "gw-test").unwrap();
     if let Some(config) = jwt {

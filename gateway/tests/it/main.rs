@@ -4,7 +4,9 @@
 mod anthropic;
 mod enforcement;
 mod harness;
+mod jwt_rs256;
 mod mcp;
 mod openai;
+mod readiness;
 mod spool;
 mod streams;

@@ -58,6 +58,14 @@ async fn unshipped_records_are_replayed_after_a_restart() {
     // The torn tail was cut; new appends land after the valid records.
     spool.append(b"after".to_vec()).await.unwrap();
     wait_for(&sink, 26).await;
+    // The sink has the batch before the flusher advances its mark: wait for
+    // the mark rather than race it.
+    for _ in 0..300 {
+        if spool.status().pending_records == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(spool.status().pending_records, 0);
 }
 

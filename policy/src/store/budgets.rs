@@ -172,4 +172,11 @@ impl Budgets {
         let store = self.store()?;
         self.bounded(store.usage(lines, now)).await
     }
+
+    /// Whether the store answers within the same timeout requests get: what
+    /// a gateway's `/readyz` asks. No store configured is an error.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let store = self.store()?;
+        self.bounded(store.ping()).await
+    }
 }

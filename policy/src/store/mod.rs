@@ -130,6 +130,10 @@ pub trait BudgetStore: Send + Sync {
         lines: &'a [BudgetLine],
         now: DateTime<Utc>,
     ) -> StoreFuture<'a, Vec<LineUsage>>;
+
+    /// One cheap round trip that touches no counters, so a readiness probe
+    /// can tell a reachable store from one that is down without spending.
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Checks shared by both stores before touching counters.

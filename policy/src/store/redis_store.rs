@@ -298,4 +298,21 @@ impl BudgetStore for RedisBudgetStore {
     ) -> StoreFuture<'a, Vec<LineUsage>> {
         Box::pin(self.do_usage(lines, now))
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let answer: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            if answer == "PONG" {
+                Ok(())
+            } else {
+                Err(StoreError::Backend(format!(
+                    "PING answered {answer:?}, not PONG"
+                )))
+            }
+        })
+    }
 }

@@ -140,6 +140,12 @@ impl BudgetStore for Slow {
     ) -> StoreFuture<'a, Vec<LineUsage>> {
         self.0.usage(lines, now)
     }
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            self.0.ping().await
+        })
+    }
 }
 
 #[tokio::test]
@@ -172,6 +178,15 @@ async fn slow_store_times_out_into_a_denial() {
         budgets.settle(&fake, Micros(1), Utc::now()).await,
         Err(StoreError::Timeout(_))
     ));
+    // And so is the readiness ping.
+    assert!(matches!(budgets.ping().await, Err(StoreError::Timeout(_))));
+}
+
+#[tokio::test]
+async fn ping_needs_a_configured_store() {
+    assert!(Budgets::unavailable().ping().await.is_err());
+    let budgets = Budgets::new(Arc::new(MemoryBudgetStore::new()));
+    budgets.ping().await.unwrap();
 }
 
 #[tokio::test]

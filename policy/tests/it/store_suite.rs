@@ -333,6 +333,15 @@ async fn no_lines_reserve_the_maximum(store: &dyn BudgetStore) {
     );
 }
 
+async fn ping_answers_without_touching_counters(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("tping", "daily", 100, day_of(now))];
+    held(reserve(store, "r1", &lines, (30, 30), now, TTL).await);
+    store.ping().await.unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(usage(store, &lines, now).await, [(0, 30)]);
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -359,6 +368,7 @@ macro_rules! suite {
 }
 
 suite!(
+    ping_answers_without_touching_counters,
     reserve_settle_and_exhaust,
     reserves_on_all_lines_or_none,
     flexible_amount_takes_what_the_tightest_line_has,
