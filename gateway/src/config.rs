@@ -126,6 +126,11 @@ pub struct Limits {
     pub budget_denial_status: StatusCode,
     /// How long to wait for an upstream's response headers.
     pub upstream_timeout: Duration,
+    /// Longest a model call may run from arrival to its last upstream byte.
+    /// Must stay below the budget store's hold lifetime (300 s by default):
+    /// a hold that expires while its call still runs frees budget another
+    /// call can spend before this one settles, an overspend.
+    pub max_call_duration: Duration,
 }
 
 impl Default for Limits {
@@ -136,6 +141,7 @@ impl Default for Limits {
             max_sse_event_bytes: 1 << 20,
             budget_denial_status: StatusCode::TOO_MANY_REQUESTS,
             upstream_timeout: Duration::from_secs(600),
+            max_call_duration: Duration::from_secs(270),
         }
     }
 }

@@ -57,11 +57,22 @@ pub enum UpstreamError {
     BadUri(String),
     #[error("could not reach the provider: {0}")]
     Connect(String),
+    /// Connected (the request may have been sent), then the exchange failed.
+    #[error("the exchange with the provider failed: {0}")]
+    Exchange(String),
     #[error("the provider did not answer within {0:?}")]
     Timeout(std::time::Duration),
 }
 
 /// The upstream URL for `rest` (path and query after the provider prefix).
+impl UpstreamError {
+    /// Whether the provider may have received the request (and may bill
+    /// it). Only a failure before or while connecting rules that out.
+    pub fn may_have_reached_provider(&self) -> bool {
+        matches!(self, UpstreamError::Exchange(_) | UpstreamError::Timeout(_))
+    }
+}
+
 pub fn upstream_uri(base: &Uri, rest: &str) -> Result<Uri, UpstreamError> {
     let base_path = base.path().trim_end_matches('/');
     let rest = if rest.starts_with('/') {
@@ -182,7 +193,13 @@ impl UpstreamClient {
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout(self.timeout))?
-            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(error_chain(&e))
+                } else {
+                    UpstreamError::Exchange(error_chain(&e))
+                }
+            })?;
         Ok(response.map(|b| b.map_err(std::io::Error::other).boxed()))
     }
 }

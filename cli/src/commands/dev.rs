@@ -117,12 +117,26 @@ fn load_or_create_key(path: &Path, name: &str) -> anyhow::Result<KeyPair> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, key.to_pem()).with_context(|| format!("writing {}", path.display()))?;
+    write_private(path, key.to_pem().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     std::fs::write(
         path.with_extension("vkey"),
         format!("{}\n", key.public().to_vkey()),
     )?;
     Ok(key)
+}
+
+/// Create `path` readable by its owner only, from the first byte: a private
+/// key written with the default umask would be readable by every local user.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
@@ -336,4 +350,26 @@ fn service_accounts(
             ))
         })
         .collect()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// The signing keys are secrets: whoever reads them can sign batches as
+    /// this gateway. They must not be readable by other users.
+    #[test]
+    fn generated_signing_keys_are_private() {
+        let dir = std::env::temp_dir().join(format!("caracal-dev-key-{}", uuid::Uuid::now_v7()));
+        let path = dir.join("keys").join("gateway.pem");
+        let key = load_or_create_key(&path, "gw").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file mode {mode:o}");
+        // Reading it back gives the same key.
+        let again = load_or_create_key(&path, "gw").unwrap();
+        assert_eq!(again.public().to_vkey(), key.public().to_vkey());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use caracal_api::{Micros, snapshot::AgentState};
+use caracal_api::snapshot::AgentState;
 use caracal_ledger::event::Outcome;
 use caracal_policy::{Call, Denial, DenyReason, Pricing, Request as PolicyRequest};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
@@ -25,7 +25,7 @@ use crate::{
     config::Provider,
     refusal::Refusal,
     upstream::{Body, relayed_headers},
-    wire::mcp::{McpMessage, classify},
+    wire::mcp::{McpMessage, classify_canonical},
 };
 
 pub(super) async fn handle(
@@ -46,20 +46,26 @@ pub(super) async fn handle(
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let bytes = if parts.method == Method::POST {
-        read_body(body, gw.limits.max_request_bytes).await?
+        read_body(
+            body,
+            gw.limits.max_request_bytes,
+            started + gw.limits.max_call_duration,
+        )
+        .await?
     } else {
         Bytes::new()
     };
-    let message = if parts.method == Method::POST {
-        classify(&bytes).map_err(|e| {
+    let (message, bytes) = if parts.method == Method::POST {
+        let (message, canonical) = classify_canonical(&bytes).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_mcp_message",
                 e.to_string(),
             )
-        })?
+        })?;
+        (message, Bytes::from(canonical))
     } else {
-        McpMessage::Other
+        (McpMessage::Other, bytes)
     };
 
     let McpMessage::ToolCall { tool } = message else {
@@ -126,7 +132,11 @@ pub(super) async fn handle(
     {
         Ok(r) => r,
         Err(e) => {
-            settle(gw, &reservation, Micros::ZERO).await;
+            // The server may have run the tool if it got the call.
+            if e.may_have_reached_provider() {
+                record.cost = per_call;
+            }
+            settle(gw, &reservation, record.cost).await;
             record.finish(Outcome::UpstreamError, "upstream_unreachable");
             let _ = gw.finish(&record, Some(&snapshot)).await;
             return Err(Refusal::new(

@@ -66,7 +66,7 @@ impl Gateway {
             providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
             live,
             budgets,
-            upstream: UpstreamClient::new(limits.upstream_timeout)?,
+            upstream: UpstreamClient::new(limits.upstream_timeout.min(limits.max_call_duration))?,
             spool,
             limits,
             gateway_id: gateway_id.into(),
@@ -158,7 +158,22 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let request_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async move {
-        let mut response = route(&gw, req, &request_id, started).await;
+        // Run the request in its own task: hyper drops the service future
+        // when the client hangs up, and a call already forwarded must still
+        // be metered, settled and recorded (the provider bills it anyway).
+        let task = {
+            let (gw, request_id) = (gw.clone(), request_id.clone());
+            tokio::spawn(
+                async move { route(&gw, req, &request_id, started).await }.in_current_span(),
+            )
+        };
+        let mut response = match task.await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::error!(error = %e, "request task failed");
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
+        };
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", v.clone());
             response.headers_mut().insert("request-id", v);
@@ -302,9 +317,23 @@ pub(crate) fn authenticate(
     })
 }
 
-/// Read a request body, refusing one over `limit` bytes.
-pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
-    match Limited::new(body, limit).collect().await {
+/// Read a request body, refusing one over `limit` bytes or one not finished
+/// by `deadline` (a client trickling its body would otherwise hold the
+/// request, and its task, open without end).
+pub(crate) async fn read_body(
+    body: Incoming,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes, Refusal> {
+    let read = tokio::time::timeout_at(deadline.into(), Limited::new(body, limit).collect());
+    let Ok(read) = read.await else {
+        return Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_read_timeout",
+            "the request body did not arrive within the gateway's call deadline",
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,

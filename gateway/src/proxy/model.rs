@@ -110,7 +110,12 @@ pub(super) async fn handle(
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let early = async {
-        let bytes = read_body(body, gw.limits.max_request_bytes).await?;
+        let bytes = read_body(
+            body,
+            gw.limits.max_request_bytes,
+            started + gw.limits.max_call_duration,
+        )
+        .await?;
         let json: Value = serde_json::from_slice(&bytes)
             .map_err(|e| bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
         let facts = wire::inspect(endpoint, &json, bytes.len())
@@ -203,7 +208,12 @@ pub(super) async fn handle(
     let response = match upstream {
         Ok(r) => r,
         Err(e) => {
-            settle(gw, &metering.reservation, Micros::ZERO).await;
+            // Waited out or cut after sending: the provider may bill the
+            // call, so charge the reservation; never connected: nothing.
+            if e.may_have_reached_provider() {
+                record.cost = metering.reservation.amount;
+            }
+            settle(gw, &metering.reservation, record.cost).await;
             record.finish(Outcome::UpstreamError, "upstream_unreachable");
             let _ = gw.finish(&record, Some(&snapshot)).await;
             return Err(Refusal::new(
@@ -237,10 +247,16 @@ async fn relay_whole(
     mut record: Record,
 ) -> Result<Response<Body>, Refusal> {
     let (parts, body) = response.into_parts();
-    let bytes = match Limited::new(body, gw.limits.max_response_bytes)
-        .collect()
-        .await
-    {
+    let deadline = tokio::time::Instant::from_std(record.started + gw.limits.max_call_duration);
+    let read = tokio::time::timeout_at(
+        deadline,
+        Limited::new(body, gw.limits.max_response_bytes).collect(),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err("the provider did not finish within the gateway's call deadline".into())
+    });
+    let bytes = match read {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             // The provider may have billed this; charge the reservation.

@@ -51,6 +51,8 @@ enum End {
     InvalidSse(String),
     UpstreamReset(String),
     ClientGone,
+    /// The call ran past `max_call_duration` (a stalled or endless upstream).
+    Deadline,
 }
 
 fn error_event(metering: &Metering, refusal: &Refusal, request_id: &str) -> Bytes {
@@ -78,11 +80,13 @@ async fn pump(
 ) {
     let mut scanner = SseScanner::new(gw.limits.max_sse_event_bytes);
     let mut meter = StreamMeter::new(metering.endpoint);
+    let deadline = tokio::time::Instant::from_std(record.started + gw.limits.max_call_duration);
     let end = loop {
-        let frame = match upstream.frame().await {
-            None => break End::Complete,
-            Some(Err(e)) => break End::UpstreamReset(e.to_string()),
-            Some(Ok(frame)) => frame,
+        let frame = match tokio::time::timeout_at(deadline, upstream.frame()).await {
+            Err(_) => break End::Deadline,
+            Ok(None) => break End::Complete,
+            Ok(Some(Err(e))) => break End::UpstreamReset(e.to_string()),
+            Ok(Some(Ok(frame))) => frame,
         };
         if let Some(data) = frame.data_ref() {
             let mut problem = None;
@@ -120,6 +124,18 @@ async fn pump(
                 "the stream passed the output its reservation pays for",
             );
             (Outcome::CutOff, "stream_cut_off".to_owned(), Some(refusal))
+        }
+        End::Deadline => {
+            let refusal = Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "call_deadline",
+                "the provider did not finish within the gateway's call deadline",
+            );
+            (
+                Outcome::UpstreamError,
+                "call_deadline".to_owned(),
+                Some(refusal),
+            )
         }
         End::InvalidSse(detail) => {
             let refusal = Refusal::new(

@@ -25,7 +25,22 @@ fn is_tool_call(v: &Value) -> bool {
 /// Classify a POST body sent to an MCP server.
 pub fn classify(body: &[u8]) -> Result<McpMessage, WireError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
-    match &v {
+    classify_value(&v)
+}
+
+/// Classify a POST body and return the bytes to forward: the message as the
+/// gateway read it, re-serialised. Forwarding the client's own bytes would
+/// let a repeated key (`"method"` twice) mean `ping` here and `tools/call`
+/// to a server whose parser keeps the first value, an unmetered call.
+pub fn classify_canonical(body: &[u8]) -> Result<(McpMessage, Vec<u8>), WireError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
+    let message = classify_value(&v)?;
+    let canonical = serde_json::to_vec(&v).map_err(|_| WireError::NotJson)?;
+    Ok((message, canonical))
+}
+
+fn classify_value(v: &Value) -> Result<McpMessage, WireError> {
+    match v {
         Value::Array(items) => {
             if items.iter().any(is_tool_call) {
                 Err(WireError::NotJsonRpc(
@@ -35,7 +50,7 @@ pub fn classify(body: &[u8]) -> Result<McpMessage, WireError> {
                 Ok(McpMessage::Other)
             }
         }
-        Value::Object(_) if is_tool_call(&v) => {
+        Value::Object(_) if is_tool_call(v) => {
             let tool = v
                 .pointer("/params/name")
                 .and_then(Value::as_str)

@@ -15,13 +15,30 @@ use crate::wire::{Endpoint, SseEvent, Usage, WireError, anthropic_usage, openai_
 /// Usage from a complete (non-streamed) JSON response body.
 pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Result<Usage, WireError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
-    let usage = v.get("usage").ok_or(WireError::MissingUsage)?;
+    let usage = v
+        .get("usage")
+        .filter(|u| reports_output(endpoint, u))
+        .ok_or(WireError::MissingUsage)?;
     let parsed = if endpoint.is_anthropic() {
         anthropic_usage(usage)
     } else {
         openai_usage(usage)
     };
     parsed.ok_or(WireError::MissingUsage)
+}
+
+/// Whether a usage object counts the output of an endpoint that produces
+/// some. One that does not is no usage report at all: reading the missing
+/// count as zero would let every output token through free.
+fn reports_output(endpoint: Endpoint, usage: &Value) -> bool {
+    let has = |field: &str| usage.get(field).and_then(Value::as_u64).is_some();
+    match endpoint {
+        Endpoint::Embeddings => true,
+        Endpoint::Messages => has("output_tokens"),
+        Endpoint::ChatCompletions | Endpoint::Responses => {
+            has("completion_tokens") || has("output_tokens")
+        }
+    }
 }
 
 /// Watches a stream's events for output and usage.
@@ -31,6 +48,8 @@ pub struct StreamMeter {
     deltas: u64,
     usage: Option<Usage>,
     finished: bool,
+    /// Anthropic only: a `message_delta` with the final counts was seen.
+    saw_final_usage: bool,
 }
 
 impl StreamMeter {
@@ -40,6 +59,7 @@ impl StreamMeter {
             deltas: 0,
             usage: None,
             finished: false,
+            saw_final_usage: false,
         }
     }
 
@@ -70,7 +90,11 @@ impl StreamMeter {
                 | "response.reasoning_text.delta" => self.deltas += 1,
                 "response.completed" | "response.incomplete" => {
                     self.finished = true;
-                    if let Some(u) = v.pointer("/response/usage").and_then(openai_usage) {
+                    if let Some(u) = v
+                        .pointer("/response/usage")
+                        .filter(|u| reports_output(self.endpoint, u))
+                        .and_then(openai_usage)
+                    {
                         self.usage = Some(u);
                     }
                 }
@@ -101,7 +125,7 @@ impl StreamMeter {
         }
         if let Some(u) = v
             .get("usage")
-            .filter(|u| !u.is_null())
+            .filter(|u| reports_output(self.endpoint, u))
             .and_then(openai_usage)
         {
             self.usage = Some(u);
@@ -125,9 +149,11 @@ impl StreamMeter {
             }
             "content_block_delta" => self.deltas += 1,
             "message_delta" => {
-                // Counts in message_delta are cumulative; later ones win.
+                // Counts in message_delta are cumulative; later ones win. One
+                // before `message_start` would leave the input priced at zero.
                 let usage = v.get("usage").ok_or(WireError::InvalidSse)?;
-                let current = self.usage.get_or_insert_with(Usage::default);
+                let current = self.usage.as_mut().ok_or(WireError::InvalidSse)?;
+                self.saw_final_usage = true;
                 if let Some(out) = usage.get("output_tokens").and_then(Value::as_u64) {
                     current.output_tokens = out;
                 }
@@ -144,7 +170,10 @@ impl StreamMeter {
                     current.cache_write_tokens = n;
                 }
             }
-            "message_stop" => self.finished = true,
+            // `message_start` carries only a placeholder output count; the
+            // real one is in `message_delta`. Without it the stream did not
+            // report its usage and is charged as one that did not.
+            "message_stop" => self.finished = self.saw_final_usage,
             "error" => return Err(WireError::UpstreamStreamError),
             _ => {}
         }
@@ -294,6 +323,50 @@ mod tests {
         }
     }
 
+    /// An Anthropic stream whose usage is incomplete must not count as a
+    /// stream that reported usage: a `message_delta` with no `message_start`
+    /// would price the input at zero, and a stream with no `message_delta`
+    /// would price the output at `message_start`'s placeholder count.
+    #[test]
+    fn anthropic_stream_without_both_usage_events_is_not_fully_reported() {
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n";
+        let stop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let no_start = format!(
+            "{}{}{}",
+            delta.repeat(3),
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":3}}\n\n",
+            stop
+        );
+        assert_eq!(
+            run(Endpoint::Messages, &no_start).0,
+            Err(WireError::InvalidSse)
+        );
+
+        let no_delta = format!(
+            "{}{}{}",
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+            delta.repeat(40),
+            stop
+        );
+        let (result, meter) = run(Endpoint::Messages, &no_delta);
+        result.unwrap();
+        assert!(!meter.finished(), "no final usage: must fall back");
+        assert_eq!(meter.observed_output(), 40);
+    }
+
+    #[test]
+    fn a_stream_usage_without_output_count_is_not_a_report() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (result, meter) = run(Endpoint::ChatCompletions, stream);
+        result.unwrap();
+        assert_eq!(meter.usage(), None);
+        assert_eq!(meter.observed_output(), 1);
+    }
+
     #[test]
     fn deltas_bound_output_before_usage_arrives() {
         let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
@@ -331,6 +404,32 @@ mod tests {
                 Err(WireError::MissingUsage),
             ),
             (Endpoint::ChatCompletions, "<html>", Err(WireError::NotJson)),
+            // A model answer whose usage has no output count is not read as
+            // zero output (that would price the answer's tokens at nothing).
+            (
+                Endpoint::ChatCompletions,
+                r#"{"choices":[{"message":{"content":"a long answer"}}],"usage":{"prompt_tokens":3}}"#,
+                Err(WireError::MissingUsage),
+            ),
+            (
+                Endpoint::Responses,
+                r#"{"output":[],"usage":{"input_tokens":3}}"#,
+                Err(WireError::MissingUsage),
+            ),
+            (
+                Endpoint::Messages,
+                r#"{"content":[],"usage":{"input_tokens":3}}"#,
+                Err(WireError::MissingUsage),
+            ),
+            // Embeddings have no output; input alone is their whole usage.
+            (
+                Endpoint::Embeddings,
+                r#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#,
+                Ok(Usage {
+                    input_tokens: 3,
+                    ..Usage::default()
+                }),
+            ),
         ];
         for (endpoint, body, want) in cases {
             assert_eq!(usage_from_json(endpoint, body.as_bytes()), want, "{body}");

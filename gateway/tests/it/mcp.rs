@@ -111,3 +111,73 @@ async fn other_messages_pass_without_a_charge() {
     assert_eq!(answer.status, 401);
     assert_eq!(upstream.seen.lock().unwrap().len(), 1);
 }
+
+/// A body with a repeated `method` key is read by the gateway as its last
+/// value (free `ping`) but by a first-key-wins server as `tools/call`. The
+/// server must receive exactly the message the gateway classified.
+#[tokio::test]
+async fn duplicate_keys_cannot_smuggle_an_unmetered_tool_call() {
+    let upstream = FakeUpstream::start(echo()).await;
+    let gw = mcp_gateway(&upstream).await;
+    let smuggled = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"},"method":"ping"}"#;
+    let answer = post(
+        &format!("{}/search", gw.url),
+        &[("authorization", &gw.bearer())],
+        smuggled,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen: serde_json::Value = serde_json::from_slice(&upstream.last().body).unwrap();
+    assert_eq!(seen["method"], "ping");
+    assert!(
+        !String::from_utf8_lossy(&upstream.last().body).contains("tools/call"),
+        "the server saw a tools/call the gateway did not meter"
+    );
+}
+
+/// A tool call the server took but never answered may have run: it is
+/// charged its price, not zero.
+#[tokio::test]
+async fn a_tool_call_left_unanswered_is_charged() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            held.push(conn);
+        }
+    });
+    let mut rule = with_budget(
+        policy_rule("team/daily", "team/bot"),
+        1_000_000,
+        daily("UTC"),
+        "team/bot",
+    );
+    rule.allow.tools = Some(vec!["search/web_*".into()]);
+    let gw = start(Setup {
+        providers: vec![provider("search", ProviderKind::Mcp, Some(&url))],
+        snapshot: Some(
+            SnapshotBuilder::new()
+                .agent("team/bot", &[], vec![rule])
+                .build(),
+        ),
+        agent: "team/bot".into(),
+        limits: Limits {
+            max_call_duration: std::time::Duration::from_millis(300),
+            ..Limits::default()
+        },
+    })
+    .await;
+    let answer = post(
+        &format!("{}/search", gw.url),
+        &[("authorization", &gw.bearer())],
+        call("web_search"),
+    )
+    .await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    let e = &gw.events(1).await[0];
+    assert_eq!(e.outcome, Outcome::UpstreamError, "{e:?}");
+    assert!(e.cost > Micros::ZERO && e.cost == e.reserved, "{e:?}");
+    silent.abort();
+}

@@ -192,3 +192,151 @@ async fn cleartext_http2_is_served_on_the_same_port() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("chatcmpl-1"));
 }
+
+/// A client that hangs up while the provider is still answering must not
+/// stop the gateway metering the call: the provider bills it, so the budget
+/// and the ledger must too.
+#[tokio::test]
+async fn a_client_that_hangs_up_is_still_charged_and_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let handler: Handler = Arc::new(|_: &Seen| {
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-test",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 10}
+        })
+        .to_string();
+        let frames = futures::stream::once(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(body)))
+        });
+        hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .unwrap()
+    });
+    let upstream = FakeUpstream::start(handler).await;
+    let gw = openai_gateway(&upstream, 10_000_000).await;
+    let body = json!({"model": "gpt-test", "max_tokens": 10}).to_string();
+    let addr = gw.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        gw.bearer(),
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(conn);
+    let e = &gw.events(1).await[0];
+    assert_eq!(e.outcome, Outcome::Allowed, "{e:?}");
+    assert!(e.cost > Micros::ZERO, "{e:?}");
+}
+
+/// A provider that took the request but never answered may still bill it:
+/// the gateway must not charge zero when it gives up waiting.
+#[tokio::test]
+async fn a_provider_that_never_answers_is_charged_the_reservation() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            held.push(conn); // read nothing, answer nothing
+        }
+    });
+    let gw = start(Setup {
+        providers: vec![provider("openai", ProviderKind::Openai, Some(&url))],
+        snapshot: Some(budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: Limits {
+            max_call_duration: std::time::Duration::from_millis(300),
+            ..Limits::default()
+        },
+    })
+    .await;
+    let answer = post(
+        &format!("{}/openai/v1/chat/completions", gw.url),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test", "max_tokens": 10}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    let e = &gw.events(1).await[0];
+    assert_eq!(e.outcome, Outcome::UpstreamError, "{e:?}");
+    assert_eq!(e.cost, e.reserved, "{e:?}");
+    silent.abort();
+}
+
+/// A provider that cannot be connected to never saw the request: no charge.
+#[tokio::test]
+async fn an_unreachable_provider_is_not_charged() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener); // nothing listens there now
+    let gw = start(Setup {
+        providers: vec![provider("openai", ProviderKind::Openai, Some(&url))],
+        snapshot: Some(budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: Limits::default(),
+    })
+    .await;
+    let answer = post(
+        &format!("{}/openai/v1/chat/completions", gw.url),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test", "max_tokens": 10}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    let e = &gw.events(1).await[0];
+    assert_eq!(
+        (e.outcome, e.reason.as_str(), e.cost),
+        (Outcome::UpstreamError, "upstream_unreachable", Micros::ZERO)
+    );
+}
+
+/// A client that declares a body and then trickles (or stops) must not hold
+/// a request open forever: the body read shares the call deadline.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_refused_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = FakeUpstream::start(chat_usage(1, 1)).await;
+    let gw = start(Setup {
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
+        snapshot: Some(budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: Limits {
+            max_call_duration: std::time::Duration::from_millis(300),
+            ..Limits::default()
+        },
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":",
+        gw.bearer()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_exact(&mut head),
+    )
+    .await
+    .expect("the gateway answers a stalled body")
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408");
+    let e = &gw.events(1).await[0];
+    assert_eq!(
+        (e.outcome, e.reason.as_str(), e.cost),
+        (Outcome::Denied, "body_read_timeout", Micros::ZERO)
+    );
+}

@@ -160,3 +160,125 @@ async fn an_upstream_reset_mid_stream_aborts_the_client_stream() {
     // The gateway is unharmed.
     assert_eq!(get(&format!("{}/healthz", gw.url)).await.status, 200);
 }
+
+/// A provider that stalls mid-stream must not keep the call open past the
+/// budget hold's lifetime (the hold would expire and the budget could be
+/// spent twice): the gateway ends the call at its deadline, charges what it
+/// saw and records it.
+#[tokio::test]
+async fn a_stalled_stream_is_ended_at_the_call_deadline() {
+    let handler: Handler = Arc::new(|_: &Seen| {
+        let frames = futures::stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((
+                    Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(chunk(
+                        "part",
+                    )))),
+                    1,
+                )),
+                _ => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+            }
+        });
+        hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .unwrap()
+    });
+    let upstream = FakeUpstream::start(handler).await;
+    let gw = start(Setup {
+        providers: vec![provider(
+            "openai",
+            caracal_gateway::config::ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
+        snapshot: Some(crate::openai::budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: caracal_gateway::config::Limits {
+            max_call_duration: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+    })
+    .await;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        post(
+            &format!("{}/openai/v1/chat/completions", gw.url),
+            &[("authorization", &gw.bearer())],
+            json!({"model": "gpt-test", "stream": true, "max_tokens": 10}).to_string(),
+        ),
+    )
+    .await
+    .expect("the gateway ends a stalled stream");
+    assert!(answer.text().contains("call_deadline"), "{}", answer.text());
+    let e = &gw.events(1).await[0];
+    assert_eq!(
+        (e.outcome, e.reason.as_str()),
+        (Outcome::UpstreamError, "call_deadline")
+    );
+    assert!(e.cost > Micros::ZERO && e.cost <= e.reserved, "{e:?}");
+}
+
+/// The same deadline bounds a JSON answer whose body never finishes: the
+/// call is charged its reservation (the provider may bill it) and recorded.
+#[tokio::test]
+async fn a_stalled_json_body_is_ended_at_the_call_deadline() {
+    let handler: Handler = Arc::new(|_: &Seen| {
+        let frames = futures::stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((
+                    Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(
+                        "{\"id\":",
+                    ))),
+                    1,
+                )),
+                _ => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+            }
+        });
+        hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .unwrap()
+    });
+    let upstream = FakeUpstream::start(handler).await;
+    let gw = start(Setup {
+        providers: vec![provider(
+            "openai",
+            caracal_gateway::config::ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
+        snapshot: Some(crate::openai::budgeted_snapshot(10_000_000)),
+        agent: "team/bot".into(),
+        limits: caracal_gateway::config::Limits {
+            max_call_duration: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+    })
+    .await;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        post(
+            &format!("{}/openai/v1/chat/completions", gw.url),
+            &[("authorization", &gw.bearer())],
+            json!({"model": "gpt-test", "max_tokens": 10}).to_string(),
+        ),
+    )
+    .await
+    .expect("the gateway ends a stalled body");
+    assert_eq!(answer.status, 502);
+    let e = &gw.events(1).await[0];
+    assert_eq!(
+        (e.outcome, e.reason.as_str()),
+        (Outcome::UpstreamError, "upstream_body_failed")
+    );
+    assert_eq!(e.cost, e.reserved);
+}
