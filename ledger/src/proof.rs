@@ -137,6 +137,33 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// The checks both consistency verifiers make before any hashing. `Some` is
+/// the final answer: an error for impossible sizes, or, for equal sizes, an
+/// empty proof with roots that compare equal.
+fn consistency_precheck(
+    old: u64,
+    new: u64,
+    proof_len: usize,
+    roots_equal: impl FnOnce() -> bool,
+) -> Option<Result<(), ProofError>> {
+    if old == 0 {
+        return Some(Err(ProofError::EmptyOldTree));
+    }
+    if old > new {
+        return Some(Err(ProofError::SizesOutOfOrder { old, new }));
+    }
+    if old == new {
+        return Some(if proof_len != 0 {
+            Err(ProofError::WrongLength)
+        } else if roots_equal() {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch)
+        });
+    }
+    None
+}
+
 /// Checks that the tree of `old` leaves with `old_root` is a prefix of the
 /// tree of `new` leaves with `new_root` (RFC 9162 section 2.1.4.2).
 pub fn verify_consistency(
@@ -146,21 +173,8 @@ pub fn verify_consistency(
     new_root: &Hash,
     proof: &[Hash],
 ) -> Result<(), ProofError> {
-    if old == 0 {
-        return Err(ProofError::EmptyOldTree);
-    }
-    if old > new {
-        return Err(ProofError::SizesOutOfOrder { old, new });
-    }
-    if old == new {
-        if !proof.is_empty() {
-            return Err(ProofError::WrongLength);
-        }
-        return if old_root == new_root {
-            Ok(())
-        } else {
-            Err(ProofError::RootMismatch)
-        };
+    if let Some(answer) = consistency_precheck(old, new, proof.len(), || old_root == new_root) {
+        return answer;
     }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if old.is_power_of_two() {
@@ -232,21 +246,8 @@ pub fn verify_consistency_bytes(
     new_root: &[u8],
     proof: &[Vec<u8>],
 ) -> Result<(), ProofError> {
-    if old == 0 {
-        return Err(ProofError::EmptyOldTree);
-    }
-    if old > new {
-        return Err(ProofError::SizesOutOfOrder { old, new });
-    }
-    if old == new {
-        if !proof.is_empty() {
-            return Err(ProofError::WrongLength);
-        }
-        return if old_root == new_root {
-            Ok(())
-        } else {
-            Err(ProofError::RootMismatch)
-        };
+    if let Some(answer) = consistency_precheck(old, new, proof.len(), || old_root == new_root) {
+        return answer;
     }
     let old_root = hash_from_slice(old_root).ok_or(ProofError::BadHashLength)?;
     let new_root = hash_from_slice(new_root).ok_or(ProofError::BadHashLength)?;

@@ -161,36 +161,36 @@ async fn an_upstream_reset_mid_stream_aborts_the_client_stream() {
     assert_eq!(get(&format!("{}/healthz", gw.url)).await.status, 200);
 }
 
-/// A provider that stalls mid-stream must not keep the call open past the
-/// budget hold's lifetime (the hold would expire and the budget could be
-/// spent twice): the gateway ends the call at its deadline, charges what it
-/// saw and records it.
-#[tokio::test]
-async fn a_stalled_stream_is_ended_at_the_call_deadline() {
-    let handler: Handler = Arc::new(|_: &Seen| {
-        let frames = futures::stream::unfold(0, |step| async move {
-            match step {
-                0 => Some((
-                    Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(chunk(
-                        "part",
-                    )))),
-                    1,
+/// An upstream that sends `first` with `content_type` and then stalls for
+/// ever, as a provider hanging mid-answer would.
+fn stalling_upstream(content_type: &'static str, first: String) -> Handler {
+    Arc::new(move |_: &Seen| {
+        let first = first.clone();
+        let frames = futures::stream::unfold(Some(first), |next| async move {
+            match next {
+                Some(data) => Some((
+                    Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(data))),
+                    None,
                 )),
-                _ => {
+                None => {
                     std::future::pending::<()>().await;
                     None
                 }
             }
         });
         hyper::Response::builder()
-            .header("content-type", "text/event-stream")
+            .header("content-type", content_type)
             .body(http_body_util::BodyExt::boxed(
                 http_body_util::StreamBody::new(frames),
             ))
             .unwrap()
-    });
-    let upstream = FakeUpstream::start(handler).await;
-    let gw = start(Setup {
+    })
+}
+
+/// A budgeted OpenAI gateway in front of `upstream` whose calls end after
+/// 300 ms.
+async fn gateway_with_short_deadline(upstream: &FakeUpstream) -> TestGateway {
+    start(Setup {
         providers: vec![provider(
             "openai",
             caracal_gateway::config::ProviderKind::Openai,
@@ -203,7 +203,17 @@ async fn a_stalled_stream_is_ended_at_the_call_deadline() {
             ..Default::default()
         },
     })
-    .await;
+    .await
+}
+
+/// A provider that stalls mid-stream must not keep the call open past the
+/// budget hold's lifetime (the hold would expire and the budget could be
+/// spent twice): the gateway ends the call at its deadline, charges what it
+/// saw and records it.
+#[tokio::test]
+async fn a_stalled_stream_is_ended_at_the_call_deadline() {
+    let upstream = FakeUpstream::start(stalling_upstream("text/event-stream", chunk("part"))).await;
+    let gw = gateway_with_short_deadline(&upstream).await;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         post(
@@ -227,43 +237,9 @@ async fn a_stalled_stream_is_ended_at_the_call_deadline() {
 /// call is charged its reservation (the provider may bill it) and recorded.
 #[tokio::test]
 async fn a_stalled_json_body_is_ended_at_the_call_deadline() {
-    let handler: Handler = Arc::new(|_: &Seen| {
-        let frames = futures::stream::unfold(0, |step| async move {
-            match step {
-                0 => Some((
-                    Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(
-                        "{\"id\":",
-                    ))),
-                    1,
-                )),
-                _ => {
-                    std::future::pending::<()>().await;
-                    None
-                }
-            }
-        });
-        hyper::Response::builder()
-            .header("content-type", "application/json")
-            .body(http_body_util::BodyExt::boxed(
-                http_body_util::StreamBody::new(frames),
-            ))
-            .unwrap()
-    });
-    let upstream = FakeUpstream::start(handler).await;
-    let gw = start(Setup {
-        providers: vec![provider(
-            "openai",
-            caracal_gateway::config::ProviderKind::Openai,
-            Some(&upstream.url),
-        )],
-        snapshot: Some(crate::openai::budgeted_snapshot(10_000_000)),
-        agent: "team/bot".into(),
-        limits: caracal_gateway::config::Limits {
-            max_call_duration: std::time::Duration::from_millis(300),
-            ..Default::default()
-        },
-    })
-    .await;
+    let upstream =
+        FakeUpstream::start(stalling_upstream("application/json", "{\"id\":".into())).await;
+    let gw = gateway_with_short_deadline(&upstream).await;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         post(
