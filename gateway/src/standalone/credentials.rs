@@ -91,23 +91,28 @@ pub fn ensure(
         let (openai, anthropic) = sdk_providers(allowed, providers);
         let text = env_file(gateway_url, &key, openai, anthropic);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            std::fs::write(&path, &text).map_err(io_error(&path))?;
-            restrict(&path)?;
+            write_private(&path, &text)?;
         }
         entries.push((digest(&key), id.clone()));
     }
     Ok(KeyTable::new(entries))
 }
 
-#[cfg(unix)]
-fn restrict(path: &Path) -> Result<(), SetupError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error(path))
-}
-
-#[cfg(not(unix))]
-fn restrict(_: &Path) -> Result<(), SetupError> {
-    Ok(())
+/// Replace `path` with `text`, readable by its owner only from the first
+/// byte: the text goes to a sibling file created with mode 0600, which is
+/// then renamed over `path` (so there is no moment when a key sits in a file
+/// other local users may read, and a crash never leaves a half-written one).
+fn write_private(path: &Path, text: &str) -> Result<(), SetupError> {
+    use std::io::Write;
+    let tmp = path.with_extension("env.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
 #[cfg(test)]
@@ -158,6 +163,26 @@ mod tests {
         let table = ensure(&dir, "http://127.0.0.1:1", &agents, &providers).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
         assert_eq!(table.agent_for(&key), Some("team/bot"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The key file is private, also when it replaces one that was not.
+    #[cfg(unix)]
+    #[test]
+    fn credential_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("caracal-cred-mode-{}", uuid::Uuid::now_v7()));
+        let providers = vec![p("mock", ProviderKind::Mock)];
+        let agents: BTreeMap<String, Vec<String>> = [("team/bot".to_owned(), vec![])].into();
+        let path = dir.join("credentials/team/bot.env");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "stale\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ensure(&dir, "http://127.0.0.1:1", &agents, &providers).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(read_key(&std::fs::read_to_string(&path).unwrap()).is_some());
+        assert!(!path.with_extension("env.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
