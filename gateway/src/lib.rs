@@ -15,6 +15,7 @@ pub mod ledger_sink;
 pub mod live;
 pub mod metrics;
 pub mod mock;
+pub mod mtls;
 pub mod proxy;
 pub mod readiness;
 pub mod refusal;

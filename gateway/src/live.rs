@@ -21,6 +21,15 @@ pub struct Live {
     pub service_accounts: Arc<HashMap<String, String>>,
 }
 
+impl Live {
+    /// The agent that runs as the service account with token subject
+    /// `subject`: the one lookup behind both service-account tokens and
+    /// client certificates.
+    pub fn agent_for_service_account(&self, subject: &str) -> Option<&str> {
+        self.service_accounts.get(subject).map(String::as_str)
+    }
+}
+
 /// Publishes new [`Live`] values to a running gateway.
 pub type LiveSender = watch::Sender<Arc<Live>>;
 pub type LiveReceiver = watch::Receiver<Arc<Live>>;

@@ -20,6 +20,7 @@ use caracal_gateway::{
     config::Provider,
     ledger_sink::SignedSink,
     live::{Live, LiveSender},
+    mtls::TlsServer,
     proxy::Gateway,
     server,
     spool::Spool,
@@ -54,6 +55,10 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
+    /// Address of the TLS (mTLS) listener, overriding `tls.listen` of the
+    /// config file; needs a `tls` section there.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
     /// Ledger database (`postgres://...` or `sqlite:PATH`); default: SQLite in the state dir.
     #[arg(long, env = "CARACAL_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
@@ -187,15 +192,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let url = format!(
-        "http://{}",
-        if addr.ip().is_unspecified() {
-            SocketAddr::new([127, 0, 0, 1].into(), addr.port())
-        } else {
-            addr
-        }
-    );
+    let url = format!("http://{}", loopback_if_unspecified(listener.local_addr()?));
+    let tls = tls_listener(&file, &config_path, args.tls_listen).await?;
 
     let (live_tx, live_rx) = caracal_gateway::live::channel();
     let jwt = file.jwt_config(&config_path)?;
@@ -224,19 +222,28 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tokio::spawn(reloader.run());
     tokio::spawn(sequence_forever(ledger.clone(), log_key.clone()));
     println!("caracal dev: gateway listening on {url}");
+    if let Some((_, _, listening)) = &tls {
+        println!("caracal dev: {listening}");
+    }
     println!(
         "caracal dev: agent credentials in {}/credentials/NAMESPACE/AGENT.env",
         state_dir.display()
     );
     println!("caracal dev: ledger at {database_url}");
 
-    server::serve(
-        listener,
-        gateway,
-        server::shutdown_signal(),
-        Duration::from_secs(10),
-    )
-    .await?;
+    let drain = Duration::from_secs(10);
+    let plain = server::serve(listener, gateway.clone(), server::shutdown_signal(), drain);
+    let tls = async {
+        match tls {
+            Some((listener, tls, _)) => {
+                server::serve_tls(listener, tls, gateway, server::shutdown_signal(), drain).await
+            }
+            None => Ok(()),
+        }
+    };
+    let (plain, tls) = tokio::join!(plain, tls);
+    plain?;
+    tls?;
     tracing::info!("stopped serving; shipping the spool");
     if tokio::time::timeout(Duration::from_secs(5), spool.flush_now(sink.as_ref()))
         .await
@@ -250,6 +257,52 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "final sequencing failed; events stay pending until the next start");
     }
     Ok(())
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// The TLS listener of the config file's `tls` section, bound (at
+/// `override_addr` if given) and ready to serve, with a line saying so.
+async fn tls_listener(
+    file: &GatewayFile,
+    config_path: &Path,
+    override_addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, TlsServer, String)>> {
+    let Some((listen, settings)) = file.tls_settings(config_path) else {
+        anyhow::ensure!(
+            override_addr.is_none(),
+            "--tls-listen needs a `tls` section in the config file (certFile, keyFile, ...)"
+        );
+        return Ok(None);
+    };
+    let tls = TlsServer::new(&settings).context("setting up the TLS listener")?;
+    let addr = override_addr.unwrap_or(listen);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (TLS)"))?;
+    let bound = loopback_if_unspecified(listener.local_addr()?);
+    let clients = match (&settings.client_ca_file, settings.require_client_cert) {
+        (None, _) => "no client certificates".to_owned(),
+        (Some(_), true) => format!(
+            "client certificates required, trust domain {}",
+            settings.trust_domain
+        ),
+        (Some(_), false) => format!(
+            "client certificates optional, trust domain {}",
+            settings.trust_domain
+        ),
+    };
+    Ok(Some((
+        listener,
+        tls,
+        format!("TLS listening on https://{bound} ({clients})"),
+    )))
 }
 
 /// The in-process sequencer: give queued events log indexes and sign a

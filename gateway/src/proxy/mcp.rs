@@ -42,7 +42,12 @@ pub(super) async fn handle(
     let Some(snapshot) = live.snapshot.clone() else {
         return Err(deny(Denial::new(DenyReason::NoConfig, None)));
     };
-    let agent = authenticate(req.headers(), &live, gw.jwt.as_ref())?;
+    let agent = authenticate(
+        req.headers(),
+        req.extensions().get(),
+        &live,
+        gw.jwt.as_ref(),
+    )?;
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let bytes = if parts.method == Method::POST {

@@ -32,6 +32,7 @@ use crate::{
     jwt::{self, JwtConfig},
     live::{Live, LiveReceiver},
     metrics::Metrics,
+    mtls::ClientCert,
     readiness::{self, BudgetProbe, Observed},
     refusal::{ErrorStyle, Refusal, error_body},
     spool::{Spool, SpoolError},
@@ -283,12 +284,17 @@ pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) 
     r
 }
 
-/// The agent a request's credential names.
+/// The agent a request's credential names. A verified client certificate
+/// on the connection is the credential, whatever the headers say.
 pub(crate) fn authenticate(
     headers: &HeaderMap,
+    cert: Option<&ClientCert>,
     live: &Live,
     jwt: Option<&JwtConfig>,
 ) -> Result<String, Refusal> {
+    if let Some(cert) = cert {
+        return cert.agent(live);
+    }
     let key = identity::presented_key(headers).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -300,13 +306,16 @@ pub(crate) fn authenticate(
         let now = chrono::Utc::now().timestamp();
         let subject = jwt::verify(key, config, now)
             .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
-        return live.service_accounts.get(&subject).cloned().ok_or_else(|| {
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_service_account",
-                format!("no Agent runs as {subject}"),
-            )
-        });
+        return live
+            .agent_for_service_account(&subject)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_service_account",
+                    format!("no Agent runs as {subject}"),
+                )
+            });
     }
     live.keys.agent_for(key).map(str::to_owned).ok_or_else(|| {
         Refusal::new(

@@ -106,7 +106,12 @@ pub(super) async fn handle(
             chrono::Utc::now(),
         ));
     };
-    let agent = authenticate(req.headers(), &live, gw.jwt.as_ref())?;
+    let agent = authenticate(
+        req.headers(),
+        req.extensions().get(),
+        &live,
+        gw.jwt.as_ref(),
+    )?;
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
     let early = async {

@@ -13,6 +13,11 @@
 //! maxRequestBytes: 4194304
 //! spoolAck: fsync           # or write
 //! spoolMaxPendingBytes: 67108864
+//! tls:                      # optional: a TLS listener, mTLS with clientCaFile
+//!   listen: 127.0.0.1:8443
+//!   certFile: server.pem
+//!   keyFile: server-key.pem
+//!   clientCaFile: ca.pem
 //! ```
 //!
 //! Without a file, [`GatewayFile::mock`] is used: one `mock` provider with
@@ -30,6 +35,7 @@ use serde::Deserialize;
 use super::{SetupError, io_error};
 use crate::config::{Limits, Provider, ProviderConfig, ProviderKind};
 use crate::jwt::{KeyError, VerifyKey};
+use crate::mtls::{DEFAULT_TRUST_DOMAIN, TlsSettings};
 
 fn key_error(path: &Path) -> impl Fn(KeyError) -> SetupError + '_ {
     move |e| SetupError::Invalid {
@@ -59,6 +65,32 @@ pub struct GatewayFile {
     /// Accept service-account tokens (JWT, ES256 or RS256) as agent identity.
     #[serde(default)]
     pub service_account_tokens: Option<TokenConfig>,
+    /// A TLS listener beside the plaintext one, verifying client
+    /// certificates when `clientCaFile` is set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS listener, as written in the file. Paths are relative to the
+/// config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: std::net::SocketAddr,
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert_file: std::path::PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// CA bundle (PEM) client certificates must chain to: the operator's CA.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// Default: true when `clientCaFile` is set. `false` also lets clients
+    /// without a certificate connect and use a key or token.
+    #[serde(default)]
+    pub require_client_cert: Option<bool>,
+    /// SPIFFE trust domain of client identities; default `cluster.local`.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
 }
 
 /// How to verify service-account tokens.
@@ -128,6 +160,7 @@ impl GatewayFile {
             spool_ack: None,
             spool_max_pending_bytes: None,
             service_account_tokens: None,
+            tls: None,
         }
     }
 
@@ -192,6 +225,28 @@ impl GatewayFile {
             keys,
             leeway_seconds: 30,
         }))
+    }
+
+    /// The TLS listener's address and settings, with paths resolved
+    /// relative to `config_path`; `None` without a `tls` section.
+    pub fn tls_settings(&self, config_path: &Path) -> Option<(std::net::SocketAddr, TlsSettings)> {
+        let tls = self.tls.as_ref()?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        Some((
+            tls.listen,
+            TlsSettings {
+                cert_file: base.join(&tls.cert_file),
+                key_file: base.join(&tls.key_file),
+                client_ca_file: tls.client_ca_file.as_ref().map(|f| base.join(f)),
+                require_client_cert: tls
+                    .require_client_cert
+                    .unwrap_or(tls.client_ca_file.is_some()),
+                trust_domain: tls
+                    .trust_domain
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned()),
+            },
+        ))
     }
 
     /// Spool settings for a spool in `dir`.
@@ -289,6 +344,52 @@ spoolMaxPendingBytes: 1000
                 .and_then(|f| f.resolve_providers(|_| None));
             let err = result.unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_the_tls_section() {
+        let path = Path::new("/etc/caracal/gateway.yaml");
+        let text = "providers: []\ntls:\n  listen: 127.0.0.1:8443\n  certFile: server.pem\n  keyFile: /keys/server-key.pem\n  clientCaFile: ca.pem\n";
+        let (listen, tls) = GatewayFile::parse(text, path)
+            .unwrap()
+            .tls_settings(path)
+            .unwrap();
+        assert_eq!(listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(tls.cert_file, Path::new("/etc/caracal/server.pem"));
+        assert_eq!(tls.key_file, Path::new("/keys/server-key.pem"));
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/caracal/ca.pem"))
+        );
+        // A client CA makes client certificates required unless told otherwise.
+        assert!(tls.require_client_cert);
+        assert_eq!(tls.trust_domain, "cluster.local");
+
+        let optional = "providers: []\ntls: {listen: 0.0.0.0:0, certFile: s.pem, keyFile: k.pem, clientCaFile: ca.pem, requireClientCert: false, trustDomain: example.org}\n";
+        let (_, tls) = GatewayFile::parse(optional, path)
+            .unwrap()
+            .tls_settings(path)
+            .unwrap();
+        assert_eq!(
+            (tls.require_client_cert, tls.trust_domain.as_str()),
+            (false, "example.org")
+        );
+        let server_only =
+            "providers: []\ntls: {listen: 0.0.0.0:0, certFile: s.pem, keyFile: k.pem}\n";
+        let (_, tls) = GatewayFile::parse(server_only, path)
+            .unwrap()
+            .tls_settings(path)
+            .unwrap();
+        assert_eq!((tls.client_ca_file, tls.require_client_cert), (None, false));
+
+        assert!(GatewayFile::mock().tls_settings(path).is_none());
+        for bad in [
+            "providers: []\ntls: {listen: 0.0.0.0:0, certFile: s.pem, keyFile: k.pem, caFile: x}\n",
+            "providers: []\ntls: {certFile: s.pem, keyFile: k.pem}\n",
+            "providers: []\ntls: {listen: nowhere, certFile: s.pem, keyFile: k.pem}\n",
+        ] {
+            assert!(GatewayFile::parse(bad, path).is_err(), "{bad}");
         }
     }
 

@@ -155,6 +155,8 @@ pub struct TestGateway {
     pub key: String,
     pub live: LiveSender,
     pub sink: Arc<MemorySink>,
+    /// The gateway behind `url`, to serve on further listeners (TLS).
+    pub gateway: Arc<Gateway>,
     _spool_dir: TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -240,6 +242,7 @@ async fn start_full(
         key,
         live,
         sink,
+        gateway,
         _spool_dir: spool_dir,
         _stop: stop,
     }

@@ -6,6 +6,7 @@ mod enforcement;
 mod harness;
 mod jwt_rs256;
 mod mcp;
+mod mtls;
 mod openai;
 mod readiness;
 mod spool;

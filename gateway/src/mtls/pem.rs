@@ -1,0 +1,63 @@
+//! Reading the TLS listener's PEM files. Every error names the file, so a
+//! gateway that cannot start says which file to fix.
+
+use std::path::{Path, PathBuf};
+
+use rustls::{
+    RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+};
+
+use super::TlsError;
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError::Invalid {
+        path: PathBuf::from(path),
+        message: message.into(),
+    }
+}
+
+/// Every `CERTIFICATE` block of the file, in order (a chain: leaf first).
+pub(super) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid(path, "no `BEGIN CERTIFICATE` block found"));
+    }
+    Ok(certs)
+}
+
+/// The first private key of the file (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub(super) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => invalid(
+            path,
+            "no private key found (`BEGIN PRIVATE KEY`, `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`)",
+        ),
+        e => invalid(path, format!("not valid PEM: {e}")),
+    })
+}
+
+/// A trust store holding every certificate of the file.
+pub(super) fn trust_anchors(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in certificates(path)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            invalid(
+                path,
+                format!("certificate {} cannot be a trust anchor: {e}", i + 1),
+            )
+        })?;
+    }
+    Ok(roots)
+}
