@@ -1,17 +1,19 @@
 //! The local durable spool: metering events are on disk before they count.
 //!
-//! Appends go to one writer thread that drains whatever has queued, writes it
-//! with one `write`, calls `fsync` once and only then acknowledges every
-//! append in the group (group commit). The proxy waits for that
-//! acknowledgement before it finishes a response, so a gateway killed at any
-//! moment has on disk every event for every response it delivered.
+//! A request's task writes its event to the spool file itself (one
+//! `write(2)` under a mutex); a dedicated thread runs `fsync` whenever new
+//! records are written, and an append made with [`AckAfter::Fsync`] returns
+//! only once an fsync that covers it has finished (group commit: one fsync
+//! serves every append written before it). The proxy waits for that before
+//! it finishes a response, so a gateway killed at any moment has on disk
+//! every event for every response it delivered.
 //!
-//! A flusher task ships committed records to the ledger in batches and then
+//! A flusher task ships durable records to the ledger in batches and then
 //! records, in a small side file replaced atomically, how far it got. After
 //! a restart, everything past that mark is shipped again; the ledger accepts
 //! events idempotently by event id, so a batch shipped twice is harmless.
-//! When everything is shipped the writer truncates the file, writing the
-//! mark `0` *before* truncating so that a crash in between only re-ships.
+//! When everything is shipped the file is truncated, writing the mark `0`
+//! durably *before* truncating so that a crash in between only re-ships.
 
 mod format;
 mod writer;
@@ -26,7 +28,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
 pub use format::{Scan, encode, scan};
 
@@ -63,11 +65,19 @@ pub struct SpoolConfig {
     pub batch_records: usize,
     /// How long the flusher waits between attempts when idle or failing.
     pub flush_interval: Duration,
+    /// How long the flusher lets events gather before it ships less than
+    /// a full batch. Each batch costs a signature and a store transaction,
+    /// so shipping every event on its own would cost far more under load;
+    /// this bounds how far the ledger lags behind the spool.
+    pub ship_delay: Duration,
     /// Truncate the file once everything in it is shipped and it is at
     /// least this long.
     pub compact_after_bytes: u64,
     /// When an append is acknowledged (and so when a response may finish).
     pub ack_after: AckAfter,
+    /// With [`AckAfter::Write`], how often written records are fsync'd: at
+    /// most this much can be lost if the machine (not the process) dies.
+    pub sync_interval: Duration,
 }
 
 /// When the spool acknowledges an append.
@@ -76,10 +86,11 @@ pub enum AckAfter {
     /// After `fsync`: survives the machine losing power. The default.
     #[default]
     Fsync,
-    /// After `write(2)`, with `fsync` right behind: survives the gateway
-    /// process being killed at any moment (the page cache belongs to the
-    /// kernel), but a machine crash can lose the last group. Removes the
-    /// disk's fsync latency from every response.
+    /// After `write(2)`, fsync'd every [`SpoolConfig::sync_interval`]:
+    /// survives the gateway process being killed at any moment (the page
+    /// cache belongs to the kernel), but a machine crash can lose what was
+    /// written in the last interval. Removes the disk's fsync latency from
+    /// every response, and most of its cost.
     Write,
 }
 
@@ -90,8 +101,10 @@ impl SpoolConfig {
             max_pending_bytes: 64 << 20,
             batch_records: 512,
             flush_interval: Duration::from_millis(200),
+            ship_delay: Duration::from_millis(50),
             compact_after_bytes: 4 << 20,
             ack_after: AckAfter::Fsync,
+            sync_interval: Duration::from_millis(10),
         }
     }
 }
@@ -99,9 +112,9 @@ impl SpoolConfig {
 /// Counters shared by the writer, the flusher and readers of health/metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// File length covered by fsync'd records.
-    committed: AtomicU64,
-    /// File offset up to which records are in the ledger.
+    /// Logical position just past the last record written (see `writer`).
+    written: AtomicU64,
+    /// Logical position up to which records are in the ledger.
     flushed: AtomicU64,
     pending_records: AtomicU64,
     shipped_records: AtomicU64,
@@ -114,9 +127,11 @@ pub(crate) struct Shared {
 /// A handle to the spool; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Spool {
-    tx: mpsc::Sender<writer::Command>,
+    file: Arc<writer::SpoolFile>,
     shared: Arc<Shared>,
     config: Arc<SpoolConfig>,
+    /// One shipper at a time (the flusher, or `flush_now`).
+    shipping: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What the spool holds right now, for `/metrics` and `/readyz`.
@@ -130,29 +145,23 @@ pub struct SpoolStatus {
 
 impl Spool {
     /// Open (or create) the spool in `config.dir`, replaying what a previous
-    /// run left unshipped, and start the writer thread and the flusher task.
+    /// run left unshipped, and start the sync thread and the flusher task.
     pub fn open(config: SpoolConfig, sink: Arc<dyn LedgerSink>) -> Result<Spool, SpoolError> {
         let shared = Arc::new(Shared::default());
         // Healthy until a submission says otherwise.
         shared.sink_healthy.store(true, Ordering::Release);
-        let (tx, rx) = mpsc::channel(4096);
-        let recovered = writer::Writer::open(&config, shared.clone())?;
-        std::thread::Builder::new()
-            .name("caracal-spool".into())
-            .spawn(move || recovered.run(rx))
-            .map_err(|source| SpoolError::Io {
-                path: config.dir.clone(),
-                source,
-            })?;
+        let file = Arc::new(writer::SpoolFile::open(&config, shared.clone())?);
         let spool = Spool {
-            tx,
+            file,
             shared,
             config: Arc::new(config),
+            shipping: Arc::default(),
         };
         tokio::spawn(flush_loop(
-            spool.tx.downgrade(),
+            Arc::downgrade(&spool.file),
             spool.shared.clone(),
             spool.config.clone(),
+            spool.shipping.clone(),
             sink,
         ));
         Ok(spool)
@@ -177,34 +186,31 @@ impl Spool {
         Ok(())
     }
 
-    /// Append one record; returns once it is fsync'd.
+    /// Append one record; returns once it is as durable as
+    /// [`SpoolConfig::ack_after`] asks.
     pub async fn append(&self, record: Vec<u8>) -> Result<(), SpoolError> {
         self.check_room()?;
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(writer::Command::Append { record, done })
-            .await
-            .map_err(|_| SpoolError::Stopped)?;
-        wait.await.map_err(|_| SpoolError::Stopped)??;
+        self.file.append(&record).await?;
         self.shared.notify.notify_one();
         Ok(())
     }
 
     pub fn status(&self) -> SpoolStatus {
-        let committed = self.shared.committed.load(Ordering::Acquire);
+        let written = self.shared.written.load(Ordering::Acquire);
         let flushed = self.shared.flushed.load(Ordering::Acquire);
         SpoolStatus {
-            pending_bytes: committed.saturating_sub(flushed),
+            pending_bytes: written.saturating_sub(flushed),
             pending_records: self.shared.pending_records.load(Ordering::Acquire),
             shipped_records: self.shared.shipped_records.load(Ordering::Acquire),
             sink_healthy: self.shared.sink_healthy.load(Ordering::Acquire),
         }
     }
 
-    /// Ship everything committed so far (used on shutdown and in tests).
+    /// Ship everything written so far (used on shutdown and in tests).
     pub async fn flush_now(&self, sink: &dyn LedgerSink) -> Result<(), String> {
         while self.status().pending_records > 0 {
-            ship_one_batch(&self.tx, &self.shared, &self.config, sink).await?;
+            let _one_shipper = self.shipping.lock().await;
+            ship_one_batch(&self.file, &self.config, sink).await?;
         }
         Ok(())
     }
@@ -214,62 +220,66 @@ impl Spool {
     }
 }
 
+/// Ship one batch of durable records; returns how many were shipped. The
+/// file work runs on a blocking thread (a truncation includes fsyncs).
 async fn ship_one_batch(
-    tx: &mpsc::Sender<writer::Command>,
-    shared: &Shared,
+    file: &Arc<writer::SpoolFile>,
     config: &SpoolConfig,
     sink: &dyn LedgerSink,
 ) -> Result<usize, String> {
-    let stopped = || "spool writer stopped".to_owned();
-    let (done, wait) = oneshot::channel();
-    tx.send(writer::Command::ReadBatch {
-        max: config.batch_records,
-        done,
-    })
-    .await
-    .map_err(|_| stopped())?;
-    let (records, end) = wait
+    let reader = file.clone();
+    let max = config.batch_records;
+    let (records, end) = tokio::task::spawn_blocking(move || reader.read_batch(max))
         .await
-        .map_err(|_| stopped())?
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     if records.is_empty() {
         return Ok(0);
     }
     let result = sink.submit(&records).await;
-    shared.sink_healthy.store(result.is_ok(), Ordering::Release);
+    file.shared()
+        .sink_healthy
+        .store(result.is_ok(), Ordering::Release);
     result?;
-    let (done, wait) = oneshot::channel();
-    tx.send(writer::Command::MarkShipped {
-        end,
-        count: records.len() as u64,
-        done,
-    })
-    .await
-    .map_err(|_| stopped())?;
-    wait.await
-        .map_err(|_| stopped())?
+    let count = records.len();
+    let marker = file.clone();
+    tokio::task::spawn_blocking(move || marker.mark_shipped(end, count as u64))
+        .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(records.len())
+    Ok(count)
 }
 
-/// Ships batches until every [`Spool`] handle is gone. It holds only a weak
-/// sender, so dropping the last handle stops the writer thread and this task.
+/// Ships batches until every [`Spool`] handle is gone. It holds the file
+/// only weakly between batches, so dropping the last handle stops the sync
+/// thread and this task.
 async fn flush_loop(
-    tx: mpsc::WeakSender<writer::Command>,
+    file: std::sync::Weak<writer::SpoolFile>,
     shared: Arc<Shared>,
     config: Arc<SpoolConfig>,
+    shipping: Arc<tokio::sync::Mutex<()>>,
     sink: Arc<dyn LedgerSink>,
 ) {
     loop {
-        let Some(strong) = tx.upgrade() else { return };
-        match ship_one_batch(&strong, &shared, &config, sink.as_ref()).await {
+        let pending = shared.pending_records.load(Ordering::Acquire);
+        if pending > 0 && pending < config.batch_records as u64 {
+            // Let a fuller batch gather rather than sign and store a few
+            // events at a time.
+            tokio::time::sleep(config.ship_delay).await;
+        }
+        let Some(strong) = file.upgrade() else { return };
+        let shipped = {
+            let _one_shipper = shipping.lock().await;
+            ship_one_batch(&strong, &config, sink.as_ref()).await
+        };
+        drop(strong);
+        match shipped {
             Ok(n) if n > 0 => continue,
             Ok(_) => shared.sink_healthy.store(true, Ordering::Release),
             Err(e) => {
                 tracing::warn!(error = %e, "could not ship spooled events to the ledger; will retry")
             }
         }
-        drop(strong);
         let _ = tokio::time::timeout(config.flush_interval, shared.notify.notified()).await;
     }
 }

@@ -1,51 +1,31 @@
-//! The spool's single writer: the only code that touches the files.
+//! The spool file: appends from the request tasks, fsync on its own thread.
 //!
-//! Running every file operation on one thread keeps ordering trivial: an
-//! append, a batch read and a truncation can never interleave.
+//! An append is written with one `write(2)` under a mutex, straight from the
+//! request's task, so the common path has no thread hop. A dedicated thread
+//! runs `fdatasync` whenever something new was written and publishes how far
+//! the file is durable; appends that must wait for the disk wait for that
+//! mark (group commit: one fsync covers every append written before it).
+//!
+//! Positions are *logical*: bytes ever appended since the spool was opened.
+//! When everything is shipped the file is truncated and the logical position
+//! of its first byte (`base`) moves on, so waiters and marks never see a
+//! position go backwards. The shipped mark on disk is a file offset.
 
 use std::{
     fs::{File, OpenOptions},
-    io::{Read, Seek, SeekFrom, Write},
+    io::{Read, Write},
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Condvar, Mutex, atomic::Ordering},
+    time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::watch;
 
 use super::{AckAfter, Shared, SpoolConfig, SpoolError, format};
 
-/// Appends written by one `write` + `fsync`.
-const MAX_GROUP: usize = 1024;
-
-type Ack = oneshot::Sender<Result<(), SpoolError>>;
-/// Records read for shipping, and the file offset just past them.
-type BatchReply = oneshot::Sender<Result<(Vec<Vec<u8>>, u64), SpoolError>>;
-
-pub(super) enum Command {
-    Append {
-        record: Vec<u8>,
-        done: oneshot::Sender<Result<(), SpoolError>>,
-    },
-    ReadBatch {
-        max: usize,
-        done: BatchReply,
-    },
-    MarkShipped {
-        end: u64,
-        count: u64,
-        done: oneshot::Sender<Result<(), SpoolError>>,
-    },
-}
-
-pub(super) struct Writer {
-    log: File,
-    log_path: PathBuf,
-    mark_path: PathBuf,
-    dir: PathBuf,
-    shared: Arc<Shared>,
-    compact_after_bytes: u64,
-    ack_after: AckAfter,
-}
+/// Bytes read per attempt when shipping (about 1,500 metering events).
+const READ_WINDOW: u64 = 1 << 20;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
@@ -54,9 +34,104 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
-impl Writer {
-    /// Open the files, cut off a torn tail and count what is unshipped.
-    pub(super) fn open(config: &SpoolConfig, shared: Arc<Shared>) -> Result<Writer, SpoolError> {
+/// How far the file is known to be on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Durable {
+    /// Logical position up to which every byte is fsync'd.
+    pub upto: u64,
+    /// An fsync failed: nothing written since can be promised.
+    pub failed: bool,
+}
+
+/// Positions guarded by the append mutex.
+struct Tail {
+    /// Logical position of the file's first byte.
+    base: u64,
+    /// Logical position just past the last whole record written.
+    written: u64,
+}
+
+/// Wakes the sync thread, and tells it to stop.
+#[derive(Default)]
+struct SyncSignal {
+    /// (something was written since the sync thread last looked, stop)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl SyncSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Something was written and waits for an fsync.
+    fn written(&self) {
+        self.lock().0 = true;
+        self.cv.notify_one();
+    }
+
+    fn stop(&self) {
+        self.lock().1 = true;
+        self.cv.notify_one();
+    }
+
+    /// Block until something is written or a stop is asked; true on stop.
+    fn wait_written(&self) -> bool {
+        let mut s = self.lock();
+        while !s.0 && !s.1 {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.0 = false;
+        s.1
+    }
+
+    /// Block for `period` or until a stop is asked; true on stop.
+    fn sleep(&self, period: Duration) -> bool {
+        let s = self.lock();
+        if s.1 {
+            return true;
+        }
+        self.cv
+            .wait_timeout(s, period)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .1
+    }
+}
+
+/// The open spool file.
+pub(super) struct SpoolFile {
+    log: File,
+    tail: Mutex<Tail>,
+    log_path: PathBuf,
+    mark_path: PathBuf,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    signal: Arc<SyncSignal>,
+    durable: watch::Receiver<Durable>,
+    compact_after_bytes: u64,
+    ack_after: AckAfter,
+}
+
+impl std::fmt::Debug for SpoolFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolFile")
+            .field("path", &self.log_path)
+            .field("ack_after", &self.ack_after)
+            .finish()
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        self.signal.stop();
+    }
+}
+
+impl SpoolFile {
+    /// Open the files, cut off a torn tail, count what is unshipped and start
+    /// the sync thread.
+    pub(super) fn open(config: &SpoolConfig, shared: Arc<Shared>) -> Result<Self, SpoolError> {
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let log_path = dir.join("events.spool");
@@ -70,6 +145,8 @@ impl Writer {
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io(&log_path))?;
         let mark = match std::fs::read_to_string(&mark_path) {
+            // An unreadable mark (a crash while replacing it) reads as 0:
+            // everything is shipped again, never skipped.
             Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io(&mark_path)(e)),
@@ -84,8 +161,9 @@ impl Writer {
         if whole.torn_tail {
             tracing::warn!(path = %log_path.display(), at = whole.valid_len, "cutting a torn record off the spool");
             log.set_len(whole.valid_len as u64).map_err(io(&log_path))?;
-            log.sync_all().map_err(io(&log_path))?;
         }
+        // Whatever an earlier run wrote but had not synced is synced now.
+        log.sync_all().map_err(io(&log_path))?;
         let unshipped = format::scan(&bytes[mark as usize..whole.valid_len], usize::MAX)
             .records
             .len();
@@ -95,136 +173,148 @@ impl Writer {
                 "replaying unshipped events from the spool"
             );
         }
-        shared
-            .committed
-            .store(whole.valid_len as u64, Ordering::Release);
+        let valid = whole.valid_len as u64;
+        shared.written.store(valid, Ordering::Release);
         shared.flushed.store(mark, Ordering::Release);
         shared
             .pending_records
             .store(unshipped as u64, Ordering::Release);
-        Ok(Writer {
+        let (durable_tx, durable) = watch::channel(Durable {
+            upto: valid,
+            failed: false,
+        });
+        let signal = Arc::new(SyncSignal::default());
+        let syncer = Syncer {
+            // Acknowledging after fsync: sync as soon as anything is written.
+            // After write: every `sync_interval`, whatever was written.
+            period: (config.ack_after == AckAfter::Write).then_some(config.sync_interval),
+            log: log.try_clone().map_err(io(&log_path))?,
+            shared: shared.clone(),
+            signal: signal.clone(),
+            durable: durable_tx,
+        };
+        std::thread::Builder::new()
+            .name("caracal-spool".into())
+            .spawn(move || syncer.run())
+            .map_err(io(&dir))?;
+        Ok(SpoolFile {
             log,
+            tail: Mutex::new(Tail {
+                base: 0,
+                written: valid,
+            }),
             log_path,
             mark_path,
             dir,
             shared,
+            signal,
+            durable,
             compact_after_bytes: config.compact_after_bytes,
             ack_after: config.ack_after,
         })
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut group = Vec::new();
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Command::Append { record, done } => {
-                        group.push((record, done));
-                        if group.len() < MAX_GROUP {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    other => {
-                        self.commit(std::mem::take(&mut group));
-                        self.handle(other);
-                        next = rx.try_recv().ok();
-                    }
-                }
-            }
-            self.commit(group);
-        }
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
-    fn commit(&mut self, group: Vec<(Vec<u8>, Ack)>) {
-        if group.is_empty() {
-            return;
-        }
-        let mut buf = Vec::new();
-        for (record, _) in &group {
-            format::encode(record, &mut buf);
-        }
-        // With `AckAfter::Fsync` nothing is acknowledged before it is on
-        // disk; with `AckAfter::Write` it is acknowledged once in the page
-        // cache (safe against a killed process, not a lost machine) and
-        // fsync'd right after.
-        let strict = self.ack_after == AckAfter::Fsync;
-        let result = self
-            .log
-            .write_all(&buf)
-            .and_then(|()| if strict { self.log.sync_data() } else { Ok(()) });
-        match result {
-            Ok(()) => {
-                self.shared
-                    .committed
-                    .fetch_add(buf.len() as u64, Ordering::AcqRel);
-                self.shared
-                    .pending_records
-                    .fetch_add(group.len() as u64, Ordering::AcqRel);
-                for (_, done) in group {
-                    let _ = done.send(Ok(()));
-                }
-                if !strict && let Err(e) = self.log.sync_data() {
-                    // Acknowledged but maybe not durable: refuse everything
-                    // from now on rather than keep promising.
-                    tracing::error!(error = %e, "spool fsync failed after acknowledging; refusing new events");
-                    self.shared.sync_failed.store(true, Ordering::Release);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; refusing the group");
-                // Drop whatever part of the group reached the file.
-                let committed = self.shared.committed.load(Ordering::Acquire);
-                let _ = self.log.set_len(committed);
-                for (_, done) in group {
-                    let _ = done.send(Err(SpoolError::Io {
-                        path: self.log_path.clone(),
-                        source: std::io::Error::new(e.kind(), e.to_string()),
-                    }));
-                }
-            }
-        }
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn handle(&mut self, cmd: Command) {
-        match cmd {
-            Command::Append { .. } => unreachable!("appends are grouped by run()"),
-            Command::ReadBatch { max, done } => {
-                let _ = done.send(self.read_batch(max));
-            }
-            Command::MarkShipped { end, count, done } => {
-                let _ = done.send(self.mark_shipped(end, count));
-            }
+    /// Write one record and return the logical position just past it. The
+    /// record is in the page cache (safe from a killed process), not yet
+    /// necessarily on disk.
+    fn write(&self, record: &[u8]) -> Result<u64, SpoolError> {
+        let mut buf = Vec::with_capacity(format::HEADER_LEN + record.len());
+        format::encode(record, &mut buf);
+        let mut tail = self.tail();
+        // `&File` writes: the descriptor is in append mode, and the mutex
+        // keeps records whole and in order.
+        if let Err(e) = (&self.log).write_all(&buf) {
+            tracing::error!(error = %e, "spool write failed; refusing the event");
+            // Drop whatever part of the record reached the file.
+            let _ = self.log.set_len(tail.written - tail.base);
+            return Err(io(&self.log_path)(e));
         }
+        tail.written += buf.len() as u64;
+        self.shared.written.store(tail.written, Ordering::Release);
+        self.shared.pending_records.fetch_add(1, Ordering::AcqRel);
+        Ok(tail.written)
     }
 
-    fn read_batch(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, u64), SpoolError> {
+    /// Append one record; returns once it is as safe as `ack_after` asks.
+    pub(super) async fn append(&self, record: &[u8]) -> Result<(), SpoolError> {
+        let end = self.write(record)?;
+        if self.ack_after == AckAfter::Write {
+            // The sync thread catches up on its own schedule.
+            return Ok(());
+        }
+        self.signal.written();
+        let mut durable = self.durable.clone();
+        let state = durable
+            .wait_for(|d| d.failed || d.upto >= end)
+            .await
+            .map_err(|_| SpoolError::Stopped)?;
+        if state.upto >= end {
+            return Ok(());
+        }
+        Err(SpoolError::Io {
+            path: self.log_path.clone(),
+            source: std::io::Error::other("fsync of the spool failed"),
+        })
+    }
+
+    /// Read up to `max` durable, unshipped records and the logical position
+    /// just past them. Reads a bounded window (grown only when one record is
+    /// larger), so a long backlog is never pulled into memory whole.
+    pub(super) fn read_batch(&self, max: usize) -> Result<(Vec<Vec<u8>>, u64), SpoolError> {
+        // Only the flusher reads and truncates, so `base` cannot move here.
+        let base = self.tail().base;
         let from = self.shared.flushed.load(Ordering::Acquire);
-        let to = self.shared.committed.load(Ordering::Acquire);
-        let mut bytes = vec![0u8; (to - from) as usize];
-        let mut reader = File::open(&self.log_path).map_err(io(&self.log_path))?;
-        reader
-            .seek(SeekFrom::Start(from))
-            .map_err(io(&self.log_path))?;
-        reader.read_exact(&mut bytes).map_err(io(&self.log_path))?;
-        let scan = format::scan(&bytes, max);
-        Ok((scan.records, from + scan.valid_len as u64))
+        let upto = self.durable.borrow().upto;
+        let backlog = upto.saturating_sub(from);
+        let mut window = backlog.min(READ_WINDOW);
+        loop {
+            let mut bytes = vec![0u8; window as usize];
+            self.log
+                .read_exact_at(&mut bytes, from - base)
+                .map_err(io(&self.log_path))?;
+            let scan = format::scan(&bytes, max);
+            // A window that ends inside a record yields the whole records
+            // before it; only a record larger than the window needs more.
+            if !scan.records.is_empty() || window == backlog {
+                return Ok((scan.records, from + scan.valid_len as u64));
+            }
+            window = (window * 2).min(backlog);
+        }
     }
 
-    fn write_mark(&self, offset: u64) -> Result<(), SpoolError> {
+    /// Replace the shipped mark (a file offset). `durable` syncs the file
+    /// and the folder; only the mark written before a truncation needs that.
+    /// An ordinary mark lost in a crash leaves an older (smaller) mark or an
+    /// unreadable file, which reads as 0: events are shipped again, which the
+    /// ledger accepts idempotently, and none is skipped.
+    fn write_mark(&self, offset: u64, durable: bool) -> Result<(), SpoolError> {
         let tmp = self.dir.join("shipped.offset.tmp");
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(offset.to_string().as_bytes())
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
             .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &self.mark_path).map_err(io(&self.mark_path))?;
+        if !durable {
+            return Ok(());
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))
     }
 
-    fn mark_shipped(&mut self, end: u64, count: u64) -> Result<(), SpoolError> {
-        self.write_mark(end)?;
+    /// Record that everything before logical position `end` (`count`
+    /// records) is in the ledger; truncate the file once all of it is.
+    pub(super) fn mark_shipped(&self, end: u64, count: u64) -> Result<(), SpoolError> {
+        let base = self.tail().base;
+        self.write_mark(end - base, false)?;
         self.shared.flushed.store(end, Ordering::Release);
         self.shared
             .pending_records
@@ -232,17 +322,68 @@ impl Writer {
         self.shared
             .shipped_records
             .fetch_add(count, Ordering::AcqRel);
-        let committed = self.shared.committed.load(Ordering::Acquire);
-        if end == committed && committed >= self.compact_after_bytes {
-            // Mark first, truncate second: a crash between re-ships, never loses.
-            self.write_mark(0)?;
-            self.shared.flushed.store(0, Ordering::Release);
-            self.log
-                .set_len(0)
-                .and_then(|()| self.log.sync_all())
-                .map_err(io(&self.log_path))?;
-            self.shared.committed.store(0, Ordering::Release);
+        if end - base < self.compact_after_bytes {
+            return Ok(());
         }
+        // Appends wait while the file is cut; none can land in between.
+        let mut tail = self.tail();
+        if tail.written != end {
+            return Ok(());
+        }
+        // Mark first, truncate second: a crash between re-ships, never loses.
+        self.write_mark(0, true)?;
+        self.log
+            .set_len(0)
+            .and_then(|()| self.log.sync_all())
+            .map_err(io(&self.log_path))?;
+        tail.base = tail.written;
         Ok(())
+    }
+}
+
+/// The thread that makes written records durable.
+struct Syncer {
+    period: Option<Duration>,
+    log: File,
+    shared: Arc<Shared>,
+    signal: Arc<SyncSignal>,
+    durable: watch::Sender<Durable>,
+}
+
+impl Syncer {
+    fn run(self) {
+        loop {
+            let stop = match self.period {
+                None => self.signal.wait_written(),
+                Some(period) => self.signal.sleep(period),
+            };
+            // A stop still syncs what was written before it.
+            if !self.sync() || stop {
+                return;
+            }
+        }
+    }
+
+    /// Make everything written so far durable; false once fsync failed.
+    fn sync(&self) -> bool {
+        // Everything written before this load is covered by the fsync.
+        let target = self.shared.written.load(Ordering::Acquire);
+        if target <= self.durable.borrow().upto {
+            return true;
+        }
+        match self.log.sync_data() {
+            Ok(()) => {
+                self.durable.send_modify(|d| d.upto = d.upto.max(target));
+                true
+            }
+            Err(e) => {
+                // The kernel may have dropped the unsynced pages: refuse
+                // everything from now on rather than keep promising.
+                tracing::error!(error = %e, "spool fsync failed; refusing new events");
+                self.shared.sync_failed.store(true, Ordering::Release);
+                self.durable.send_modify(|d| d.failed = true);
+                false
+            }
+        }
     }
 }

@@ -14,11 +14,18 @@ use crate::wire::{Endpoint, SseEvent, Usage, WireError, anthropic_usage, openai_
 
 /// Usage from a complete (non-streamed) JSON response body.
 pub fn usage_from_json(endpoint: Endpoint, body: &[u8]) -> Result<Usage, WireError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
-    let usage = v
-        .get("usage")
+    /// Only `usage` is kept; the rest of the answer (the generated text) is
+    /// checked for well-formedness and skipped without being built.
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Value>,
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| WireError::NotJson)?;
+    let usage = answer
+        .usage
         .filter(|u| reports_output(endpoint, u))
         .ok_or(WireError::MissingUsage)?;
+    let usage = &usage;
     let parsed = if endpoint.is_anthropic() {
         anthropic_usage(usage)
     } else {

@@ -36,6 +36,8 @@ use tokio::{net::TcpListener, sync::oneshot};
 pub struct MemorySink {
     pub events: Mutex<Vec<Vec<u8>>>,
     pub failing: std::sync::atomic::AtomicBool,
+    /// Batches accepted.
+    pub batches: std::sync::atomic::AtomicUsize,
 }
 
 impl LedgerSink for MemorySink {
@@ -45,6 +47,8 @@ impl LedgerSink for MemorySink {
                 return Err("ledger store unreachable (test)".into());
             }
             self.events.lock().unwrap().extend(batch.iter().cloned());
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         })
     }

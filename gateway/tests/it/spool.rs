@@ -205,3 +205,69 @@ async fn ack_on_write_still_replays_everything_after_a_restart() {
     let got: Vec<u8> = sink.events.lock().unwrap().iter().map(|r| r[0]).collect();
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_read_window_ships_whole_and_in_order() {
+    let dir = TempDir::new();
+    let failing = Arc::new(MemorySink::default());
+    failing.failing.store(true, Ordering::SeqCst);
+    // 3,000 records of 1 KB (3 MB unshipped) and one of 3 MB: more than
+    // one read window each.
+    let record = |i: u32| {
+        let mut r = format!("{i:08}").into_bytes();
+        r.resize(if i == 1500 { 3 << 20 } else { 1024 }, b'.');
+        r
+    };
+    {
+        let spool = Spool::open(SpoolConfig::new(&dir.0), failing.clone()).unwrap();
+        for i in 0..3000 {
+            spool.append(record(i)).await.unwrap();
+        }
+    }
+    let sink = Arc::new(MemorySink::default());
+    let _spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    wait_for(&sink, 3000).await;
+    let got = sink.events.lock().unwrap().clone();
+    assert_eq!(got.len(), 3000);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r, &record(i as u32), "record {i}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_all_acknowledged_durable_and_shipped_in_batches() {
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    let tasks: Vec<_> = (0..400u32)
+        .map(|i| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(format!("e{i}").into_bytes()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Every acknowledged record is in the file already.
+    let on_disk = caracal_gateway::spool::scan(
+        &std::fs::read(dir.0.join("events.spool")).unwrap(),
+        usize::MAX,
+    );
+    assert_eq!(on_disk.records.len(), 400);
+    assert!(!on_disk.torn_tail);
+    wait_for(&sink, 400).await;
+    let mut got: Vec<String> = sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..400).map(|i| format!("e{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "each record shipped exactly once");
+    // Events gathered for the ship delay travel together, not one by one.
+    let batches = sink.batches.load(Ordering::SeqCst);
+    assert!(batches <= 10, "400 events in {batches} batches");
+}

@@ -52,6 +52,18 @@ fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord, StoreError> {
 
 const ENTRY_COLUMNS: &str = "idx, event_id, leaf, batch_root, batch_pos";
 
+/// Rows written per multi-row statement. Each statement is one trip to the
+/// connection's worker thread, so a batch takes a handful of trips instead
+/// of several per event; 128 rows of at most 6 values stay under the 999
+/// parameters even old SQLite builds allow.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// `(?, ?), (?, ?)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies `migrations/sqlite`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -120,21 +132,27 @@ impl LedgerStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let mut accepted = 0;
-        for (pos, e) in checked.events.iter().enumerate() {
-            accepted += sqlx::query(
+        let root = checked.root.to_vec();
+        let rows: Vec<_> = checked.events.iter().enumerate().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
                 "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
-                 WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE event_id = ?1)",
-            )
-            .bind(e.event.id)
-            .bind(checked.root.to_vec())
-            .bind(pos as i64)
-            .bind(&e.bytes)
-            .bind(micros(e.event.time))
-            .bind(e.event.agent.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() as usize;
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
+                 FROM (VALUES {}) AS v
+                 WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = v.column1)",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (pos, e) in chunk {
+                query = query
+                    .bind(e.event.id)
+                    .bind(root.clone())
+                    .bind(*pos as i64)
+                    .bind(&e.bytes)
+                    .bind(micros(e.event.time))
+                    .bind(e.event.agent.to_string());
+            }
+            accepted += query.execute(&mut *tx).await?.rows_affected() as usize;
         }
         tx.commit().await?;
         Ok(SubmitOutcome {
@@ -205,35 +223,48 @@ impl LedgerStore for SqliteStore {
         }
         let plan = plan_append(frontier, &pending, key);
         let appended = plan.entries.len() as u64;
-        for e in &plan.entries {
-            let moved = sqlx::query(
+        for chunk in plan.entries.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
                 "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
-                 SELECT ?1, event_id, leaf, batch_root, batch_pos, event_time, agent
-                 FROM ledger_pending WHERE event_id = ?2",
-            )
-            .bind(to_i64(e.index))
-            .bind(e.event_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved != 1 {
+                 SELECT v.column1, p.event_id, p.leaf, p.batch_root, p.batch_pos, p.event_time, p.agent
+                 FROM (VALUES {}) AS v JOIN ledger_pending p ON p.event_id = v.column2",
+                placeholders(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(to_i64(e.index)).bind(e.event_id);
+            }
+            let moved = query.execute(&mut *tx).await?.rows_affected();
+            if moved != chunk.len() as u64 {
                 return Err(StoreError::Inconsistent(format!(
-                    "pending event {} vanished",
-                    e.event_id
+                    "{} of {} pending events vanished while sequencing",
+                    chunk.len() as u64 - moved.min(chunk.len() as u64),
+                    chunk.len()
                 )));
             }
-            sqlx::query("DELETE FROM ledger_pending WHERE event_id = ?1")
-                .bind(e.event_id)
-                .execute(&mut *tx)
-                .await?;
+            let sql = format!(
+                "DELETE FROM ledger_pending WHERE event_id IN (SELECT column1 FROM (VALUES {}))",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(e.event_id);
+            }
+            query.execute(&mut *tx).await?;
         }
-        for (k, h) in &plan.nodes {
-            sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
-                .bind(i64::from(k.level))
-                .bind(to_i64(k.index))
-                .bind(h.to_vec())
-                .execute(&mut *tx)
-                .await?;
+        for chunk in plan.nodes.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO ledger_nodes (level, idx, hash) VALUES {}",
+                placeholders(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (k, h) in chunk {
+                query = query
+                    .bind(i64::from(k.level))
+                    .bind(to_i64(k.index))
+                    .bind(h.to_vec());
+            }
+            query.execute(&mut *tx).await?;
         }
         sqlx::query(
             "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
@@ -325,5 +356,16 @@ impl LedgerStore for SqliteStore {
     async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         fetch_nodes(&mut conn, keys).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_list_rows_of_values() {
+        assert_eq!(placeholders(1, 1), "(?)");
+        assert_eq!(placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
     }
 }
