@@ -8,7 +8,10 @@
 //!
 //! Run: `cargo run --release -p caracal-gateway --example bench_gateway`
 //!      options: `--rates 1000,3000` `--seconds 10`
-//!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory).
+//!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory),
+//!      `--postgres postgres://postgres@127.0.0.1:5432/postgres` (cluster
+//!      shape: a fresh Postgres ledger database, dropped afterwards, with
+//!      the sequencer in its own process instead of SQLite in the gateway's).
 
 mod load;
 mod roles;
@@ -89,6 +92,22 @@ fn cpu_us(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) * 1e6 / 100.0
 }
 
+fn psql(admin_url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .args([admin_url, "-q", "-c", sql])
+        .status()
+        .expect("psql (the PostgreSQL client)");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+/// `admin_url` with its database replaced by `db`.
+fn database_url(admin_url: &str, db: &str) -> String {
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    format!("{base}/{db}")
+}
+
 fn show(name: &str, l: &Latency) {
     println!(
         "  {name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   p99.9 {:>8.0} µs   ({} ok, {} errors)",
@@ -108,6 +127,7 @@ fn main() {
             match role.as_str() {
                 "upstream" => roles::upstream(port).await,
                 "proxy" => roles::plain_proxy(port, arg("--upstream").unwrap()).await,
+                "sequencer" => roles::sequencer(arg("--ledger-url").unwrap()).await,
                 "gateway" => {
                     let redis = arg("--redis").map(|url| {
                         (
@@ -122,6 +142,7 @@ fn main() {
                         PathBuf::from(arg("--state").unwrap()),
                         redis,
                         ack_on_write,
+                        arg("--ledger-url"),
                     )
                     .await
                 }
@@ -164,6 +185,16 @@ fn main() {
             redis_prefix.clone(),
         ]);
     }
+    // Cluster shape: a Postgres ledger and the sequencer in its own process.
+    let postgres = arg("--postgres");
+    let bench_db = format!("caracal_bench_gw_{}", uuid::Uuid::now_v7().simple());
+    let _sequencer = postgres.as_ref().map(|admin| {
+        psql(admin, &format!("CREATE DATABASE {bench_db}"));
+        let url = database_url(admin, &bench_db);
+        let sequencer = spawn_role("sequencer", 0, &["--ledger-url".into(), url.clone()]);
+        gw_args.extend(["--ledger-url".into(), url]);
+        sequencer
+    });
     let gateway = spawn_role("gateway", gw_port, &gw_args);
     let gw_pid = gateway.0.id();
     // The same gateway acknowledging spool appends after write(2) instead of fsync.
@@ -195,8 +226,13 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "caracal gateway benchmark: 1 KB JSON bodies, 2-core machine, budgets in {}",
-        if redis.is_some() { "Redis" } else { "memory" }
+        "caracal gateway benchmark: 1 KB JSON bodies, 2-core machine, budgets in {}, ledger in {}",
+        if redis.is_some() { "Redis" } else { "memory" },
+        if postgres.is_some() {
+            "Postgres (sequencer in its own process)"
+        } else {
+            "SQLite (sequencer in the gateway process, as caracal dev)"
+        }
     );
 
     // Warm up connection pools and the ledger file.
@@ -320,6 +356,10 @@ fn main() {
     );
     drop(gateway);
     drop(gateway_write);
+    drop(_sequencer);
+    if let Some(admin) = &postgres {
+        psql(admin, &format!("DROP DATABASE {bench_db}"));
+    }
     let _ = std::fs::remove_dir_all(&state);
     if let Some(url) = &redis {
         // Remove this run's budget counters from the shared Redis.

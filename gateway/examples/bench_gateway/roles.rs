@@ -139,16 +139,20 @@ pub async fn plain_proxy(port: u16, upstream: String) {
     .await
 }
 
-/// The gateway, as `caracal dev` runs it: virtual-key auth, policy
-/// evaluation, reservation and settle (in memory, or Redis when given),
-/// fsync'd spool shipped in signed batches to a SQLite ledger with an
-/// in-process sequencer.
+/// The gateway with virtual-key auth, policy evaluation, reservation and
+/// settle (in memory, or Redis when given), and its fsync'd spool shipped in
+/// signed batches to a ledger store. With no `ledger_url` it runs as
+/// `caracal dev` does: a SQLite ledger in the state folder with the
+/// sequencer in the same process. With a Postgres URL it runs as in a
+/// cluster: the ledger is Postgres and the sequencer is another process
+/// (the `sequencer` role, standing in for the operator).
 pub async fn gateway(
     port: u16,
     upstream: String,
     state: std::path::PathBuf,
     redis: Option<(String, String)>,
     ack_on_write: bool,
+    ledger_url: Option<String>,
 ) {
     let snapshot = SnapshotBuilder::new()
         .agent(
@@ -180,13 +184,10 @@ pub async fn gateway(
         None => Budgets::new(Arc::new(MemoryBudgetStore::new())),
     };
     std::fs::create_dir_all(&state).unwrap();
-    let ledger = Arc::new(
-        Ledger::open(&format!("sqlite:{}", state.join("ledger.db").display()))
-            .await
-            .expect("ledger"),
-    );
+    let in_process = ledger_url.is_none();
+    let url = ledger_url.unwrap_or_else(|| format!("sqlite:{}", state.join("ledger.db").display()));
+    let ledger = Arc::new(Ledger::open(&url).await.expect("ledger"));
     let gateway_key = KeyPair::generate("bench-gateway").unwrap();
-    let log_key = KeyPair::generate("bench-log").unwrap();
     ledger
         .register_submitter(gateway_key.public())
         .await
@@ -206,13 +207,9 @@ pub async fn gateway(
         spool_config.ack_after = caracal_gateway::spool::AckAfter::Write;
     }
     let spool = Spool::open(spool_config, sink).unwrap();
-    let seq = ledger.clone();
-    tokio::spawn(async move {
-        loop {
-            let _ = seq.sequence_pending(&log_key).await;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+    if in_process {
+        tokio::spawn(sequence_forever(ledger.clone()));
+    }
     let provider = Provider {
         name: "openai".into(),
         kind: ProviderKind::Openai,
@@ -235,4 +232,20 @@ pub async fn gateway(
     server::serve(listener, gw, std::future::pending(), Duration::from_secs(1))
         .await
         .unwrap();
+}
+
+/// Sequence whatever is pending every 250 ms, signing a checkpoint each time.
+async fn sequence_forever(ledger: Arc<Ledger>) {
+    let log_key = KeyPair::generate("bench-log").unwrap();
+    loop {
+        let _ = ledger.sequence_pending(&log_key).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The operator's part in a cluster: the ledger's sequencer, alone.
+pub async fn sequencer(ledger_url: String) {
+    let ledger = Arc::new(Ledger::open(&ledger_url).await.expect("ledger"));
+    println!("ready");
+    sequence_forever(ledger).await;
 }
