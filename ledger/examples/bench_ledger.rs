@@ -10,12 +10,17 @@
 //! 1. append: submit (signature and canonical checks) + sequence with a signed
 //!    checkpoint every `BENCH_STEP` events, against raw multi-row INSERT and
 //!    COPY of the same entry rows into a plain table with the same indexes;
-//! 2. full verify from Postgres, against reading the same rows, and in memory;
+//! 2. full verify from Postgres (through the data tiles), against reading the
+//!    same rows, each half of the verifier's read alone, and in memory;
 //! 3. inclusion proofs served from stored nodes and verified, in a tree of
 //!    `BENCH_PROOF_SIZE` leaves whose node table is generated inside Postgres
 //!    (real SHA-256 nodes over synthetic 8-byte leaves, built level by level
 //!    with SQL, so the index is as deep as a real log's), against a single
 //!    primary-key lookup.
+//!
+//! Switches: `BENCH_KEEP_DB=NAME` keeps the appended log (a later run only
+//! verifies it, `BENCH_VERIFY_RUNS` times); `BENCH_PROOF_DB=NAME` keeps the
+//! generated tree for later runs, and `BENCH_PROOF_SAMPLES=0` only builds it.
 
 use std::time::{Duration, Instant};
 
@@ -82,18 +87,86 @@ async fn main() -> anyhow::Result<()> {
         "# caracal-ledger benchmark: {events} events, checkpoint every {step} events, proofs at size {proof_size}"
     );
 
-    let (name, url) = fresh_db("append").await?;
-    let result = append_and_verify(&url, events, step).await;
-    drop_db(&name).await;
-    result?;
+    if events > 0 {
+        // BENCH_KEEP_DB=NAME keeps the appended log in database NAME; a later
+        // run with the same name only verifies it again (BENCH_VERIFY_RUNS times).
+        match std::env::var("BENCH_KEEP_DB") {
+            Ok(name) => {
+                let url = kept_db(&name).await?;
+                let ledger = Ledger::open(&url).await?;
+                let stored = ledger.entry_bound().await?;
+                if stored == 0 {
+                    append_and_verify(&url, events, step).await?;
+                } else {
+                    println!("verifying the {stored} entries kept in {name}");
+                    let trust = Trust {
+                        log_keys: parse_vkeys(&ledger.log_keys().await?)?,
+                        submitters: parse_vkeys(&ledger.submitter_keys().await?)?,
+                        origin: Some("caracal.bench/log".into()),
+                        known_checkpoints: vec![],
+                    };
+                    verify_section(&ledger, &trust, stored).await?;
+                }
+            }
+            Err(_) => {
+                let (name, url) = fresh_db("append").await?;
+                let result = append_and_verify(&url, events, step).await;
+                drop_db(&name).await;
+                result?;
+            }
+        }
+    }
 
     if proof_size > 0 {
-        let (name, url) = fresh_db("proof").await?;
-        let result = proofs(&url, proof_size).await;
-        drop_db(&name).await;
-        result?;
+        // BENCH_PROOF_DB=NAME keeps the generated tree in database NAME and
+        // reuses it on the next run (building 10M leaves takes minutes).
+        match std::env::var("BENCH_PROOF_DB") {
+            Ok(name) => {
+                let url = kept_db(&name).await?;
+                proofs(&url, proof_size).await?;
+            }
+            Err(_) => {
+                let (name, url) = fresh_db("proof").await?;
+                let result = proofs(&url, proof_size).await;
+                drop_db(&name).await;
+                result?;
+            }
+        }
     }
     Ok(())
+}
+
+fn parse_vkeys(vkeys: &[String]) -> anyhow::Result<Vec<caracal_ledger::PublicKey>> {
+    Ok(vkeys
+        .iter()
+        .map(|v| caracal_ledger::PublicKey::from_vkey(v))
+        .collect::<Result<_, _>>()?)
+}
+
+/// A database that outlives the run (created if missing).
+async fn kept_db(name: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        name.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "BENCH_PROOF_DB must be lowercase letters, digits and _"
+    );
+    let admin = admin_url();
+    let mut conn = PgConnection::connect(&admin).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+    }
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .context("admin url")?;
+    Ok(format!("{base}/{name}"))
 }
 
 async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<()> {
@@ -281,14 +354,28 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
         origin: Some("caracal.bench/log".into()),
         known_checkpoints: vec![],
     };
-    let started = Instant::now();
-    let report = verify_store(&ledger, &trust, Scope::Full).await?;
-    let verify = started.elapsed();
-    anyhow::ensure!(
-        report.is_intact() && report.entries_checked == events,
-        "benchmark log failed to verify: {:?}",
-        report.problems
-    );
+    verify_section(&ledger, &trust, events).await
+}
+
+async fn verify_section(ledger: &Ledger, trust: &Trust, events: u64) -> anyhow::Result<()> {
+    let Ledger::Postgres(pg) = ledger else {
+        unreachable!()
+    };
+    let trust = trust.clone();
+    let entries = ledger.entries(0, events).await?;
+    let mut verify = Duration::MAX;
+    for run in 0..env_u64("BENCH_VERIFY_RUNS", 1) {
+        let started = Instant::now();
+        let report = verify_store(ledger, &trust, Scope::Full).await?;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            report.is_intact() && report.entries_checked == events,
+            "benchmark log failed to verify: {:?}",
+            report.problems
+        );
+        println!("verify run {run}: {:>10.0} entries/s", rate(events, took));
+        verify = verify.min(took);
+    }
     let started = Instant::now();
     let mut read = 0u64;
     let mut next = 0;
@@ -313,6 +400,25 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
         next += 20_000;
     }
     let fetch_time = started.elapsed();
+    // The two halves of the tiled path, each alone.
+    let tiles = events / caracal_ledger::tile::TILE_WIDTH;
+    let started = Instant::now();
+    let mut tiled = 0u64;
+    let mut next = 0;
+    while next < tiles {
+        tiled += ledger
+            .tiles(next, (next + 64).min(tiles))
+            .await?
+            .tiles
+            .len() as u64
+            * caracal_ledger::tile::TILE_WIDTH;
+        next += 64;
+    }
+    let tile_time = started.elapsed();
+    let started = Instant::now();
+    let unlike = ledger.tiles_unlike_rows(0, tiles).await?;
+    let compare_time = started.elapsed();
+    anyhow::ensure!(unlike.is_empty(), "tiles differ from rows: {unlike:?}");
     let checkpoints_all = ledger.checkpoints().await?;
     let batch_rows = ledger.batches().await?;
     let started = Instant::now();
@@ -332,8 +438,16 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
         rate(events, verify) / rate(read, read_time)
     );
     println!(
-        "store read (COPY):    {:>10.0} rows/s     (the verifier's read path alone, no hashing)",
+        "row read (COPY):      {:>10.0} rows/s     (the verifier's row read alone, no hashing)",
         rate(fetched, fetch_time)
+    );
+    println!(
+        "tile read (COPY):     {:>10.0} entries/s  (the verifier's tile read alone, no hashing)",
+        rate(tiled, tile_time)
+    );
+    println!(
+        "rows vs tiles in SQL: {:>10.0} entries/s  (the store's comparison alone)",
+        rate(tiled, compare_time)
     );
     println!(
         "verify in memory:     {:>10.0} entries/s  (checkpoint signatures included)",
@@ -345,6 +459,28 @@ async fn append_and_verify(url: &str, events: u64, step: u64) -> anyhow::Result<
 async fn proofs(url: &str, size: u64) -> anyhow::Result<()> {
     let store = PgStore::open(url).await?;
     println!("\n## inclusion proofs at size {size}");
+    let leaves: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_nodes WHERE level = 0")
+        .fetch_one(store.pool())
+        .await?;
+    if leaves as u64 == size {
+        println!("reusing the tree already generated in this database");
+    } else {
+        anyhow::ensure!(
+            leaves == 0,
+            "database holds a tree of {leaves} leaves, not {size}"
+        );
+        build_tree(&store, size).await?;
+    }
+    // BENCH_PROOF_SAMPLES=0 only builds the tree (with BENCH_PROOF_DB, to
+    // keep the build out of the quiet window the measurement needs).
+    if env_u64("BENCH_PROOF_SAMPLES", 10_000) == 0 {
+        return Ok(());
+    }
+    prove_many(&store, size).await
+}
+
+/// Generates a real tree of `size` synthetic leaves inside Postgres.
+async fn build_tree(store: &PgStore, size: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ledger_nodes (level, idx, hash)
@@ -370,7 +506,7 @@ async fn proofs(url: &str, size: u64) -> anyhow::Result<()> {
         }
         level += 1;
     }
-    sqlx::raw_sql("ANALYZE ledger_nodes")
+    sqlx::raw_sql("VACUUM ANALYZE ledger_nodes")
         .execute(store.pool())
         .await?;
     let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_nodes")
@@ -380,7 +516,11 @@ async fn proofs(url: &str, size: u64) -> anyhow::Result<()> {
         "generated {nodes} tree nodes in Postgres in {:.1?}",
         started.elapsed()
     );
+    Ok(())
+}
 
+/// Serves and verifies proofs for random leaves, against one-row lookups.
+async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
     let keys = frontier_keys(size);
     let found = store.nodes(&keys).await?;
     let root: Hash = range_hash(
@@ -400,44 +540,54 @@ async fn proofs(url: &str, size: u64) -> anyhow::Result<()> {
     let note = checkpoint.sign(&log);
 
     let mut rng = rand::thread_rng();
-    let samples = 2_000;
+    let samples = env_u64("BENCH_PROOF_SAMPLES", 10_000) as usize;
+    let warmup = 200;
     let mut times = Vec::with_capacity(samples);
     let mut lookups = Vec::with_capacity(samples);
-    for _ in 0..samples {
+    for n in 0..samples + warmup {
         let index = rng.gen_range(0..size);
         let started = Instant::now();
         // prove_index_at verifies the proof against the signed root before returning it.
         prove_index_at(
-            &store,
+            store,
             index,
             index.to_be_bytes().to_vec(),
             checkpoint.clone(),
             note.clone(),
         )
         .await?;
-        times.push(started.elapsed());
+        let proof_time = started.elapsed();
         let started = Instant::now();
         let _: Vec<u8> =
             sqlx::query_scalar("SELECT hash FROM ledger_nodes WHERE level = 0 AND idx = $1")
                 .bind(index as i64)
                 .fetch_one(store.pool())
                 .await?;
-        lookups.push(started.elapsed());
+        // The first proofs warm the pool's connections and statement caches.
+        if n >= warmup {
+            times.push(proof_time);
+            lookups.push(started.elapsed());
+        }
     }
     times.sort();
     lookups.sort();
     let pct = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
+    let line = |v: &[Duration]| {
+        format!(
+            "p50 {:.3?}  p99 {:.3?}  p99.9 {:.3?}  max {:.3?}",
+            pct(v, 0.5),
+            pct(v, 0.99),
+            pct(v, 0.999),
+            v[v.len() - 1]
+        )
+    };
+    println!("{samples} proofs after {warmup} unmeasured ones");
+    println!("proof served + verified: {}", line(&times));
+    println!("single-row PK lookup:    {}", line(&lookups));
     println!(
-        "proof served + verified: p50 {:.3?}  p99 {:.3?}  max {:.3?}",
-        pct(&times, 0.5),
-        pct(&times, 0.99),
-        times[times.len() - 1]
-    );
-    println!(
-        "single-row PK lookup:    p50 {:.3?}  p99 {:.3?}      proof/lookup (p50) = {:.2}",
-        pct(&lookups, 0.5),
-        pct(&lookups, 0.99),
-        pct(&times, 0.5).as_secs_f64() / pct(&lookups, 0.5).as_secs_f64()
+        "proof/lookup: p50 {:.2}  p99 {:.2}",
+        pct(&times, 0.5).as_secs_f64() / pct(&lookups, 0.5).as_secs_f64(),
+        pct(&times, 0.99).as_secs_f64() / pct(&lookups, 0.99).as_secs_f64()
     );
     Ok(())
 }

@@ -11,7 +11,8 @@
 //! - [`event`]: the canonical, versioned metering event.
 //! - [`batch`]: gateway-signed batches (provenance of every entry).
 //! - [`sequencer`]: the pure decision of one sequencing step.
-//! - [`store`]: one [`store::LedgerStore`] trait, Postgres and SQLite.
+//! - [`store`]: one [`store::LedgerStore`] trait, Postgres and SQLite;
+//!   [`tile`]: the data tiles Postgres keeps so verification reads few rows.
 //! - [`verify`], [`prove`], [`export`]: checking, proving, exporting.
 //!
 //! # What a gateway uses (stable API)
@@ -60,6 +61,7 @@ pub mod proof;
 pub mod prove;
 pub mod sequencer;
 pub mod store;
+pub mod tile;
 pub mod tree;
 pub mod verify;
 

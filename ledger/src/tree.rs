@@ -183,6 +183,26 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// Appends a whole complete subtree of `2^level` leaves at once. The size
+    /// must be a multiple of `2^level` (the subtree starts on its own
+    /// boundary), as it is for data tiles; returns false otherwise.
+    pub fn push_subtree(&mut self, level: u8, hash: Hash) -> bool {
+        if level >= 63 || !self.size.is_multiple_of(1u64 << level) {
+            return false;
+        }
+        let mut current = (level, hash);
+        while let Some(&(l, left)) = self.edge.last() {
+            if l != current.0 {
+                break;
+            }
+            self.edge.pop();
+            current = (l + 1, node_hash(&left, &current.1));
+        }
+        self.edge.push(current);
+        self.size += 1u64 << level;
+        true
+    }
+
     /// The RFC 6962 root of the tree so far.
     pub fn root(&self) -> Hash {
         let mut iter = self.edge.iter().rev();

@@ -6,6 +6,7 @@
 //! reads. [`Ledger`] opens either store from a URL so callers need not care.
 
 mod pgcopy;
+mod pgtiles;
 mod postgres;
 mod shared_reads;
 mod sqlite;
@@ -54,6 +55,35 @@ pub struct EntryRecord {
     /// (level-0 node), where the read provides it; lets the verifier name the
     /// exact index of swapped or rewritten entries.
     pub recorded_hash: Option<Vec<u8>>,
+}
+
+/// Data tiles read in one go ([`crate::tile`]); their bytes share one buffer.
+#[derive(Clone, Debug, Default)]
+pub struct TileChunk {
+    pub buf: Vec<u8>,
+    pub tiles: Vec<TileSlot>,
+}
+
+/// Where one tile's bytes, and the stored tree node over it, sit in a [`TileChunk`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TileSlot {
+    pub tile: u64,
+    pub data: std::ops::Range<usize>,
+    pub recorded_root: Option<std::ops::Range<usize>>,
+}
+
+impl TileChunk {
+    /// The tiles as the verifier takes them.
+    pub fn inputs(&self) -> Vec<crate::verify::TileInput<'_>> {
+        self.tiles
+            .iter()
+            .map(|t| crate::verify::TileInput {
+                tile: t.tile,
+                data: &self.buf[t.data.clone()],
+                recorded_root: t.recorded_root.clone().map(|r| &self.buf[r]),
+            })
+            .collect()
+    }
 }
 
 /// One submitted batch as stored.
@@ -161,6 +191,31 @@ pub trait LedgerStore: Send + Sync {
         &self,
         keys: &[NodeKey],
     ) -> impl Future<Output = Result<HashMap<NodeKey, Hash>, StoreError>> + Send;
+    /// Whether this store writes data tiles ([`crate::tile`]). The verifier
+    /// reads a store that does not row by row.
+    fn keeps_tiles(&self) -> bool {
+        false
+    }
+    /// Stored data tiles with `from <= tile < to`, in order, each with the
+    /// stored level-8 tree node over it (gaps are not filled in).
+    fn tiles(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<TileChunk, StoreError>> + Send {
+        let _ = (from, to);
+        async { Ok(TileChunk::default()) }
+    }
+    /// Stored tiles in `[from, to)` whose bytes differ from the per-entry rows
+    /// they cover (the rows queries and proofs read), compared inside the store.
+    fn tiles_unlike_rows(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+        let _ = (from, to);
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// A store opened from a URL: `postgres://...` / `postgresql://...` or `sqlite:...`.
@@ -253,6 +308,15 @@ impl LedgerStore for Ledger {
     }
     async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
         dispatch!(self, s => s.nodes(keys).await)
+    }
+    fn keeps_tiles(&self) -> bool {
+        dispatch!(self, s => s.keeps_tiles())
+    }
+    async fn tiles(&self, from: u64, to: u64) -> Result<TileChunk, StoreError> {
+        dispatch!(self, s => s.tiles(from, to).await)
+    }
+    async fn tiles_unlike_rows(&self, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+        dispatch!(self, s => s.tiles_unlike_rows(from, to).await)
     }
 }
 

@@ -6,7 +6,9 @@
 //! 32-bit length (-1 for NULL) and the value in Postgres's binary send format,
 //! ending with a field count of -1.
 
-use super::{EntryRecord, StoreError};
+use std::ops::Range;
+
+use super::{EntryRecord, StoreError, TileSlot};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -51,18 +53,62 @@ impl<'a> Cursor<'a> {
     fn required(&mut self) -> Result<&'a [u8], StoreError> {
         self.field()?.ok_or_else(|| bad("unexpected NULL"))
     }
+    /// One field as a range of the buffer; `None` for NULL.
+    fn field_range(&mut self) -> Result<Option<Range<usize>>, StoreError> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let start = self.pos;
+        self.take(len as usize)?;
+        Ok(Some(start..self.pos))
+    }
+    fn required_range(&mut self) -> Result<Range<usize>, StoreError> {
+        self.field_range()?.ok_or_else(|| bad("unexpected NULL"))
+    }
 }
 
-/// Parses rows of `(idx bigint, event_id uuid, leaf bytea, batch_root bytea,
-/// batch_pos int, recorded_hash bytea NULL)`.
-pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> {
+/// Parses rows of `(tile bigint, data bytea, recorded_root bytea NULL)`,
+/// keeping the bytes where they are (each tile is a range of `buf`).
+pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<TileSlot>, StoreError> {
     let mut c = Cursor { buf, pos: 0 };
+    header(&mut c)?;
+    let mut out = Vec::new();
+    loop {
+        let fields = c.i16()?;
+        if fields == -1 {
+            break;
+        }
+        if fields != 3 {
+            return Err(bad("unexpected field count"));
+        }
+        let tile = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("tile"))?);
+        let data = c.required_range()?;
+        let recorded_root = c.field_range()?;
+        out.push(TileSlot {
+            tile: u64::try_from(tile).map_err(|_| bad("negative tile"))?,
+            data,
+            recorded_root,
+        });
+    }
+    Ok(out)
+}
+
+fn header(c: &mut Cursor<'_>) -> Result<(), StoreError> {
     if c.take(SIGNATURE.len())? != SIGNATURE {
         return Err(bad("missing signature"));
     }
     let _flags = c.i32()?;
     let ext = c.i32()?;
     c.take(usize::try_from(ext).map_err(|_| bad("negative header extension"))?)?;
+    Ok(())
+}
+
+/// Parses rows of `(idx bigint, event_id uuid, leaf bytea, batch_root bytea,
+/// batch_pos int, recorded_hash bytea NULL)`.
+pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> {
+    let mut c = Cursor { buf, pos: 0 };
+    header(&mut c)?;
     let mut out = Vec::new();
     loop {
         let fields = c.i16()?;
@@ -128,5 +174,26 @@ mod tests {
         for cut in [5, 20, buf.len() - 3] {
             assert!(parse_entries(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn parses_tile_rows_as_ranges() {
+        let mut buf = SIGNATURE.to_vec();
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for (t, root) in [(3i64, Some(&[4u8; 32][..])), (4, None)] {
+            buf.extend_from_slice(&3i16.to_be_bytes());
+            field(&mut buf, Some(&t.to_be_bytes()));
+            field(&mut buf, Some(&[t as u8; 10]));
+            field(&mut buf, root);
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let rows = parse_tiles(&buf).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].tile, 3);
+        assert_eq!(&buf[rows[0].data.clone()], &[3u8; 10]);
+        assert_eq!(&buf[rows[0].recorded_root.clone().unwrap()], &[4u8; 32]);
+        assert_eq!((rows[1].tile, rows[1].recorded_root.clone()), (4, None));
+        assert!(parse_tiles(&buf[..buf.len() - 3]).is_err());
     }
 }

@@ -4,7 +4,8 @@
 //! most one sequencer extends the log at a time even if several processes
 //! believe they lead; indexes come from the entries themselves (dense, never
 //! from a database sequence that can skip numbers). Rows are written in bulk
-//! with `UNNEST` so one step costs a few statements, not one per event.
+//! with `UNNEST` so one step costs a few statements, not one per event. Each
+//! step also writes the data tiles it completes (`pgtiles`).
 
 use std::collections::HashMap;
 
@@ -13,7 +14,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys};
+use super::{
+    EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk, parse_vkeys,
+};
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
 use crate::keys::{KeyPair, PublicKey};
@@ -301,6 +304,7 @@ impl LedgerStore for PgStore {
         .bind(&hashes)
         .execute(&mut *tx)
         .await?;
+        super::pgtiles::write_completed(&mut tx, size, plan.checkpoint.size).await?;
         sqlx::query(
             "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES ($1, $2, $3, $4)",
         )
@@ -406,5 +410,17 @@ impl LedgerStore for PgStore {
 
     async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
         fetch_nodes(&self.pool, keys).await
+    }
+
+    fn keeps_tiles(&self) -> bool {
+        true
+    }
+
+    async fn tiles(&self, from: u64, to: u64) -> Result<TileChunk, StoreError> {
+        super::pgtiles::read(&self.pool, from, to).await
+    }
+
+    async fn tiles_unlike_rows(&self, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+        super::pgtiles::unlike_rows(&self.pool, from, to).await
     }
 }

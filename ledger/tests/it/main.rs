@@ -5,4 +5,5 @@ mod common;
 mod offline;
 mod store;
 mod tamper;
+mod tiles;
 mod vectors;

@@ -21,12 +21,67 @@ use crate::hash::{Hash, hash_from_slice, leaf_hash};
 use crate::keys::PublicKey;
 use crate::note::open_checkpoint;
 use crate::store::{BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, StoreError};
+use crate::tile::TILE_WIDTH;
 use crate::tree::{Frontier, frontier_keys};
 
-/// Entries read per round trip.
-const CHUNK: u64 = 20_000;
+mod drive;
+mod tiles;
+
+pub use tiles::{TileInput, TileRun};
+
 /// Problems after this many are counted but not listed.
 const MAX_LISTED: usize = 20;
+/// What an entry whose bytes disagree with its recorded level-0 node is called.
+const MOVED: &str = "bytes differ from the leaf hash the tree recorded when this index was sequenced (entries moved or rewritten)";
+
+/// One entry as the checker sees it, borrowed from a row or a data tile.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub index: u64,
+    pub event_id: uuid::Uuid,
+    pub leaf: &'a [u8],
+    pub batch_root: &'a [u8],
+    pub batch_pos: u32,
+    /// The level-0 node stored for this index, where the read provides it.
+    pub recorded_hash: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a EntryRecord> for EntryRef<'a> {
+    fn from(e: &'a EntryRecord) -> Self {
+        Self {
+            index: e.index,
+            event_id: e.event_id,
+            leaf: &e.leaf,
+            batch_root: &e.batch_root,
+            batch_pos: e.batch_pos,
+            recorded_hash: e.recorded_hash.as_deref(),
+        }
+    }
+}
+
+/// Leaf hashes of `count` byte strings, on all available cores when there
+/// are enough of them to be worth a thread.
+pub(crate) fn hash_leaves<'a>(leaves: impl Iterator<Item = &'a [u8]>, count: usize) -> Vec<Hash> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || count < 1024 {
+        return leaves.map(leaf_hash).collect();
+    }
+    let leaves: Vec<&[u8]> = leaves.collect();
+    let per = count.div_ceil(threads);
+    let mut out = vec![[0u8; 32]; count];
+    std::thread::scope(|scope| {
+        for (part, slots) in leaves.chunks(per).zip(out.chunks_mut(per)) {
+            scope.spawn(move || {
+                for (leaf, slot) in part.iter().zip(slots) {
+                    *slot = leaf_hash(leaf);
+                }
+            });
+        }
+    });
+    out
+}
 
 /// One thing wrong with the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,8 +227,7 @@ impl Checker {
                 ),
             }
         }
-        for b in batches {
-            let verdict = check_batch(trust, b);
+        for (b, verdict) in batches.iter().zip(check_batches(trust, batches)) {
             if verdict.is_ok() {
                 this.report.batches_checked += 1;
             }
@@ -202,28 +256,13 @@ impl Checker {
     /// Feeds a run of entries in index order, hashing their bytes on all
     /// available cores first (hashing is most of the work).
     pub fn feed_chunk(&mut self, entries: &[EntryRecord]) {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let hashes: Vec<Hash> = if threads < 2 || entries.len() < 1024 {
-            entries.iter().map(|e| leaf_hash(&e.leaf)).collect()
-        } else {
-            let per = entries.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let parts: Vec<_> = entries
-                    .chunks(per)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter().map(|e| leaf_hash(&e.leaf)).collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().expect("hashing thread panicked"))
-                    .collect()
-            })
-        };
+        let refs: Vec<EntryRef<'_>> = entries.iter().map(EntryRef::from).collect();
+        self.feed_refs(&refs);
+    }
+
+    /// Like [`Checker::feed_chunk`], over borrowed entries.
+    pub fn feed_refs(&mut self, entries: &[EntryRef<'_>]) {
+        let hashes = hash_leaves(entries.iter().map(|e| e.leaf), entries.len());
         for (entry, hash) in entries.iter().zip(hashes) {
             self.feed_hashed(entry, hash);
         }
@@ -231,10 +270,10 @@ impl Checker {
 
     /// Feeds one entry (entries must come in increasing index order).
     pub fn feed(&mut self, entry: &EntryRecord) {
-        self.feed_hashed(entry, leaf_hash(&entry.leaf));
+        self.feed_hashed(&EntryRef::from(entry), leaf_hash(&entry.leaf));
     }
 
-    fn feed_hashed(&mut self, entry: &EntryRecord, hash: Hash) {
+    fn feed_hashed(&mut self, entry: &EntryRef<'_>, hash: Hash) {
         let expected = self.frontier.size();
         if entry.index != expected {
             if !self.broken {
@@ -254,18 +293,26 @@ impl Checker {
             }
             return;
         }
-        if !names_event(&entry.leaf, &entry.event_id) {
+        self.check_entry(entry, &hash);
+        self.frontier.push_hash(hash);
+        self.report.entries_checked += 1;
+        self.check_root_here();
+    }
+
+    /// Everything checked about one entry apart from its place in the tree.
+    fn check_entry(&mut self, entry: &EntryRef<'_>, hash: &Hash) {
+        if !names_event(entry.leaf, &entry.event_id) {
             self.problem(
                 Some(entry.index),
                 None,
                 format!("bytes do not carry event id {}", entry.event_id),
             );
         }
-        let signed = match self.batches.get(&entry.batch_root) {
+        let signed = match self.batches.get(entry.batch_root) {
             None => Err("its batch is not stored (no gateway signed it)".to_string()),
             Some(Err(why)) => Err(format!("its batch is not validly signed: {why}")),
             Some(Ok(leaves)) => match leaves.get(entry.batch_pos as usize) {
-                Some(h) if *h == hash => Ok(()),
+                Some(h) if h == hash => Ok(()),
                 Some(_) => Err(format!(
                     "bytes differ from what the gateway signed (batch position {})",
                     entry.batch_pos
@@ -275,18 +322,11 @@ impl Checker {
         };
         if let Err(why) = signed {
             self.problem(Some(entry.index), None, why);
-        } else if let Some(recorded) = &entry.recorded_hash
+        } else if let Some(recorded) = entry.recorded_hash
             && recorded[..] != hash[..]
         {
-            self.problem(
-                Some(entry.index),
-                None,
-                "bytes differ from the leaf hash the tree recorded when this index was sequenced (entries moved or rewritten)".into(),
-            );
+            self.problem(Some(entry.index), None, MOVED.into());
         }
-        self.frontier.push_hash(hash);
-        self.report.entries_checked += 1;
-        self.check_root_here();
     }
 
     fn check_root_here(&mut self) {
@@ -359,6 +399,34 @@ pub(crate) fn names_event(bytes: &[u8], id: &uuid::Uuid) -> bool {
         && bytes[prefix.len() + text.len()] == b'"'
 }
 
+/// [`check_batch`] for every batch, on all available cores (a signature
+/// check and a tree over each batch's leaf hashes add up in a large log).
+fn check_batches(trust: &Trust, batches: &[BatchRecord]) -> Vec<Result<Vec<Hash>, String>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || batches.len() < 8 {
+        return batches.iter().map(|b| check_batch(trust, b)).collect();
+    }
+    let per = batches.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = batches
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|b| check_batch(trust, b))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("batch checking thread panicked"))
+            .collect()
+    })
+}
+
 fn check_batch(trust: &Trust, b: &BatchRecord) -> Result<Vec<Hash>, String> {
     let key = trust
         .submitters
@@ -385,7 +453,9 @@ fn check_batch(trust: &Trust, b: &BatchRecord) -> Result<Vec<Hash>, String> {
 
 /// Verifies a store. With [`Scope::Range`], the tree's right edge at `from`
 /// is read from the stored nodes; if those were altered the roots will not
-/// match, so the check still fails closed.
+/// match, so the check still fails closed. A store that keeps data tiles is
+/// read tile by tile where whole tiles cover the range, and compares its rows
+/// with those tiles itself (see `drive`).
 pub async fn verify_store(
     store: &impl LedgerStore,
     trust: &Trust,
@@ -425,34 +495,20 @@ pub async fn verify_store(
             }
         }
     };
-    let mut checker = Checker::new(trust, &checkpoints, &batches, start, frontier);
-    // Hash one chunk on a blocking thread while the next one is fetched.
-    let mut next = start;
-    let mut current = None;
-    if next < end {
-        let chunk_end = (next + CHUNK).min(end);
-        current = Some(store.entries(next, chunk_end).await?);
-        next = chunk_end;
-    }
-    while let Some(chunk) = current.take() {
-        let work = tokio::task::spawn_blocking(move || {
-            checker.feed_chunk(&chunk);
-            checker
-        });
-        let chunk_end = (next + CHUNK).min(end);
-        let fetch = async {
-            if next < end {
-                Some(store.entries(next, chunk_end).await)
-            } else {
-                None
-            }
-        };
-        let (worked, fetched) = tokio::join!(work, fetch);
-        checker =
-            worked.map_err(|e| StoreError::Inconsistent(format!("verifier task failed: {e}")))?;
-        current = fetched.transpose()?;
-        next = chunk_end;
-    }
+    let checker = Checker::new(trust, &checkpoints, &batches, start, frontier);
+    // Rows up to the first whole tile, tiles, then the rows after the last one.
+    let (first_tile, end_tile) = if store.keeps_tiles() {
+        (start.div_ceil(TILE_WIDTH), end / TILE_WIDTH)
+    } else {
+        (0, 0)
+    };
+    let checker = if first_tile < end_tile {
+        let checker = drive::feed_rows(store, checker, start, first_tile * TILE_WIDTH).await?;
+        let checker = drive::feed_tiles(store, checker, first_tile, end_tile).await?;
+        drive::feed_rows(store, checker, end_tile * TILE_WIDTH, end).await?
+    } else {
+        drive::feed_rows(store, checker, start, end).await?
+    };
     let mut report = checker.finish(bound, full);
     // A full check names truncation itself. A range that stops short of its
     // end, with no gap inside it to report, lost its last entries: the read

@@ -1,0 +1,98 @@
+//! Data tiles in Postgres ([`crate::tile`]): written by the sequencer inside
+//! its transaction, read by the verifier, and compared with the per-entry
+//! rows inside the database.
+//!
+//! A tile is built by SQL from the entry rows the same step just wrote, with
+//! the record layout spelled out once in [`RECORD`]; comparing a tile with its
+//! rows later is the same expression compared byte for byte, so only tiles
+//! whose rows changed are ever shipped back for a closer look.
+
+use futures::TryStreamExt;
+use sqlx::{PgConnection, PgPool};
+
+use super::{StoreError, TileChunk};
+use crate::tile::TILE_WIDTH;
+
+/// One entry row as a tile record (see `crate::tile` for the layout).
+const RECORD: &str = "uuid_send(e.event_id) || e.batch_root || int4send(e.batch_pos) \
+                      || int4send(length(e.leaf)) || e.leaf";
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Writes every tile completed by growing the log from `old_size` to
+/// `new_size` entries (call inside the sequencing transaction, after the
+/// entries are written).
+pub(super) async fn write_completed(
+    conn: &mut PgConnection,
+    old_size: u64,
+    new_size: u64,
+) -> Result<(), StoreError> {
+    let first = old_size / TILE_WIDTH;
+    let end = new_size / TILE_WIDTH;
+    if end <= first {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO ledger_tiles (tile, data)
+         SELECT e.idx >> 8, string_agg({RECORD}, ''::bytea ORDER BY e.idx)
+         FROM ledger_entries e WHERE e.idx >= $1 AND e.idx < $2
+         GROUP BY e.idx >> 8 HAVING count(*) = {TILE_WIDTH}"
+    );
+    let written = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to_i64(first * TILE_WIDTH))
+        .bind(to_i64(end * TILE_WIDTH))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if written != end - first {
+        return Err(StoreError::Inconsistent(format!(
+            "wrote {written} of {} data tiles: entries are not dense",
+            end - first
+        )));
+    }
+    Ok(())
+}
+
+/// Tiles `[from, to)` with the stored level-8 node over each, by binary COPY.
+pub(super) async fn read(pool: &PgPool, from: u64, to: u64) -> Result<TileChunk, StoreError> {
+    // Bounds are integers we format ourselves, so the statement is safe. The
+    // range on n.idx keeps the join on the primary key.
+    let sql = format!(
+        "COPY (SELECT t.tile, t.data, n.hash FROM ledger_tiles t
+               LEFT JOIN ledger_nodes n ON n.level = 8 AND n.idx = t.tile AND n.idx >= {from} AND n.idx < {to}
+               WHERE t.tile >= {from} AND t.tile < {to} ORDER BY t.tile) TO STDOUT (FORMAT binary)",
+        from = to_i64(from),
+        to = to_i64(to)
+    );
+    let mut conn = pool.acquire().await?;
+    let mut stream = conn.copy_out_raw(&sql).await?;
+    // About what the tiles of 527-byte events take, so the buffer rarely moves.
+    let mut buf = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0).min(256) * 150_000);
+    while let Some(chunk) = stream.try_next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    drop(stream);
+    let tiles = super::pgcopy::parse_tiles(&buf)?;
+    Ok(TileChunk { buf, tiles })
+}
+
+/// Tiles in `[from, to)` whose bytes are not exactly the records of the
+/// entry rows they cover.
+pub(super) async fn unlike_rows(pool: &PgPool, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+    let sql = format!(
+        "SELECT t.tile FROM ledger_tiles t
+         WHERE t.tile >= $1 AND t.tile < $2
+           AND t.data IS DISTINCT FROM (
+               SELECT string_agg({RECORD}, ''::bytea ORDER BY e.idx) FROM ledger_entries e
+               WHERE e.idx >= t.tile * {TILE_WIDTH} AND e.idx < (t.tile + 1) * {TILE_WIDTH})
+         ORDER BY t.tile"
+    );
+    let tiles: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(to_i64(from))
+        .bind(to_i64(to))
+        .fetch_all(pool)
+        .await?;
+    Ok(tiles.into_iter().map(|t| t as u64).collect())
+}

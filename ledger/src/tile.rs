@@ -1,0 +1,138 @@
+//! Data tiles: 256 consecutive entries stored as one value, so a full
+//! verification reads a few large rows instead of one row per entry.
+//!
+//! Tile `t` holds entries `[256·t, 256·t + 256)` and is written once, by the
+//! sequencing step that completes it (a tile is never partial, so it never
+//! changes). Each entry is one record, in index order:
+//!
+//! ```text
+//! event_id (16 bytes, the UUID's bytes) || batch_root (32) ||
+//! batch_pos (u32 big-endian) || leaf length (u32 big-endian) || leaf bytes
+//! ```
+//!
+//! The record repeats the entry row's columns exactly, so a store can compare
+//! its per-entry rows (what queries read) with the tile cheaply, and a tile
+//! is the concatenation of its 256 records with nothing before or after.
+
+use uuid::Uuid;
+
+/// Entries per tile.
+pub const TILE_WIDTH: u64 = 256;
+/// The tree level whose nodes are tile roots (`2^TILE_LEVEL = TILE_WIDTH`).
+pub const TILE_LEVEL: u8 = 8;
+/// Bytes in a record before the leaf bytes.
+pub const RECORD_HEADER: usize = 16 + 32 + 4 + 4;
+
+/// One entry inside a tile, borrowed from the tile's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileRecord<'a> {
+    pub event_id: Uuid,
+    pub batch_root: &'a [u8],
+    pub batch_pos: u32,
+    pub leaf: &'a [u8],
+}
+
+/// Why a tile's bytes are not 256 well-formed records.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TileError {
+    #[error("record {record} is cut short")]
+    Truncated { record: usize },
+    #[error("{extra} bytes follow the last record")]
+    TrailingBytes { extra: usize },
+}
+
+/// Splits a tile into its records. Anything but exactly [`TILE_WIDTH`]
+/// complete records, back to back, is refused.
+pub fn parse_tile(data: &[u8]) -> Result<Vec<TileRecord<'_>>, TileError> {
+    let mut out = Vec::with_capacity(TILE_WIDTH as usize);
+    let mut rest = data;
+    for record in 0..TILE_WIDTH as usize {
+        let cut = TileError::Truncated { record };
+        if rest.len() < RECORD_HEADER {
+            return Err(cut);
+        }
+        let (head, tail) = rest.split_at(RECORD_HEADER);
+        let len = u32::from_be_bytes(head[52..56].try_into().expect("4 bytes")) as usize;
+        if tail.len() < len {
+            return Err(cut);
+        }
+        let (leaf, next) = tail.split_at(len);
+        out.push(TileRecord {
+            event_id: Uuid::from_bytes(head[..16].try_into().expect("16 bytes")),
+            batch_root: &head[16..48],
+            batch_pos: u32::from_be_bytes(head[48..52].try_into().expect("4 bytes")),
+            leaf,
+        });
+        rest = next;
+    }
+    if !rest.is_empty() {
+        return Err(TileError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(out)
+}
+
+/// Appends one record (used by stores that build tiles in Rust, and tests).
+/// `batch_root` must be 32 bytes.
+pub fn push_record(
+    out: &mut Vec<u8>,
+    event_id: Uuid,
+    batch_root: &[u8],
+    batch_pos: u32,
+    leaf: &[u8],
+) {
+    debug_assert_eq!(batch_root.len(), 32);
+    out.extend_from_slice(event_id.as_bytes());
+    out.extend_from_slice(batch_root);
+    out.extend_from_slice(&batch_pos.to_be_bytes());
+    out.extend_from_slice(&(leaf.len() as u32).to_be_bytes());
+    out.extend_from_slice(leaf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tile(records: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        for i in 0..records {
+            let leaf = format!("leaf {i}");
+            push_record(
+                &mut data,
+                Uuid::from_u128(i as u128),
+                &[i as u8; 32],
+                i as u32 * 2,
+                leaf.as_bytes(),
+            );
+        }
+        data
+    }
+
+    #[test]
+    fn round_trips_256_records() {
+        let data = tile(256);
+        let records = parse_tile(&data).unwrap();
+        assert_eq!(records.len(), 256);
+        assert_eq!(records[7].event_id, Uuid::from_u128(7));
+        assert_eq!(records[7].batch_root, &[7u8; 32]);
+        assert_eq!(records[7].batch_pos, 14);
+        assert_eq!(records[255].leaf, b"leaf 255");
+    }
+
+    #[test]
+    fn refuses_short_long_and_cut_tiles() {
+        assert_eq!(
+            parse_tile(&tile(255)),
+            Err(TileError::Truncated { record: 255 })
+        );
+        let mut long = tile(256);
+        long.push(0);
+        assert_eq!(
+            parse_tile(&long),
+            Err(TileError::TrailingBytes { extra: 1 })
+        );
+        let full = tile(256);
+        for cut in [1, RECORD_HEADER, RECORD_HEADER + 3, full.len() - 1] {
+            assert!(parse_tile(&full[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
