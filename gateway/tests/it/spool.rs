@@ -21,6 +21,16 @@ async fn wait_for(sink: &MemorySink, n: usize) {
     );
 }
 
+/// What the sink received, as text, in order.
+fn shipped_text(sink: &MemorySink) -> Vec<String> {
+    sink.events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn unshipped_records_are_replayed_after_a_restart() {
     let dir = TempDir::new();
@@ -46,13 +56,7 @@ async fn unshipped_records_are_replayed_after_a_restart() {
     let sink = Arc::new(MemorySink::default());
     let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
     wait_for(&sink, 25).await;
-    let got: Vec<String> = sink
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| String::from_utf8(b.clone()).unwrap())
-        .collect();
+    let got = shipped_text(&sink);
     let want: Vec<String> = (0..25).map(|i| format!("event-{i}")).collect();
     assert_eq!(got, want);
     // The torn tail was cut; new appends land after the valid records.
@@ -256,13 +260,7 @@ async fn concurrent_appends_are_all_acknowledged_durable_and_shipped_in_batches(
     assert_eq!(on_disk.records.len(), 400);
     assert!(!on_disk.torn_tail);
     wait_for(&sink, 400).await;
-    let mut got: Vec<String> = sink
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| String::from_utf8(b.clone()).unwrap())
-        .collect();
+    let mut got = shipped_text(&sink);
     got.sort();
     let mut want: Vec<String> = (0..400).map(|i| format!("e{i}")).collect();
     want.sort();
