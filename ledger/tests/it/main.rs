@@ -3,6 +3,7 @@
 
 mod common;
 mod offline;
+mod scene;
 mod store;
 mod tamper;
 mod tiles;

@@ -7,63 +7,15 @@ use caracal_ledger::batch::BatchSigner;
 use caracal_ledger::hash::Hash;
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::note::Checkpoint;
-use caracal_ledger::store::{Ledger, LedgerStore};
-use caracal_ledger::verify::{Report, Scope, Trust, verify_store};
-use sqlx::{Connection, Executor, PgConnection};
+use caracal_ledger::store::LedgerStore;
+use caracal_ledger::verify::{Report, Scope, verify_store};
 
 use crate::common::*;
+use crate::scene::Scene;
 
 /// A 30-entry log (checkpoints at 10, 20, 30) and an attacker's connection.
-struct Scene {
-    _db: TestDb,
-    ledger: Ledger,
-    key: KeyPair,
-    gw: BatchSigner,
-    attacker: PgConnection,
-}
-
-impl Scene {
-    async fn new() -> Self {
-        let db = TestDb::new().await;
-        let ledger = Ledger::open(&db.url).await.unwrap();
-        let key = log_key();
-        let gw = gateway();
-        filled(&ledger, &key, &gw, 3, 10).await;
-        let mut attacker = PgConnection::connect(&db.url).await.unwrap();
-        attacker
-            .execute("SET session_replication_role = replica")
-            .await
-            .unwrap();
-        Self {
-            _db: db,
-            ledger,
-            key,
-            gw,
-            attacker,
-        }
-    }
-
-    fn trust(&self) -> Trust {
-        Trust {
-            log_keys: vec![self.key.public().clone()],
-            submitters: vec![self.gw.public().clone()],
-            origin: Some(ORIGIN.into()),
-            known_checkpoints: vec![],
-        }
-    }
-
-    async fn attack(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&mut self.attacker)
-            .await
-            .expect(sql);
-    }
-
-    async fn verify(&self) -> Report {
-        verify_store(&self.ledger, &self.trust(), Scope::Full)
-            .await
-            .unwrap()
-    }
+async fn scene() -> Scene {
+    Scene::with_steps(&[0..10, 10..20, 20..30]).await
 }
 
 fn assert_caught(report: &Report, index: u64) {
@@ -78,7 +30,7 @@ fn assert_caught(report: &Report, index: u64) {
 
 #[tokio::test]
 async fn intact_log_verifies() {
-    let scene = Scene::new().await;
+    let scene = scene().await;
     let report = scene.verify().await;
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(
@@ -89,7 +41,7 @@ async fn intact_log_verifies() {
 
 #[tokio::test]
 async fn modified_byte_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene.attack("UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 13").await;
     let report = scene.verify().await;
     assert_caught(&report, 13);
@@ -102,7 +54,7 @@ async fn modified_byte_is_caught() {
 
 #[tokio::test]
 async fn modified_byte_with_rewritten_node_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack(
             "UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 13;
@@ -115,7 +67,7 @@ async fn modified_byte_with_rewritten_node_is_caught() {
 
 #[tokio::test]
 async fn deleted_entry_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_entries WHERE idx = 13")
         .await;
@@ -124,7 +76,7 @@ async fn deleted_entry_is_caught() {
 
 #[tokio::test]
 async fn swapped_entries_are_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack(
             "UPDATE ledger_entries SET idx = 1000 WHERE idx = 5;
@@ -137,7 +89,7 @@ async fn swapped_entries_are_caught() {
 
 #[tokio::test]
 async fn forged_entry_inserted_in_the_middle_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // A plausible event, signed by a gateway key the log never registered.
     let rogue = BatchSigner::new(KeyPair::generate(GATEWAY).unwrap());
     let forged = rogue.sign_events(&events(500..501)).unwrap();
@@ -158,7 +110,7 @@ async fn forged_entry_inserted_in_the_middle_is_caught() {
 
 #[tokio::test]
 async fn forged_entry_appended_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     let leaf = hex::encode(
         caracal_ledger::event::MeteringEvent::example(777)
             .encode()
@@ -177,7 +129,7 @@ async fn forged_entry_appended_is_caught() {
 
 #[tokio::test]
 async fn truncated_log_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_entries WHERE idx >= 25")
         .await;
@@ -186,7 +138,7 @@ async fn truncated_log_is_caught() {
 
 #[tokio::test]
 async fn consistent_rollback_is_caught_by_a_known_checkpoint() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     let latest = scene
         .ledger
         .status()
@@ -228,7 +180,7 @@ fn forged_note(key: &KeyPair, size: u64) -> (String, Hash) {
 
 #[tokio::test]
 async fn forked_checkpoint_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // Validly signed (the key leaked, or a second sequencer ran) but not this log.
     let (note, root) = forged_note(&scene.key, 20);
     scene
@@ -251,7 +203,7 @@ async fn forked_checkpoint_is_caught() {
 
 #[tokio::test]
 async fn forked_checkpoint_presented_from_outside_is_caught() {
-    let scene = Scene::new().await;
+    let scene = scene().await;
     let (note, _) = forged_note(&scene.key, 20);
     let mut trust = scene.trust();
     trust.known_checkpoints.push(note);
@@ -270,7 +222,7 @@ async fn forked_checkpoint_presented_from_outside_is_caught() {
 
 #[tokio::test]
 async fn edited_checkpoint_note_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene.attack("UPDATE ledger_checkpoints SET note = replace(note, E'\\n20\\n', E'\\n21\\n') WHERE size = 20").await;
     let report = scene.verify().await;
     assert!(
@@ -285,7 +237,7 @@ async fn edited_checkpoint_note_is_caught() {
 
 #[tokio::test]
 async fn sequencer_refuses_to_extend_a_damaged_log() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_entries WHERE idx >= 25")
         .await;
@@ -295,7 +247,7 @@ async fn sequencer_refuses_to_extend_a_damaged_log() {
 
 #[tokio::test]
 async fn range_check_catches_entries_deleted_at_its_end() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // The range 10..20 ends at a checkpoint; with its last entry gone the
     // read simply stops early, which must not pass for an intact range.
     scene
@@ -310,7 +262,7 @@ async fn range_check_catches_entries_deleted_at_its_end() {
 
 #[tokio::test]
 async fn proof_for_an_event_whose_id_column_was_rewritten_is_refused() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // Row 5's bytes now answer to another event id: a proof would show
     // some event's inclusion, but not the one asked about.
     let forged = uuid::Uuid::parse_str("01941f29-7c00-7000-8000-0000000000ff").unwrap();

@@ -2,70 +2,15 @@
 //! verifier, and every attack on them or on the rows they stand for (which
 //! queries and proofs read) caught with the index named.
 
-use caracal_ledger::keys::KeyPair;
 use caracal_ledger::store::{Ledger, LedgerStore};
-use caracal_ledger::verify::{Report, Scope, Trust, verify_store};
-use sqlx::{Connection, Executor, PgConnection};
+use caracal_ledger::verify::{Report, Scope, verify_store};
 
-use crate::common::*;
+use crate::scene::Scene;
 
 /// A 900-entry log: checkpoints at 300 (inside tile 1), 768 (the end of tile
 /// 2) and 900, so tiles 0..3 are complete and 768..900 are rows only.
-struct Scene {
-    _db: TestDb,
-    ledger: Ledger,
-    key: KeyPair,
-    gw: caracal_ledger::BatchSigner,
-    attacker: PgConnection,
-}
-
-impl Scene {
-    async fn new() -> Self {
-        let db = TestDb::new().await;
-        let ledger = Ledger::open(&db.url).await.unwrap();
-        let key = log_key();
-        let gw = gateway();
-        ledger.register_submitter(gw.public()).await.unwrap();
-        for range in [0..300, 300..768, 768..900] {
-            let end = range.end;
-            ledger.submit(batch(&gw, range)).await.unwrap();
-            assert_eq!(ledger.sequence_pending(&key).await.unwrap().size, end);
-        }
-        let mut attacker = PgConnection::connect(&db.url).await.unwrap();
-        attacker
-            .execute("SET session_replication_role = replica")
-            .await
-            .unwrap();
-        Self {
-            _db: db,
-            ledger,
-            key,
-            gw,
-            attacker,
-        }
-    }
-
-    fn trust(&self) -> Trust {
-        Trust {
-            log_keys: vec![self.key.public().clone()],
-            submitters: vec![self.gw.public().clone()],
-            origin: Some(ORIGIN.into()),
-            known_checkpoints: vec![],
-        }
-    }
-
-    async fn attack(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&mut self.attacker)
-            .await
-            .expect(sql);
-    }
-
-    async fn verify(&self) -> Report {
-        verify_store(&self.ledger, &self.trust(), Scope::Full)
-            .await
-            .unwrap()
-    }
+async fn scene() -> Scene {
+    Scene::with_steps(&[0..300, 300..768, 768..900]).await
 }
 
 fn assert_caught(report: &Report, index: u64, says: &str) {
@@ -92,7 +37,7 @@ const RECORD: &str =
 
 #[tokio::test]
 async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     let tiles: Vec<i64> = sqlx::query_scalar("SELECT tile FROM ledger_tiles ORDER BY tile")
         .fetch_all(&mut scene.attacker)
         .await
@@ -121,7 +66,7 @@ async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
 
 #[tokio::test]
 async fn modified_row_inside_a_tile_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene.attack("UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 100").await;
     assert_caught(
         &scene.verify().await,
@@ -132,7 +77,7 @@ async fn modified_row_inside_a_tile_is_caught() {
 
 #[tokio::test]
 async fn rewritten_event_id_of_a_row_inside_a_tile_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("UPDATE ledger_entries SET event_id = '01941f29-7c00-7000-8000-0000000000ff' WHERE idx = 40")
         .await;
@@ -141,7 +86,7 @@ async fn rewritten_event_id_of_a_row_inside_a_tile_is_caught() {
 
 #[tokio::test]
 async fn modified_byte_in_a_tile_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // Byte 256 of tile 1 lies in the leaf of its first record (index 256).
     scene
         .attack("UPDATE ledger_tiles SET data = set_byte(data, 256, get_byte(data, 256) # 1) WHERE tile = 1")
@@ -155,7 +100,7 @@ async fn modified_byte_in_a_tile_is_caught() {
 
 #[tokio::test]
 async fn deleted_tile_is_caught_and_its_rows_still_checked() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_tiles WHERE tile = 1")
         .await;
@@ -169,7 +114,7 @@ async fn deleted_tile_is_caught_and_its_rows_still_checked() {
 
 #[tokio::test]
 async fn malformed_tile_is_caught_and_its_rows_still_checked() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("UPDATE ledger_tiles SET data = substring(data FROM 1 FOR 1000) WHERE tile = 2")
         .await;
@@ -180,7 +125,7 @@ async fn malformed_tile_is_caught_and_its_rows_still_checked() {
 
 #[tokio::test]
 async fn deleted_row_inside_a_tile_is_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_entries WHERE idx = 300")
         .await;
@@ -189,7 +134,7 @@ async fn deleted_row_inside_a_tile_is_caught() {
 
 #[tokio::test]
 async fn swapped_rows_inside_a_tile_are_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack(
             "UPDATE ledger_entries SET idx = 1000 WHERE idx = 5;
@@ -202,7 +147,7 @@ async fn swapped_rows_inside_a_tile_are_caught() {
 
 #[tokio::test]
 async fn swapped_records_inside_a_tile_are_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     // Each record still carries its own batch position, so only the order
     // (the tree) is wrong: named through the stored level-0 nodes.
     scene
@@ -218,7 +163,7 @@ async fn swapped_records_inside_a_tile_are_caught() {
 
 #[tokio::test]
 async fn swapped_tiles_are_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack(
             "UPDATE ledger_tiles SET tile = 1000 WHERE tile = 0;
@@ -232,7 +177,7 @@ async fn swapped_tiles_are_caught() {
 
 #[tokio::test]
 async fn rows_deleted_from_the_end_of_a_tile_on_are_caught() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     scene
         .attack("DELETE FROM ledger_entries WHERE idx >= 700")
         .await;
@@ -247,7 +192,7 @@ async fn rows_deleted_from_the_end_of_a_tile_on_are_caught() {
 
 #[tokio::test]
 async fn range_check_reads_tiles_and_catches_a_changed_row() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     let range = Scope::Range { from: 300, to: 900 };
     let report = verify_store(&scene.ledger, &scene.trust(), range)
         .await
@@ -263,7 +208,7 @@ async fn range_check_reads_tiles_and_catches_a_changed_row() {
 
 #[tokio::test]
 async fn migration_backfill_builds_the_same_tiles_as_the_sequencer() {
-    let mut scene = Scene::new().await;
+    let mut scene = scene().await;
     let before: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM ledger_tiles ORDER BY tile")
         .fetch_all(&mut scene.attacker)
         .await
@@ -286,7 +231,7 @@ async fn migration_backfill_builds_the_same_tiles_as_the_sequencer() {
 
 #[tokio::test]
 async fn tiles_refuse_update_and_delete() {
-    let scene = Scene::new().await;
+    let scene = scene().await;
     let pool = match &scene.ledger {
         Ledger::Postgres(pg) => pg.pool().clone(),
         Ledger::Sqlite(_) => unreachable!(),
