@@ -71,3 +71,14 @@ impl Scene {
             .unwrap()
     }
 }
+
+/// The verifier reported tampering, and `index` is the first bad index.
+pub fn assert_caught(report: &Report, index: u64) {
+    assert!(!report.is_intact(), "tampering went unnoticed");
+    assert_eq!(
+        report.first_bad_index(),
+        Some(index),
+        "{:#?}",
+        report.problems
+    );
+}

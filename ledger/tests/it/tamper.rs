@@ -8,24 +8,14 @@ use caracal_ledger::hash::Hash;
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::note::Checkpoint;
 use caracal_ledger::store::LedgerStore;
-use caracal_ledger::verify::{Report, Scope, verify_store};
+use caracal_ledger::verify::{Scope, verify_store};
 
 use crate::common::*;
-use crate::scene::Scene;
+use crate::scene::{Scene, assert_caught};
 
 /// A 30-entry log (checkpoints at 10, 20, 30) and an attacker's connection.
 async fn scene() -> Scene {
     Scene::with_steps(&[0..10, 10..20, 20..30]).await
-}
-
-fn assert_caught(report: &Report, index: u64) {
-    assert!(!report.is_intact(), "tampering went unnoticed");
-    assert_eq!(
-        report.first_bad_index(),
-        Some(index),
-        "{:#?}",
-        report.problems
-    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use caracal_ledger::store::{Ledger, LedgerStore};
 use caracal_ledger::verify::{Report, Scope, verify_store};
 
-use crate::scene::Scene;
+use crate::scene::{Scene, assert_caught};
 
 /// A 900-entry log: checkpoints at 300 (inside tile 1), 768 (the end of tile
 /// 2) and 900, so tiles 0..3 are complete and 768..900 are rows only.
@@ -13,14 +13,9 @@ async fn scene() -> Scene {
     Scene::with_steps(&[0..300, 300..768, 768..900]).await
 }
 
-fn assert_caught(report: &Report, index: u64, says: &str) {
-    assert!(!report.is_intact(), "tampering went unnoticed");
-    assert_eq!(
-        report.first_bad_index(),
-        Some(index),
-        "{:#?}",
-        report.problems
-    );
+/// Caught at `index`, by a problem at that index that says `says`.
+fn assert_caught_saying(report: &Report, index: u64, says: &str) {
+    assert_caught(report, index);
     assert!(
         report
             .problems
@@ -68,7 +63,7 @@ async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
 async fn modified_row_inside_a_tile_is_caught() {
     let mut scene = scene().await;
     scene.attack("UPDATE ledger_entries SET leaf = set_byte(leaf, 200, get_byte(leaf, 200) # 1) WHERE idx = 100").await;
-    assert_caught(
+    assert_caught_saying(
         &scene.verify().await,
         100,
         "bytes differ from its data tile",
@@ -81,7 +76,7 @@ async fn rewritten_event_id_of_a_row_inside_a_tile_is_caught() {
     scene
         .attack("UPDATE ledger_entries SET event_id = '01941f29-7c00-7000-8000-0000000000ff' WHERE idx = 40")
         .await;
-    assert_caught(&scene.verify().await, 40, "event id differs");
+    assert_caught_saying(&scene.verify().await, 40, "event id differs");
 }
 
 #[tokio::test]
@@ -91,7 +86,7 @@ async fn modified_byte_in_a_tile_is_caught() {
     scene
         .attack("UPDATE ledger_tiles SET data = set_byte(data, 256, get_byte(data, 256) # 1) WHERE tile = 1")
         .await;
-    assert_caught(
+    assert_caught_saying(
         &scene.verify().await,
         256,
         "differ from what the gateway signed",
@@ -105,7 +100,7 @@ async fn deleted_tile_is_caught_and_its_rows_still_checked() {
         .attack("DELETE FROM ledger_tiles WHERE tile = 1")
         .await;
     let report = scene.verify().await;
-    assert_caught(&report, 256, "data tile 1 is missing");
+    assert_caught_saying(&report, 256, "data tile 1 is missing");
     assert_eq!(
         (report.entries_checked, report.checkpoints_matched),
         (900, 3)
@@ -119,7 +114,7 @@ async fn malformed_tile_is_caught_and_its_rows_still_checked() {
         .attack("UPDATE ledger_tiles SET data = substring(data FROM 1 FOR 1000) WHERE tile = 2")
         .await;
     let report = scene.verify().await;
-    assert_caught(&report, 512, "data tile 2 is malformed");
+    assert_caught_saying(&report, 512, "data tile 2 is malformed");
     assert_eq!(report.checkpoints_matched, 3, "{:#?}", report.problems);
 }
 
@@ -129,7 +124,7 @@ async fn deleted_row_inside_a_tile_is_caught() {
     scene
         .attack("DELETE FROM ledger_entries WHERE idx = 300")
         .await;
-    assert_caught(&scene.verify().await, 300, "entry row missing");
+    assert_caught_saying(&scene.verify().await, 300, "entry row missing");
 }
 
 #[tokio::test]
@@ -142,7 +137,7 @@ async fn swapped_rows_inside_a_tile_are_caught() {
              UPDATE ledger_entries SET idx = 15 WHERE idx = 1000;",
         )
         .await;
-    assert_caught(&scene.verify().await, 5, "differ from its data tile");
+    assert_caught_saying(&scene.verify().await, 5, "differ from its data tile");
 }
 
 #[tokio::test]
@@ -158,7 +153,7 @@ async fn swapped_records_inside_a_tile_are_caught() {
                  FROM ledger_entries WHERE idx < 256) WHERE tile = 0"
         ))
         .await;
-    assert_caught(&scene.verify().await, 5, "leaf hash the tree recorded");
+    assert_caught_saying(&scene.verify().await, 5, "leaf hash the tree recorded");
 }
 
 #[tokio::test]
@@ -172,7 +167,7 @@ async fn swapped_tiles_are_caught() {
         )
         .await;
     // Every record still matches its batch; the tree nodes name the move.
-    assert_caught(&scene.verify().await, 0, "leaf hash the tree recorded");
+    assert_caught_saying(&scene.verify().await, 0, "leaf hash the tree recorded");
 }
 
 #[tokio::test]
@@ -182,7 +177,7 @@ async fn rows_deleted_from_the_end_of_a_tile_on_are_caught() {
         .attack("DELETE FROM ledger_entries WHERE idx >= 700")
         .await;
     let report = scene.verify().await;
-    assert_caught(&report, 700, "entry row missing");
+    assert_caught_saying(&report, 700, "entry row missing");
     assert!(
         report.problems.iter().any(|p| p.what.contains("truncated")),
         "{:#?}",
@@ -203,7 +198,7 @@ async fn range_check_reads_tiles_and_catches_a_changed_row() {
     let report = verify_store(&scene.ledger, &scene.trust(), range)
         .await
         .unwrap();
-    assert_caught(&report, 600, "bytes differ from its data tile");
+    assert_caught_saying(&report, 600, "bytes differ from its data tile");
 }
 
 #[tokio::test]
