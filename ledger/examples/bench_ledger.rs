@@ -56,11 +56,8 @@ async fn fresh_db(tag: &str) -> anyhow::Result<(String, String)> {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_string())
-        .context("admin url")?;
-    Ok((name.clone(), format!("{base}/{name}")))
+    let url = database_url(&admin, &name)?;
+    Ok((name, url))
 }
 
 async fn drop_db(name: &str) {
@@ -162,10 +159,12 @@ async fn kept_db(name: &str) -> anyhow::Result<String> {
             .execute(&mut conn)
             .await?;
     }
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_string())
-        .context("admin url")?;
+    database_url(&admin, name)
+}
+
+/// The admin URL with its database replaced by `name`.
+fn database_url(admin: &str, name: &str) -> anyhow::Result<String> {
+    let (base, _) = admin.rsplit_once('/').context("admin url")?;
     Ok(format!("{base}/{name}"))
 }
 

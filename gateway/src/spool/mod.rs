@@ -128,7 +128,6 @@ pub(crate) struct Shared {
 #[derive(Clone, Debug)]
 pub struct Spool {
     file: Arc<writer::SpoolFile>,
-    shared: Arc<Shared>,
     config: Arc<SpoolConfig>,
     /// One shipper at a time (the flusher, or `flush_now`).
     shipping: Arc<tokio::sync::Mutex<()>>,
@@ -153,13 +152,12 @@ impl Spool {
         let file = Arc::new(writer::SpoolFile::open(&config, shared.clone())?);
         let spool = Spool {
             file,
-            shared,
             config: Arc::new(config),
             shipping: Arc::default(),
         };
         tokio::spawn(flush_loop(
             Arc::downgrade(&spool.file),
-            spool.shared.clone(),
+            shared,
             spool.config.clone(),
             spool.shipping.clone(),
             sink,
@@ -170,7 +168,7 @@ impl Spool {
     /// Whether an append could be accepted now; the proxy checks this before
     /// it forwards anything, so a full spool denies up front.
     pub fn check_room(&self) -> Result<(), SpoolError> {
-        if self.shared.sync_failed.load(Ordering::Acquire) {
+        if self.file.shared().sync_failed.load(Ordering::Acquire) {
             return Err(SpoolError::Io {
                 path: self.config.dir.clone(),
                 source: std::io::Error::other("an fsync of the spool failed; restart the gateway"),
@@ -191,18 +189,18 @@ impl Spool {
     pub async fn append(&self, record: Vec<u8>) -> Result<(), SpoolError> {
         self.check_room()?;
         self.file.append(&record).await?;
-        self.shared.notify.notify_one();
+        self.file.shared().notify.notify_one();
         Ok(())
     }
 
     pub fn status(&self) -> SpoolStatus {
-        let written = self.shared.written.load(Ordering::Acquire);
-        let flushed = self.shared.flushed.load(Ordering::Acquire);
+        let written = self.file.shared().written.load(Ordering::Acquire);
+        let flushed = self.file.shared().flushed.load(Ordering::Acquire);
         SpoolStatus {
             pending_bytes: written.saturating_sub(flushed),
-            pending_records: self.shared.pending_records.load(Ordering::Acquire),
-            shipped_records: self.shared.shipped_records.load(Ordering::Acquire),
-            sink_healthy: self.shared.sink_healthy.load(Ordering::Acquire),
+            pending_records: self.file.shared().pending_records.load(Ordering::Acquire),
+            shipped_records: self.file.shared().shipped_records.load(Ordering::Acquire),
+            sink_healthy: self.file.shared().sink_healthy.load(Ordering::Acquire),
         }
     }
 

@@ -71,27 +71,38 @@ impl<'a> Cursor<'a> {
 /// Parses rows of `(tile bigint, data bytea, recorded_root bytea NULL)`,
 /// keeping the bytes where they are (each tile is a range of `buf`).
 pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<TileSlot>, StoreError> {
+    each_row(buf, 3, |c| {
+        let tile = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("tile"))?);
+        let data = c.required_range()?;
+        let recorded_root = c.field_range()?;
+        Ok(TileSlot {
+            tile: u64::try_from(tile).map_err(|_| bad("negative tile"))?,
+            data,
+            recorded_root,
+        })
+    })
+}
+
+/// Reads the header, then one `T` per row of exactly `fields` fields until
+/// the trailer.
+fn each_row<'a, T>(
+    buf: &'a [u8],
+    fields: i16,
+    mut row: impl FnMut(&mut Cursor<'a>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let mut c = Cursor { buf, pos: 0 };
     header(&mut c)?;
     let mut out = Vec::new();
     loop {
-        let fields = c.i16()?;
-        if fields == -1 {
-            break;
+        let count = c.i16()?;
+        if count == -1 {
+            return Ok(out);
         }
-        if fields != 3 {
+        if count != fields {
             return Err(bad("unexpected field count"));
         }
-        let tile = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("tile"))?);
-        let data = c.required_range()?;
-        let recorded_root = c.field_range()?;
-        out.push(TileSlot {
-            tile: u64::try_from(tile).map_err(|_| bad("negative tile"))?,
-            data,
-            recorded_root,
-        });
+        out.push(row(&mut c)?);
     }
-    Ok(out)
 }
 
 fn header(c: &mut Cursor<'_>) -> Result<(), StoreError> {
@@ -107,33 +118,22 @@ fn header(c: &mut Cursor<'_>) -> Result<(), StoreError> {
 /// Parses rows of `(idx bigint, event_id uuid, leaf bytea, batch_root bytea,
 /// batch_pos int, recorded_hash bytea NULL)`.
 pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> {
-    let mut c = Cursor { buf, pos: 0 };
-    header(&mut c)?;
-    let mut out = Vec::new();
-    loop {
-        let fields = c.i16()?;
-        if fields == -1 {
-            break;
-        }
-        if fields != 6 {
-            return Err(bad("unexpected field count"));
-        }
+    each_row(buf, 6, |c| {
         let idx = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("idx"))?);
         let id: [u8; 16] = c.required()?.try_into().map_err(|_| bad("event_id"))?;
         let leaf = c.required()?.to_vec();
         let batch_root = c.required()?.to_vec();
         let pos = i32::from_be_bytes(c.required()?.try_into().map_err(|_| bad("batch_pos"))?);
         let recorded_hash = c.field()?.map(<[u8]>::to_vec);
-        out.push(EntryRecord {
+        Ok(EntryRecord {
             index: u64::try_from(idx).map_err(|_| bad("negative idx"))?,
             event_id: uuid::Uuid::from_bytes(id),
             leaf,
             batch_root,
             batch_pos: u32::try_from(pos).map_err(|_| bad("negative batch_pos"))?,
             recorded_hash,
-        });
-    }
-    Ok(out)
+        })
+    })
 }
 
 #[cfg(test)]
