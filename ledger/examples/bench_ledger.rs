@@ -12,11 +12,12 @@
 //!    COPY of the same entry rows into a plain table with the same indexes;
 //! 2. full verify from Postgres (through the data tiles), against reading the
 //!    same rows, each half of the verifier's read alone, and in memory;
-//! 3. inclusion proofs served from stored nodes and verified, in a tree of
-//!    `BENCH_PROOF_SIZE` leaves whose node table is generated inside Postgres
-//!    (real SHA-256 nodes over synthetic 8-byte leaves, built level by level
-//!    with SQL, so the index is as deep as a real log's), against a single
-//!    primary-key lookup.
+//! 3. inclusion proofs served (from hash tiles and right-edge nodes) and
+//!    verified, in a tree of `BENCH_PROOF_SIZE` leaves whose node table and
+//!    hash tiles are generated inside Postgres (real SHA-256 nodes over
+//!    synthetic 8-byte leaves, built level by level with SQL, so the index is
+//!    as deep as a real log's), against the same proofs assembled from nodes
+//!    alone (the path before hash tiles) and a single primary-key lookup.
 //!
 //! Switches: `BENCH_KEEP_DB=NAME` keeps the appended log (a later run only
 //! verifies it, `BENCH_VERIFY_RUNS` times); `BENCH_PROOF_DB=NAME` keeps the
@@ -30,9 +31,10 @@ use caracal_ledger::event::MeteringEvent;
 use caracal_ledger::hash::Hash;
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::note::Checkpoint;
+use caracal_ledger::proof::{inclusion_ranges, verify_inclusion};
 use caracal_ledger::prove::prove_index_at;
 use caracal_ledger::store::{Ledger, LedgerStore, PgStore};
-use caracal_ledger::tree::{Frontier, LeafRange, frontier_keys, range_hash};
+use caracal_ledger::tree::{Frontier, LeafRange, frontier_keys, range_hash, range_keys};
 use caracal_ledger::verify::{Checker, Scope, Trust, verify_store};
 use rand::Rng;
 use sqlx::{Connection, PgConnection};
@@ -470,6 +472,12 @@ async fn proofs(url: &str, size: u64) -> anyhow::Result<()> {
         );
         build_tree(&store, size).await?;
     }
+    let tiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_hash_tiles")
+        .fetch_one(store.pool())
+        .await?;
+    if tiles == 0 {
+        build_hash_tiles(&store).await?;
+    }
     // BENCH_PROOF_SAMPLES=0 only builds the tree (with BENCH_PROOF_DB, to
     // keep the build out of the quiet window the measurement needs).
     if env_u64("BENCH_PROOF_SAMPLES", 10_000) == 0 {
@@ -518,6 +526,49 @@ async fn build_tree(store: &PgStore, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds every full hash tile from the generated nodes, by SQL (the
+/// statement migration 0004 uses for an existing log).
+async fn build_hash_tiles(store: &PgStore) -> anyhow::Result<()> {
+    let started = Instant::now();
+    sqlx::raw_sql(
+        "INSERT INTO ledger_hash_tiles (tile_level, tile_index, hashes)
+         SELECT level / 8, idx >> 8, string_agg(hash, ''::bytea ORDER BY idx)
+         FROM ledger_nodes WHERE level % 8 = 0
+         GROUP BY level, idx >> 8 HAVING count(*) = 256;
+         VACUUM ANALYZE ledger_hash_tiles",
+    )
+    .execute(store.pool())
+    .await?;
+    let tiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_hash_tiles")
+        .fetch_one(store.pool())
+        .await?;
+    println!(
+        "generated {tiles} hash tiles in Postgres in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The proof path before hash tiles: every node read from the node table,
+/// then the proof verified. Kept here to measure both in the same run.
+async fn prove_from_nodes(
+    store: &PgStore,
+    index: u64,
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<()> {
+    let ranges = inclusion_ranges(index, checkpoint.size).context("index")?;
+    let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
+    let nodes = store.nodes(&keys).await?;
+    let proof = ranges
+        .iter()
+        .map(|r| range_hash(*r, &|k| nodes.get(&k).copied()))
+        .collect::<Option<Vec<Hash>>>()
+        .context("missing node")?;
+    let leaf = caracal_ledger::hash::leaf_hash(&index.to_be_bytes());
+    verify_inclusion(index, checkpoint.size, &leaf, &proof, &checkpoint.root)?;
+    Ok(())
+}
+
 /// Serves and verifies proofs for random leaves, against one-row lookups.
 async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
     let keys = frontier_keys(size);
@@ -542,7 +593,10 @@ async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
     let samples = env_u64("BENCH_PROOF_SAMPLES", 10_000) as usize;
     let warmup = 200;
     let mut times = Vec::with_capacity(samples);
+    let mut from_nodes = Vec::with_capacity(samples);
     let mut lookups = Vec::with_capacity(samples);
+    // Each sample measures the three in turn, each for its own random leaf,
+    // so none warms the pages another reads.
     for n in 0..samples + warmup {
         let index = rng.gen_range(0..size);
         let started = Instant::now();
@@ -557,18 +611,23 @@ async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
         .await?;
         let proof_time = started.elapsed();
         let started = Instant::now();
+        prove_from_nodes(store, rng.gen_range(0..size), &checkpoint).await?;
+        let nodes_time = started.elapsed();
+        let started = Instant::now();
         let _: Vec<u8> =
             sqlx::query_scalar("SELECT hash FROM ledger_nodes WHERE level = 0 AND idx = $1")
-                .bind(index as i64)
+                .bind(rng.gen_range(0..size) as i64)
                 .fetch_one(store.pool())
                 .await?;
         // The first proofs warm the pool's connections and statement caches.
         if n >= warmup {
             times.push(proof_time);
+            from_nodes.push(nodes_time);
             lookups.push(started.elapsed());
         }
     }
     times.sort();
+    from_nodes.sort();
     lookups.sort();
     let pct = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
     let line = |v: &[Duration]| {
@@ -581,8 +640,12 @@ async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
         )
     };
     println!("{samples} proofs after {warmup} unmeasured ones");
-    println!("proof served + verified: {}", line(&times));
-    println!("single-row PK lookup:    {}", line(&lookups));
+    println!("proof served + verified (hash tiles): {}", line(&times));
+    println!(
+        "same, from nodes only (before):       {}",
+        line(&from_nodes)
+    );
+    println!("single-row PK lookup:                 {}", line(&lookups));
     println!(
         "proof/lookup: p50 {:.2}  p99 {:.2}",
         pct(&times, 0.5).as_secs_f64() / pct(&lookups, 0.5).as_secs_f64(),

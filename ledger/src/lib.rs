@@ -12,7 +12,8 @@
 //! - [`batch`]: gateway-signed batches (provenance of every entry).
 //! - [`sequencer`]: the pure decision of one sequencing step.
 //! - [`store`]: one [`store::LedgerStore`] trait, Postgres and SQLite;
-//!   [`tile`]: the data tiles Postgres keeps so verification reads few rows.
+//!   [`tile`]: the data tiles Postgres keeps so verification reads few rows;
+//!   [`hashtile`]: the hash tiles it keeps so proofs read few rows.
 //! - [`verify`], [`prove`], [`export`]: checking, proving, exporting.
 //!
 //! # What a gateway uses (stable API)
@@ -55,6 +56,7 @@ pub mod batch;
 pub mod event;
 pub mod export;
 pub mod hash;
+pub mod hashtile;
 pub mod keys;
 pub mod note;
 pub mod proof;

@@ -1,17 +1,23 @@
 //! Serving proofs from a store: an event's inclusion in a signed checkpoint,
 //! and the consistency of two signed checkpoints.
 //!
-//! Proofs are assembled from stored nodes (no recompute) and then verified
-//! here against the signed roots before they are returned, so a damaged node
-//! table yields an error instead of a wrong proof.
+//! Proofs are assembled from stored nodes (no recompute of the tree): from
+//! the full hash tiles that hold them where the store keeps those
+//! ([`crate::hashtile`]), otherwise one node at a time. Every proof is then
+//! verified here against the signed root before it is returned, so a damaged
+//! node or tile yields an error instead of a wrong proof, and when a tile is
+//! to blame the error names it.
+
+use std::collections::HashMap;
 
 use crate::hash::{Hash, leaf_hash};
+use crate::hashtile::{MalformedTile, Sources, TileKey, TileNodes, plan, resolve};
 use crate::note::{Checkpoint, open_checkpoint};
 use crate::proof::{
     ProofError, consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion,
 };
 use crate::store::{CheckpointRecord, LedgerStore, StoreError};
-use crate::tree::{LeafRange, range_hash, range_keys};
+use crate::tree::{LeafRange, NodeKey, range_hash, range_keys};
 use crate::verify::{Trust, names_event};
 
 /// Why a proof could not be served.
@@ -35,6 +41,17 @@ pub enum ProveError {
         "the assembled proof does not verify against the signed root ({0}); the store is damaged"
     )]
     Invalid(ProofError),
+    #[error(
+        "hash tile {level}/{index} disagrees with the stored tree node {node:?} it stands for; \
+         the store is damaged"
+    )]
+    DamagedHashTile {
+        level: u8,
+        index: u64,
+        node: NodeKey,
+    },
+    #[error("{0}; the store is damaged")]
+    MalformedHashTile(#[from] MalformedTile),
     #[error("sizes have no consistency proof: {0}")]
     BadSizes(String),
 }
@@ -73,16 +90,82 @@ fn open(record: &CheckpointRecord, trust: &Trust) -> Result<Checkpoint, ProveErr
     Ok(cp)
 }
 
+/// The hashes of `ranges` (subtrees of a tree of `size` leaves), and which
+/// nodes came from hash tiles (to blame a tile if the proof fails).
+struct Assembled {
+    hashes: Vec<Hash>,
+    from_tiles: Vec<(NodeKey, Hash, TileKey)>,
+}
+
 async fn hashes_for(
     store: &impl LedgerStore,
     ranges: &[LeafRange],
-) -> Result<Vec<Hash>, ProveError> {
+    size: u64,
+) -> Result<Assembled, ProveError> {
     let keys: Vec<_> = ranges.iter().flat_map(|r| range_keys(*r)).collect();
-    let nodes = store.nodes(&keys).await?;
-    ranges
+    let sources = if store.keeps_hash_tiles() {
+        plan(&keys, size)
+    } else {
+        Sources {
+            tiles: Vec::new(),
+            nodes: keys.clone(),
+        }
+    };
+    let read = store
+        .tiles_and_nodes(&sources.tiles, &sources.nodes)
+        .await?;
+    let mut tiles = HashMap::with_capacity(read.tiles.len());
+    for (key, bytes) in &read.tiles {
+        tiles.insert(*key, TileNodes::new(*key, bytes)?);
+    }
+    let mut found = resolve(&keys, &tiles, &read.nodes);
+    // A full tile that is not stored (a log older than its tiles, or a
+    // damaged one): its nodes are read one by one instead.
+    let absent: Vec<NodeKey> = keys
         .iter()
-        .map(|r| range_hash(*r, &|k| nodes.get(&k).copied()).ok_or(ProveError::MissingNode(*r)))
-        .collect()
+        .filter(|k| !found.contains_key(k))
+        .copied()
+        .collect();
+    if !absent.is_empty() {
+        found.extend(store.nodes(&absent).await?);
+    }
+    let hashes = ranges
+        .iter()
+        .map(|r| range_hash(*r, &|k| found.get(&k).copied()).ok_or(ProveError::MissingNode(*r)))
+        .collect::<Result<_, _>>()?;
+    let from_tiles = keys
+        .iter()
+        .filter_map(|&k| {
+            let tile = tiles.get(&TileKey::of(k))?;
+            Some((k, tile.node(k)?, tile.key()))
+        })
+        .collect();
+    Ok(Assembled { hashes, from_tiles })
+}
+
+/// Why an assembled proof failed: a hash tile that disagrees with the node
+/// table it was built from, or else the proof itself.
+async fn blame(
+    store: &impl LedgerStore,
+    assembled: &Assembled,
+    failure: ProofError,
+) -> Result<ProveError, ProveError> {
+    if assembled.from_tiles.is_empty() {
+        return Ok(ProveError::Invalid(failure));
+    }
+    let keys: Vec<NodeKey> = assembled.from_tiles.iter().map(|(k, _, _)| *k).collect();
+    let stored = store.nodes(&keys).await?;
+    Ok(assembled
+        .from_tiles
+        .iter()
+        .find(|(k, hash, _)| stored.get(k).is_some_and(|s| s != hash))
+        .map_or(ProveError::Invalid(failure), |&(node, _, tile)| {
+            ProveError::DamagedHashTile {
+                level: tile.level,
+                index: tile.index,
+                node,
+            }
+        }))
 }
 
 /// Proves that the event with `id` is in the latest checkpoint.
@@ -122,10 +205,19 @@ pub async fn prove_index_at(
 ) -> Result<InclusionProof, ProveError> {
     let ranges =
         inclusion_ranges(index, checkpoint.size).ok_or(ProveError::NotYetCovered(index))?;
-    let proof = hashes_for(store, &ranges).await?;
+    let assembled = hashes_for(store, &ranges, checkpoint.size).await?;
     let leaf_hash = leaf_hash(&leaf);
-    verify_inclusion(index, checkpoint.size, &leaf_hash, &proof, &checkpoint.root)
-        .map_err(ProveError::Invalid)?;
+    let checked = verify_inclusion(
+        index,
+        checkpoint.size,
+        &leaf_hash,
+        &assembled.hashes,
+        &checkpoint.root,
+    );
+    if let Err(failure) = checked {
+        return Err(blame(store, &assembled, failure).await?);
+    }
+    let proof = assembled.hashes;
     Ok(InclusionProof {
         index,
         leaf,
@@ -160,9 +252,18 @@ pub async fn prove_consistency(
     let new_cp = open(new_rec, trust)?;
     let ranges = consistency_ranges(old_cp.size, new_cp.size)
         .ok_or_else(|| ProveError::BadSizes(format!("{} -> {}", old_cp.size, new_cp.size)))?;
-    let proof = hashes_for(store, &ranges).await?;
-    verify_consistency(old_cp.size, new_cp.size, &old_cp.root, &new_cp.root, &proof)
-        .map_err(ProveError::Invalid)?;
+    let assembled = hashes_for(store, &ranges, new_cp.size).await?;
+    let checked = verify_consistency(
+        old_cp.size,
+        new_cp.size,
+        &old_cp.root,
+        &new_cp.root,
+        &assembled.hashes,
+    );
+    if let Err(failure) = checked {
+        return Err(blame(store, &assembled, failure).await?);
+    }
+    let proof = assembled.hashes;
     Ok(ConsistencyProof {
         old: old_cp,
         new: new_cp,

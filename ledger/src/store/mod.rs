@@ -6,6 +6,7 @@
 //! reads. [`Ledger`] opens either store from a URL so callers need not care.
 
 mod pgcopy;
+mod pghashtiles;
 mod pgtiles;
 mod postgres;
 mod shared_reads;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::batch::{Batch, BatchError};
 use crate::hash::Hash;
+use crate::hashtile::TileKey;
 use crate::keys::{KeyPair, PublicKey};
 use crate::tree::NodeKey;
 
@@ -84,6 +86,14 @@ impl TileChunk {
             })
             .collect()
     }
+}
+
+/// Hash tiles and single nodes read together for a proof ([`crate::hashtile`]).
+#[derive(Clone, Debug, Default)]
+pub struct HashTileRead {
+    /// Stored bytes of each tile found (not yet checked for length).
+    pub tiles: HashMap<TileKey, Vec<u8>>,
+    pub nodes: HashMap<NodeKey, Hash>,
 }
 
 /// One submitted batch as stored.
@@ -191,6 +201,26 @@ pub trait LedgerStore: Send + Sync {
         &self,
         keys: &[NodeKey],
     ) -> impl Future<Output = Result<HashMap<NodeKey, Hash>, StoreError>> + Send;
+    /// Whether this store writes hash tiles ([`crate::hashtile`]). Proofs
+    /// from a store that does not read every node on its own.
+    fn keeps_hash_tiles(&self) -> bool {
+        false
+    }
+    /// Stored hash tiles among `tiles` and stored nodes among `nodes`, read
+    /// together (missing ones are simply absent).
+    fn tiles_and_nodes(
+        &self,
+        tiles: &[TileKey],
+        nodes: &[NodeKey],
+    ) -> impl Future<Output = Result<HashTileRead, StoreError>> + Send {
+        let _ = tiles;
+        async move {
+            Ok(HashTileRead {
+                tiles: HashMap::new(),
+                nodes: self.nodes(nodes).await?,
+            })
+        }
+    }
     /// Whether this store writes data tiles ([`crate::tile`]). The verifier
     /// reads a store that does not row by row.
     fn keeps_tiles(&self) -> bool {
@@ -308,6 +338,16 @@ impl LedgerStore for Ledger {
     }
     async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
         dispatch!(self, s => s.nodes(keys).await)
+    }
+    fn keeps_hash_tiles(&self) -> bool {
+        dispatch!(self, s => s.keeps_hash_tiles())
+    }
+    async fn tiles_and_nodes(
+        &self,
+        tiles: &[TileKey],
+        nodes: &[NodeKey],
+    ) -> Result<HashTileRead, StoreError> {
+        dispatch!(self, s => s.tiles_and_nodes(tiles, nodes).await)
     }
     fn keeps_tiles(&self) -> bool {
         dispatch!(self, s => s.keeps_tiles())

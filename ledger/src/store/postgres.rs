@@ -5,7 +5,8 @@
 //! believe they lead; indexes come from the entries themselves (dense, never
 //! from a database sequence that can skip numbers). Rows are written in bulk
 //! with `UNNEST` so one step costs a few statements, not one per event. Each
-//! step also writes the data tiles it completes (`pgtiles`).
+//! step also writes the data tiles (`pgtiles`) and hash tiles (`pghashtiles`)
+//! it completes.
 
 use std::collections::HashMap;
 
@@ -15,10 +16,12 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk, parse_vkeys,
+    EntryRecord, HashTileRead, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk,
+    parse_vkeys,
 };
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
+use crate::hashtile::TileKey;
 use crate::keys::{KeyPair, PublicKey};
 use crate::sequencer::{MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
 use crate::tree::{Frontier, NodeKey, frontier_keys};
@@ -32,6 +35,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections for the proof read alone, which always run its generic
+    /// plan. Postgres would otherwise plan that statement anew on every call
+    /// (its custom plans look cheaper for a handful of keys), and planning
+    /// costs about as much as executing it (docs/benchmarks.md). Other
+    /// statements keep the default, since some need plans for their values.
+    proof_pool: PgPool,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -53,14 +62,19 @@ impl PgStore {
     /// Connects and applies the migrations under `migrations/postgres`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Self::from_pool(pool).await
     }
 
     /// Wraps an existing pool (migrations are still applied).
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let proof_pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(options);
+        Ok(Self { pool, proof_pool })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -305,6 +319,7 @@ impl LedgerStore for PgStore {
         .execute(&mut *tx)
         .await?;
         super::pgtiles::write_completed(&mut tx, size, plan.checkpoint.size).await?;
+        super::pghashtiles::write_completed(&mut tx, size, plan.checkpoint.size).await?;
         sqlx::query(
             "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES ($1, $2, $3, $4)",
         )
@@ -410,6 +425,18 @@ impl LedgerStore for PgStore {
 
     async fn nodes(&self, keys: &[NodeKey]) -> Result<HashMap<NodeKey, Hash>, StoreError> {
         fetch_nodes(&self.pool, keys).await
+    }
+
+    fn keeps_hash_tiles(&self) -> bool {
+        true
+    }
+
+    async fn tiles_and_nodes(
+        &self,
+        tiles: &[TileKey],
+        nodes: &[NodeKey],
+    ) -> Result<HashTileRead, StoreError> {
+        super::pghashtiles::read(&self.proof_pool, tiles, nodes).await
     }
 
     fn keeps_tiles(&self) -> bool {

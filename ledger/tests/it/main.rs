@@ -2,6 +2,7 @@
 //! Postgres tests use a fresh database per test (CARACAL_TEST_DATABASE_URL).
 
 mod common;
+mod hashtiles;
 mod offline;
 mod scene;
 mod store;

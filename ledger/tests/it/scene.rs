@@ -13,7 +13,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use crate::common::*;
 
 pub struct Scene {
-    _db: TestDb,
+    db: TestDb,
     pub ledger: Ledger,
     pub key: KeyPair,
     pub gw: BatchSigner,
@@ -41,12 +41,16 @@ impl Scene {
             .await
             .unwrap();
         Self {
-            _db: db,
+            db,
             ledger,
             key,
             gw,
             attacker,
         }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.db.url
     }
 
     pub fn trust(&self) -> Trust {
