@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use caracal_ledger::{batch::BatchSigner, store::LedgerStore};
+use caracal_ledger::{
+    batch::{Batch, BatchSigner},
+    keys::KeyPair,
+    store::{Ledger, LedgerStore},
+};
 use futures::future::BoxFuture;
 
 use crate::spool::LedgerSink;
@@ -11,23 +15,71 @@ use crate::spool::LedgerSink;
 #[derive(Debug)]
 pub struct SignedSink<S> {
     store: Arc<S>,
-    signer: BatchSigner,
+    signer: Arc<BatchSigner>,
 }
 
 impl<S: LedgerStore + 'static> SignedSink<S> {
     /// `signer`'s key name must be the gateway id the events carry, and its
     /// public key must be registered with the store as a submitter.
     pub fn new(store: Arc<S>, signer: BatchSigner) -> Self {
-        SignedSink { store, signer }
+        SignedSink {
+            store,
+            signer: Arc::new(signer),
+        }
     }
+}
+
+/// Sign a batch on a blocking thread: hashing every event and signing takes
+/// long enough to delay requests if done on the async workers.
+async fn sign(signer: &Arc<BatchSigner>, batch: &[Vec<u8>]) -> Result<Batch, String> {
+    let (signer, events) = (signer.clone(), batch.to_vec());
+    tokio::task::spawn_blocking(move || signer.sign_encoded(events))
+        .await
+        .map_err(|e| format!("signing the batch did not finish: {e}"))
 }
 
 impl<S: LedgerStore + 'static> LedgerSink for SignedSink<S> {
     fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let signed = self.signer.sign_encoded(batch.to_vec());
+            let signed = sign(&self.signer, batch).await?;
             self.store
                 .submit(signed)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// For a process that is its own sequencer (`caracal dev`): signs each batch
+/// with the gateway's key, then submits and sequences it in one step, so the
+/// batch's events are in the log, under a checkpoint signed with the log
+/// key, when the spool counts them as shipped.
+#[derive(Debug)]
+pub struct SequencingSink {
+    ledger: Arc<Ledger>,
+    signer: Arc<BatchSigner>,
+    log_key: KeyPair,
+}
+
+impl SequencingSink {
+    /// `signer` as for [`SignedSink::new`]; `log_key` signs checkpoints and
+    /// its name is the log's origin.
+    pub fn new(ledger: Arc<Ledger>, signer: BatchSigner, log_key: KeyPair) -> Self {
+        SequencingSink {
+            ledger,
+            signer: Arc::new(signer),
+            log_key,
+        }
+    }
+}
+
+impl LedgerSink for SequencingSink {
+    fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let signed = sign(&self.signer, batch).await?;
+            self.ledger
+                .submit_and_sequence(signed, &self.log_key)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

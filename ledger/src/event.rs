@@ -121,8 +121,9 @@ pub struct MeteringEvent {
     pub request_id: String,
 }
 
-/// The wire form; kept private so the canonical layout cannot drift by accident.
-#[derive(Serialize, Deserialize)]
+/// The wire form as read. Field order does not matter when reading; the
+/// canonical layout is [`WireOut`]'s.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     v: u32,
@@ -144,6 +145,30 @@ struct Wire {
     request_id: String,
 }
 
+/// The wire form as written: the canonical layout (fields in this order),
+/// borrowed from the event so encoding copies nothing twice. Kept private so
+/// the layout cannot drift by accident.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    v: u32,
+    id: Uuid,
+    time: String,
+    agent: &'a AgentRef,
+    delegation_chain: &'a [AgentRef],
+    policies: &'a [String],
+    provider: &'a str,
+    model: Option<&'a str>,
+    tool: Option<&'a str>,
+    tokens: Tokens,
+    cost_micros: i64,
+    reserved_micros: i64,
+    price_catalog_version: &'a str,
+    outcome: Outcome,
+    reason: &'a str,
+    gateway_id: &'a str,
+    request_id: &'a str,
+}
+
 impl MeteringEvent {
     /// The canonical bytes. Refuses what could not be decoded again.
     pub fn encode(&self) -> Result<Vec<u8>, EventError> {
@@ -153,24 +178,24 @@ impl MeteringEvent {
         if self.cost.get() < 0 || self.reserved.get() < 0 {
             return Err(EventError::Negative);
         }
-        let wire = Wire {
+        let wire = WireOut {
             v: EVENT_VERSION,
             id: self.id,
             time: self.time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            agent: self.agent.clone(),
-            delegation_chain: self.delegation_chain.clone(),
-            policies: self.policies.clone(),
-            provider: self.provider.clone(),
-            model: self.model.clone(),
-            tool: self.tool.clone(),
+            agent: &self.agent,
+            delegation_chain: &self.delegation_chain,
+            policies: &self.policies,
+            provider: &self.provider,
+            model: self.model.as_deref(),
+            tool: self.tool.as_deref(),
             tokens: self.tokens,
             cost_micros: self.cost.get(),
             reserved_micros: self.reserved.get(),
-            price_catalog_version: self.price_catalog_version.clone(),
+            price_catalog_version: &self.price_catalog_version,
             outcome: self.outcome,
-            reason: self.reason.clone(),
-            gateway_id: self.gateway_id.clone(),
-            request_id: self.request_id.clone(),
+            reason: &self.reason,
+            gateway_id: &self.gateway_id,
+            request_id: &self.request_id,
         };
         serde_json::to_vec(&wire).map_err(|e| EventError::Parse(e.to_string()))
     }
@@ -181,13 +206,19 @@ impl MeteringEvent {
         struct VersionOnly {
             v: u32,
         }
-        let version: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Parse(e.to_string()))?;
-        if version.v != EVENT_VERSION {
-            return Err(EventError::Version(version.v));
+        // One parse on the common path; a second only to say why one failed.
+        let wire: Wire = match serde_json::from_slice(bytes) {
+            Ok(wire) => wire,
+            Err(e) => {
+                return Err(match serde_json::from_slice::<VersionOnly>(bytes) {
+                    Ok(version) if version.v != EVENT_VERSION => EventError::Version(version.v),
+                    _ => EventError::Parse(e.to_string()),
+                });
+            }
+        };
+        if wire.v != EVENT_VERSION {
+            return Err(EventError::Version(wire.v));
         }
-        let wire: Wire =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Parse(e.to_string()))?;
         let time = DateTime::parse_from_rfc3339(&wire.time)
             .map_err(|e| EventError::Parse(format!("time: {e}")))?
             .with_timezone(&Utc);

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context;
 use caracal_gateway::{
     config::Provider,
-    ledger_sink::SignedSink,
+    ledger_sink::SequencingSink,
     live::{Live, LiveSender},
     mtls::TlsServer,
     proxy::Gateway,
@@ -184,9 +184,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None => Budgets::new(Arc::new(MemoryBudgetStore::new())),
     };
 
-    let sink = Arc::new(SignedSink::new(
+    // This process is its own sequencer: each shipped batch lands in the log
+    // under a signed checkpoint at once.
+    let sink = Arc::new(SequencingSink::new(
         ledger.clone(),
         BatchSigner::new(gateway_key),
+        log_key.clone(),
     ));
     let spool = Spool::open(file.spool_config(state_dir.join("spool")), sink.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -305,8 +308,10 @@ async fn tls_listener(
     )))
 }
 
-/// The in-process sequencer: give queued events log indexes and sign a
-/// checkpoint, a few times a second.
+/// The in-process sequencer's safety net. Batches from this gateway are
+/// sequenced as they are shipped (`SequencingSink`); this gives log indexes
+/// to anything else still queued (an earlier version's leftovers, or another
+/// submitter sharing a `--database-url`), a few times a second.
 async fn sequence_forever(ledger: Arc<Ledger>, key: KeyPair) {
     loop {
         if let Err(e) = ledger.sequence_pending(&key).await {

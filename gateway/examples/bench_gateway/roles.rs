@@ -8,7 +8,7 @@ use bytes::Bytes;
 use caracal_gateway::{
     config::{Limits, Provider, ProviderKind},
     identity::{KeyTable, digest},
-    ledger_sink::SignedSink,
+    ledger_sink::{SequencingSink, SignedSink},
     live::{self, Live},
     proxy::Gateway,
     server,
@@ -196,6 +196,13 @@ pub async fn gateway(
         if std::env::var("BENCH_NULL_LEDGER").is_ok() {
             // Diagnosis only: ship batches nowhere, to see the ledger's share.
             Arc::new(NullSink)
+        } else if in_process {
+            // As caracal dev: each batch is sequenced as it is shipped.
+            Arc::new(SequencingSink::new(
+                ledger.clone(),
+                BatchSigner::new(gateway_key),
+                KeyPair::generate("bench-log").unwrap(),
+            ))
         } else {
             Arc::new(SignedSink::new(
                 ledger.clone(),
@@ -207,9 +214,6 @@ pub async fn gateway(
         spool_config.ack_after = caracal_gateway::spool::AckAfter::Write;
     }
     let spool = Spool::open(spool_config, sink).unwrap();
-    if in_process {
-        tokio::spawn(sequence_forever(ledger.clone()));
-    }
     let provider = Provider {
         name: "openai".into(),
         kind: ProviderKind::Openai,

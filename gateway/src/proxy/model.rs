@@ -26,7 +26,7 @@ use crate::{
     mock,
     refusal::Refusal,
     upstream::{Body, full, relayed_headers},
-    wire::{self, Endpoint, RequestFacts, Usage},
+    wire::{self, BodyError, Endpoint, JsonObject, RequestFacts, Usage, WireError},
 };
 
 fn endpoint_for(kind: ProviderKind, rest: &str) -> Option<Endpoint> {
@@ -114,21 +114,29 @@ pub(super) async fn handle(
     )?;
     let mut record = Record::new(request_id, started, &agent, &provider.name);
     let (parts, body) = req.into_parts();
-    let early = async {
-        let bytes = read_body(
-            body,
-            gw.limits.max_request_bytes,
-            started + gw.limits.max_call_duration,
-        )
-        .await?;
-        let json: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let bytes = read_body(
+        body,
+        gw.limits.max_request_bytes,
+        started + gw.limits.max_call_duration,
+    )
+    .await;
+    let early = bytes.as_ref().map_err(Clone::clone).and_then(|bytes| {
+        // Checked as JSON whole, but only the top-level members are kept
+        // apart; the rest is forwarded as sent (see `wire::JsonObject`).
+        let json = JsonObject::parse(bytes).map_err(|e| match e {
+            BodyError::Invalid(e) => {
+                bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            }
+            BodyError::NotObject => {
+                bad_request("invalid_request", WireError::NotObject.to_string())
+            }
+        })?;
         let facts = wire::inspect(endpoint, &json, bytes.len())
             .map_err(|e| bad_request("invalid_request", e.to_string()))?;
         gw.spool.check_room().map_err(|e| spool_refusal(&e))?;
-        Ok::<_, Refusal>((json, facts))
-    };
-    let (mut json, facts) = match early.await {
+        Ok::<_, Refusal>((json, facts, bytes.len()))
+    });
+    let (mut json, facts, bytes_len) = match early {
         Ok(v) => v,
         Err(refusal) => {
             gw.finish_denied(record, &refusal, Some(&snapshot)).await;
@@ -203,9 +211,12 @@ pub(super) async fn handle(
 
     // Forward.
     let upstream = if provider.kind == ProviderKind::Mock {
+        // The mock reads the whole request (to count words); it is for
+        // trying Caracal out, not the hot path.
+        let json: Value = serde_json::from_slice(&json.to_vec(bytes_len)).unwrap_or_default();
         Ok(mock::respond(endpoint, &json))
     } else {
-        let body = serde_json::to_vec(&json).unwrap_or_default();
+        let body = json.to_vec(bytes_len);
         gw.upstream
             .send(provider, parts.method, rest, &parts.headers, body.into())
             .await

@@ -3,12 +3,14 @@
 //! Nothing in this module does I/O; the proxy calls it with bytes it already
 //! holds. Each submodule is table-tested against the providers' real shapes.
 
+mod body;
 pub mod mcp;
 mod meter;
 mod request;
 mod sse;
 mod usage;
 
+pub use body::{BodyError, JsonObject};
 pub use meter::{StreamMeter, usage_from_json};
 pub use request::{Endpoint, RequestFacts, inspect, prepare};
 pub use sse::{SseEvent, SseScanner};

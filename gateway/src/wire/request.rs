@@ -4,9 +4,9 @@
 //! which field bounds output per endpoint, how a cap is set or clamped, and
 //! when the gateway asks OpenAI to put usage in a stream.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
-use crate::wire::WireError;
+use crate::wire::{WireError, body::JsonObject};
 
 /// The provider endpoints the gateway understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,15 +65,19 @@ impl RequestFacts {
     }
 }
 
-fn output_field(endpoint: Endpoint, body: &Value, legacy_max_tokens: bool) -> Option<&'static str> {
+fn output_field(
+    endpoint: Endpoint,
+    body: &JsonObject<'_>,
+    legacy_max_tokens: bool,
+) -> Option<&'static str> {
     match endpoint {
         Endpoint::Embeddings => None,
         Endpoint::Messages => Some("max_tokens"),
         Endpoint::Responses => Some("max_output_tokens"),
         Endpoint::ChatCompletions => {
-            if body.get("max_completion_tokens").is_some() {
+            if body.has("max_completion_tokens") {
                 Some("max_completion_tokens")
-            } else if body.get("max_tokens").is_some() || legacy_max_tokens {
+            } else if body.has("max_tokens") || legacy_max_tokens {
                 Some("max_tokens")
             } else {
                 Some("max_completion_tokens")
@@ -82,30 +86,29 @@ fn output_field(endpoint: Endpoint, body: &Value, legacy_max_tokens: bool) -> Op
     }
 }
 
-fn optional_count(body: &Value, field: &'static str) -> Result<Option<u64>, WireError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or(WireError::BadField(field)),
-    }
+fn optional_count(body: &JsonObject<'_>, field: &'static str) -> Result<Option<u64>, WireError> {
+    body.get::<u64>(field)
+        .map_err(|_| WireError::BadField(field))
 }
 
-/// Read the model, streaming flag and bounds from a parsed request body.
+/// Read the model, streaming flag and bounds from a request body's
+/// top-level members.
 pub fn inspect(
     endpoint: Endpoint,
-    body: &Value,
+    body: &JsonObject<'_>,
     body_len: usize,
 ) -> Result<RequestFacts, WireError> {
-    let obj = body.as_object().ok_or(WireError::NotObject)?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(WireError::BadField("model")),
+    let model = match body.raw("model") {
         None => return Err(WireError::MissingModel),
+        Some(_) => match body.get::<String>("model") {
+            Ok(Some(m)) if !m.is_empty() => m,
+            _ => return Err(WireError::BadField("model")),
+        },
     };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(WireError::BadField("stream")),
-    };
+    let stream = body
+        .get::<bool>("stream")
+        .map_err(|_| WireError::BadField("stream"))?
+        .unwrap_or(false);
     let requested_output = match output_field(endpoint, body, false) {
         None => None,
         Some(_) if endpoint == Endpoint::ChatCompletions => {
@@ -143,16 +146,13 @@ pub fn inspect(
 /// `legacy_max_tokens` picks `max_tokens` over `max_completion_tokens` when
 /// the gateway has to add a limit to a chat request (older OpenAI-compatible
 /// servers know only the former). Returns the per-choice output limit the
-/// upstream will honour.
+/// upstream will honour. Members the rules do not name are left as sent.
 pub fn prepare(
     endpoint: Endpoint,
-    body: &mut Value,
+    body: &mut JsonObject<'_>,
     per_choice_cap: u64,
     legacy_max_tokens: bool,
 ) -> u64 {
-    let Some(obj) = body.as_object_mut() else {
-        return 0;
-    };
     if !endpoint.produces_output() {
         return 0;
     }
@@ -161,11 +161,11 @@ pub fn prepare(
         // Clamp whichever limits the client set; add one if it set none.
         let mut any = false;
         for field in ["max_completion_tokens", "max_tokens"] {
-            if let Some(v) = obj.get(field).and_then(Value::as_u64) {
+            if let Ok(Some(v)) = body.get::<u64>(field) {
                 any = true;
                 let clamped = v.min(per_choice_cap);
                 effective = effective.min(clamped);
-                obj.insert(field.to_owned(), json!(clamped));
+                body.set(field, clamped.to_string());
             }
         }
         if !any {
@@ -174,33 +174,54 @@ pub fn prepare(
             } else {
                 "max_completion_tokens"
             };
-            obj.insert(field.to_owned(), json!(per_choice_cap));
+            body.set(field, per_choice_cap.to_string());
         }
-        if obj.get("stream").and_then(Value::as_bool) == Some(true) {
-            let options = obj.entry("stream_options").or_insert_with(|| json!({}));
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".to_owned(), Value::Bool(true));
-            }
+        if body.get::<bool>("stream") == Ok(Some(true)) {
+            ask_for_stream_usage(body);
         }
     } else {
         let field = match endpoint {
             Endpoint::Messages => "max_tokens",
             _ => "max_output_tokens",
         };
-        let clamped = obj
-            .get(field)
-            .and_then(Value::as_u64)
+        let clamped = body
+            .get::<u64>(field)
+            .ok()
+            .flatten()
             .map_or(per_choice_cap, |v| v.min(per_choice_cap));
         effective = clamped;
-        obj.insert(field.to_owned(), json!(clamped));
+        body.set(field, clamped.to_string());
     }
     effective
+}
+
+/// Set `stream_options.include_usage` to true, keeping the client's other
+/// stream options (null counts as none). A `stream_options` of another type
+/// is left alone for the provider to refuse.
+fn ask_for_stream_usage(body: &mut JsonObject<'_>) {
+    let options = match body.raw("stream_options") {
+        None | Some("null") => Map::new(),
+        Some(raw) => match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(options)) => options,
+            _ => return,
+        },
+    };
+    let mut options = options;
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    body.set("stream_options", Value::Object(options).to_string());
 }
 
 #[cfg(test)]
 #[allow(clippy::type_complexity)] // table tests spell out their rows
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn object(body: &Value) -> JsonObject<'static> {
+        let text: &'static str = Box::leak(body.to_string().into_boxed_str());
+        JsonObject::parse(text.as_bytes()).unwrap()
+    }
 
     #[test]
     fn endpoints_are_recognised_by_path() {
@@ -273,7 +294,6 @@ mod tests {
                 json!({"model": 5}),
                 Err(WireError::BadField("model")),
             ),
-            (ChatCompletions, json!(["model"]), Err(WireError::NotObject)),
             (
                 Responses,
                 json!({"model": "m", "max_output_tokens": 100}),
@@ -296,7 +316,7 @@ mod tests {
             ),
         ];
         for (endpoint, body, want) in cases {
-            let got = inspect(endpoint, &body, 42).map(|f| {
+            let got = inspect(endpoint, &object(&body), 42).map(|f| {
                 assert_eq!(f.input_bound, 42);
                 (f.stream, f.requested_output, f.choices)
             });
@@ -365,6 +385,22 @@ mod tests {
                 5,
             ),
             (
+                ChatCompletions,
+                json!({"model": "m", "stream": true, "stream_options": null, "max_tokens": 9}),
+                5,
+                false,
+                json!({"model": "m", "stream": true, "max_tokens": 5, "stream_options": {"include_usage": true}}),
+                5,
+            ),
+            (
+                ChatCompletions,
+                json!({"model": "m", "stream": true, "stream_options": "x"}),
+                5,
+                false,
+                json!({"model": "m", "stream": true, "max_completion_tokens": 5, "stream_options": "x"}),
+                5,
+            ),
+            (
                 Responses,
                 json!({"model": "m"}),
                 9,
@@ -405,9 +441,10 @@ mod tests {
                 0,
             ),
         ];
-        for (endpoint, mut body, cap, legacy, want_body, want_effective) in cases {
-            let before = body.clone();
+        for (endpoint, before, cap, legacy, want_body, want_effective) in cases {
+            let mut body = object(&before);
             let effective = prepare(endpoint, &mut body, cap, legacy);
+            let body: Value = serde_json::from_slice(&body.to_vec(0)).unwrap();
             assert_eq!(body, want_body, "{endpoint:?} {before}");
             assert_eq!(effective, want_effective, "{endpoint:?} {before}");
         }
@@ -417,7 +454,7 @@ mod tests {
     fn output_bound_scales_with_choices() {
         let facts = inspect(
             Endpoint::ChatCompletions,
-            &json!({"model": "m", "n": 4}),
+            &object(&json!({"model": "m", "n": 4})),
             10,
         )
         .unwrap();

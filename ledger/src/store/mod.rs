@@ -268,13 +268,21 @@ impl Ledger {
     }
 
     /// Submits and sequences in one go (the in-process `caracal dev` mode).
+    /// SQLite writes the batch's new events straight into the log
+    /// ([`SqliteStore::submit_and_sequence`]); Postgres queues, then runs one
+    /// sequencing step.
     pub async fn submit_and_sequence(
         &self,
         batch: Batch,
         key: &KeyPair,
     ) -> Result<SequenceOutcome, StoreError> {
-        self.submit(batch).await?;
-        self.sequence_pending(key).await
+        match self {
+            Self::Sqlite(s) => s.submit_and_sequence(batch, key).await,
+            Self::Postgres(s) => {
+                s.submit(batch).await?;
+                s.sequence_pending(key).await
+            }
+        }
     }
 }
 

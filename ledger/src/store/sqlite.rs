@@ -5,7 +5,7 @@
 //! other writer can slip in between reading the tree size and appending.
 //! Times are stored as microseconds since the Unix epoch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,10 +17,10 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys};
-use crate::batch::Batch;
+use crate::batch::{Batch, CheckedEvent};
 use crate::hash::{Hash, hash_from_slice, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
-use crate::sequencer::{MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
+use crate::sequencer::{AppendPlan, MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
 use crate::tree::{Frontier, NodeKey, frontier_keys};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -54,7 +54,7 @@ const ENTRY_COLUMNS: &str = "idx, event_id, leaf, batch_root, batch_pos";
 
 /// Rows written per multi-row statement. Each statement is one trip to the
 /// connection's worker thread, so a batch takes a handful of trips instead
-/// of several per event; 128 rows of at most 6 values stay under the 999
+/// of several per event; 128 rows of at most 7 values stay under the 999
 /// parameters even old SQLite builds allow.
 const ROWS_PER_STATEMENT: usize = 128;
 
@@ -88,6 +88,126 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Checks a batch and appends its new events to the log in one
+    /// transaction, with a checkpoint signed by `key`: the path for one
+    /// process that is both gateway and sequencer (`caracal dev`). Each event
+    /// is written once, straight into the log, instead of being queued by
+    /// [`LedgerStore::submit`] and moved by [`LedgerStore::sequence_pending`].
+    /// Events already logged are skipped, so resubmitting is harmless; events
+    /// still queued from earlier are sequenced first, keeping arrival order.
+    pub async fn submit_and_sequence(
+        &self,
+        batch: Batch,
+        key: &KeyPair,
+    ) -> Result<SequenceOutcome, StoreError> {
+        let queued: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_pending)")
+            .fetch_one(&self.pool)
+            .await?;
+        if queued {
+            self.submit(batch).await?;
+            return self.sequence_all_pending(key).await;
+        }
+        let submitters = parse_vkeys(&self.submitter_keys().await?)?;
+        // Hashing and decoding a batch takes a while; keep it off the async
+        // workers that serve requests.
+        let checked = tokio::task::spawn_blocking(move || batch.check(&submitters))
+            .await
+            .map_err(|e| StoreError::Inconsistent(format!("batch check did not finish: {e}")))??;
+        let mut tx = self.pool.begin().await?;
+        // A write first: it takes SQLite's write lock for the whole step.
+        sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
+            .bind(key.key_id().to_vec())
+            .bind(key.public().to_vkey())
+            .execute(&mut *tx)
+            .await?;
+        let root = checked.root.to_vec();
+        sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
+            .bind(&root)
+            .bind(checked.key_id.to_vec())
+            .bind(&checked.signature)
+            .bind(checked.leaf_hashes_blob())
+            .execute(&mut *tx)
+            .await?;
+        let (size, frontier) = tree_head(&mut tx).await?;
+        let mut logged = HashSet::new();
+        for chunk in checked.events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT event_id FROM ledger_entries WHERE event_id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(e.event.id);
+            }
+            logged.extend(query.fetch_all(&mut *tx).await?);
+        }
+        let new: Vec<(usize, &CheckedEvent)> = checked
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !logged.contains(&e.event.id))
+            .collect();
+        if new.is_empty() {
+            tx.commit().await?;
+            return Ok(SequenceOutcome {
+                appended: 0,
+                size,
+                root: frontier.root(),
+                checkpoint: None,
+            });
+        }
+        let pending: Vec<PendingEvent> = new
+            .iter()
+            .map(|(_, e)| PendingEvent {
+                event_id: e.event.id,
+                leaf_hash: e.leaf_hash,
+            })
+            .collect();
+        let plan = plan_append(frontier, &pending, key);
+        for (rows, entries) in new
+            .chunks(ROWS_PER_STATEMENT)
+            .zip(plan.entries.chunks(ROWS_PER_STATEMENT))
+        {
+            let sql = format!(
+                "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent) VALUES {}",
+                placeholders(rows.len(), 7)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((pos, e), entry) in rows.iter().zip(entries) {
+                query = query
+                    .bind(to_i64(entry.index))
+                    .bind(e.event.id)
+                    .bind(&e.bytes)
+                    .bind(&root)
+                    .bind(*pos as i64)
+                    .bind(micros(e.event.time))
+                    .bind(e.event.agent.to_string());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        write_nodes_and_checkpoint(&mut tx, &plan, key).await?;
+        tx.commit().await?;
+        Ok(SequenceOutcome {
+            appended: plan.entries.len() as u64,
+            size: plan.checkpoint.size,
+            root: plan.checkpoint.root,
+            checkpoint: Some(plan.note),
+        })
+    }
+
+    /// Sequence until nothing is queued; the outcome of the last step, with
+    /// every step's appends counted.
+    async fn sequence_all_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
+        let mut appended = 0;
+        loop {
+            let step = self.sequence_pending(key).await?;
+            appended += step.appended;
+            if step.appended < MAX_EVENTS_PER_STEP as u64 {
+                return Ok(SequenceOutcome { appended, ..step });
+            }
+        }
+    }
 }
 
 async fn fetch_nodes(
@@ -107,6 +227,70 @@ async fn fetch_nodes(
         }
     }
     Ok(out)
+}
+
+/// The log's size and right edge, inside a sequencing transaction; refuses
+/// a log whose latest checkpoint does not cover exactly its entries.
+async fn tree_head(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<(u64, Frontier), StoreError> {
+    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
+        .fetch_one(&mut **tx)
+        .await?;
+    let size = size as u64;
+    let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
+        .fetch_one(&mut **tx)
+        .await?;
+    if signed.map_or(0, |s| s as u64) != size {
+        return Err(StoreError::Inconsistent(format!(
+            "{size} entries stored but the latest checkpoint has size {}",
+            signed.unwrap_or(0)
+        )));
+    }
+    let keys = frontier_keys(size);
+    let found = fetch_nodes(&mut **tx, &keys).await?;
+    let hashes = keys
+        .iter()
+        .map(|k| found.get(k).copied())
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or_else(|| {
+            StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
+        })?;
+    let frontier = Frontier::from_hashes(size, &hashes)
+        .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
+    Ok((size, frontier))
+}
+
+/// The tree nodes and the signed checkpoint of a planned append.
+async fn write_nodes_and_checkpoint(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    plan: &AppendPlan,
+    key: &KeyPair,
+) -> Result<(), StoreError> {
+    for chunk in plan.nodes.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO ledger_nodes (level, idx, hash) VALUES {}",
+            placeholders(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (k, h) in chunk {
+            query = query
+                .bind(i64::from(k.level))
+                .bind(to_i64(k.index))
+                .bind(h.to_vec());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    sqlx::query(
+        "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(to_i64(plan.checkpoint.size))
+    .bind(plan.checkpoint.root.to_vec())
+    .bind(key.key_id().to_vec())
+    .bind(&plan.note)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl LedgerStore for SqliteStore {
@@ -176,30 +360,7 @@ impl LedgerStore for SqliteStore {
         )
         .execute(&mut *tx)
         .await?;
-        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
-            .fetch_one(&mut *tx)
-            .await?;
-        let size = size as u64;
-        let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
-            .fetch_one(&mut *tx)
-            .await?;
-        if signed.map_or(0, |s| s as u64) != size {
-            return Err(StoreError::Inconsistent(format!(
-                "{size} entries stored but the latest checkpoint has size {}",
-                signed.unwrap_or(0)
-            )));
-        }
-        let keys = frontier_keys(size);
-        let found = fetch_nodes(&mut tx, &keys).await?;
-        let hashes = keys
-            .iter()
-            .map(|k| found.get(k).copied())
-            .collect::<Option<Vec<Hash>>>()
-            .ok_or_else(|| {
-                StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
-            })?;
-        let frontier = Frontier::from_hashes(size, &hashes)
-            .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
+        let (size, frontier) = tree_head(&mut tx).await?;
         let rows =
             sqlx::query("SELECT event_id, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
                 .bind(MAX_EVENTS_PER_STEP as i64)
@@ -252,29 +413,7 @@ impl LedgerStore for SqliteStore {
             }
             query.execute(&mut *tx).await?;
         }
-        for chunk in plan.nodes.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO ledger_nodes (level, idx, hash) VALUES {}",
-                placeholders(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (k, h) in chunk {
-                query = query
-                    .bind(i64::from(k.level))
-                    .bind(to_i64(k.index))
-                    .bind(h.to_vec());
-            }
-            query.execute(&mut *tx).await?;
-        }
-        sqlx::query(
-            "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(to_i64(plan.checkpoint.size))
-        .bind(plan.checkpoint.root.to_vec())
-        .bind(key.key_id().to_vec())
-        .bind(&plan.note)
-        .execute(&mut *tx)
-        .await?;
+        write_nodes_and_checkpoint(&mut tx, &plan, key).await?;
         tx.commit().await?;
         Ok(SequenceOutcome {
             appended,

@@ -269,3 +269,83 @@ async fn requeued_logged_event_is_dropped_not_appended() {
             .is_intact()
     );
 }
+
+/// `Ledger::submit_and_sequence`, the path of a process that is its own
+/// sequencer: SQLite writes straight into the log, Postgres queues and steps.
+async fn submit_and_sequence_appends_in_order(ledger: Ledger) {
+    let key = log_key();
+    let gw = gateway();
+    let refused = ledger.submit_and_sequence(batch(&gw, 0..3), &key).await;
+    assert!(matches!(refused, Err(StoreError::Batch(_))), "{refused:?}");
+    assert_eq!(ledger.status().await.unwrap().entries, 0);
+    ledger.register_submitter(gw.public()).await.unwrap();
+
+    let first = ledger
+        .submit_and_sequence(batch(&gw, 0..5), &key)
+        .await
+        .unwrap();
+    assert_eq!((first.appended, first.size), (5, 5));
+    assert!(first.checkpoint.is_some());
+
+    // Events queued by plain `submit` go first, so arrival order holds.
+    ledger.submit(batch(&gw, 5..8)).await.unwrap();
+    let after_queue = ledger
+        .submit_and_sequence(batch(&gw, 8..10), &key)
+        .await
+        .unwrap();
+    assert_eq!(after_queue.size, 10);
+    assert_eq!(ledger.status().await.unwrap().pending, 0);
+
+    // Resubmitting adds only what is new; a full repeat signs nothing.
+    let overlap = ledger
+        .submit_and_sequence(batch(&gw, 8..12), &key)
+        .await
+        .unwrap();
+    assert_eq!((overlap.appended, overlap.size), (2, 12));
+    let repeat = ledger
+        .submit_and_sequence(batch(&gw, 8..12), &key)
+        .await
+        .unwrap();
+    assert_eq!((repeat.appended, repeat.checkpoint), (0, None));
+
+    // More rows than one multi-row statement holds.
+    let big = ledger
+        .submit_and_sequence(batch(&gw, 12..312), &key)
+        .await
+        .unwrap();
+    assert_eq!((big.appended, big.size), (300, 312));
+
+    let entries = ledger.entries(0, 400).await.unwrap();
+    let ids: Vec<_> = entries.iter().map(|e| e.event_id).collect();
+    let want: Vec<_> = events(0..312).iter().map(|e| e.id).collect();
+    assert_eq!(ids, want, "every event once, at its own index");
+    let agent = ledger
+        .entries_matching(Some("team-a/agent-3"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.iter().map(|e| e.index).collect::<Vec<_>>(),
+        (0..312).filter(|i| i % 7 == 3).collect::<Vec<_>>()
+    );
+    let trust = Trust {
+        log_keys: vec![key.public().clone()],
+        submitters: vec![gw.public().clone()],
+        origin: Some(ORIGIN.into()),
+        known_checkpoints: vec![],
+    };
+    let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.entries_checked, 312);
+}
+
+#[tokio::test]
+async fn sqlite_submit_and_sequence_appends_in_order() {
+    let file = TestFile::new();
+    submit_and_sequence_appends_in_order(Ledger::open(&file.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_submit_and_sequence_appends_in_order() {
+    let db = TestDb::new().await;
+    submit_and_sequence_appends_in_order(Ledger::open(&db.url).await.unwrap()).await;
+}
