@@ -24,11 +24,6 @@ use std::{
 
 use load::{Latency, open_loop, wrk};
 
-/// The allocator `caracal` itself uses, so the gateway role measures the
-/// same thing `caracal dev` runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
