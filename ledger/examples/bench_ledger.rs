@@ -21,7 +21,9 @@
 //!
 //! Switches: `BENCH_KEEP_DB=NAME` keeps the appended log (a later run only
 //! verifies it, `BENCH_VERIFY_RUNS` times); `BENCH_PROOF_DB=NAME` keeps the
-//! generated tree for later runs, and `BENCH_PROOF_SAMPLES=0` only builds it.
+//! generated tree for later runs, and `BENCH_PROOF_SAMPLES=0` only builds it;
+//! `BENCH_PROOF_PATHS=tiles` (or `nodes`, `lookup`, comma-separated) measures
+//! only those.
 
 use std::time::{Duration, Instant};
 
@@ -549,6 +551,33 @@ async fn build_hash_tiles(store: &PgStore) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the proof benchmark measures.
+#[derive(Clone, Copy)]
+enum ProofPath {
+    Tiles,
+    Nodes,
+    Lookup,
+}
+
+impl ProofPath {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "tiles" => Ok(Self::Tiles),
+            "nodes" => Ok(Self::Nodes),
+            "lookup" => Ok(Self::Lookup),
+            other => anyhow::bail!("unknown proof path {other:?} (tiles, nodes, lookup)"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Tiles => "proof served + verified (hash tiles):",
+            Self::Nodes => "same, from nodes only (before):",
+            Self::Lookup => "single-row PK lookup:",
+        }
+    }
+}
+
 /// The proof path before hash tiles: every node read from the node table,
 /// then the proof verified. Kept here to measure both in the same run.
 async fn prove_from_nodes(
@@ -592,64 +621,54 @@ async fn prove_many(store: &PgStore, size: u64) -> anyhow::Result<()> {
     let mut rng = rand::thread_rng();
     let samples = env_u64("BENCH_PROOF_SAMPLES", 10_000) as usize;
     let warmup = 200;
-    let mut times = Vec::with_capacity(samples);
-    let mut from_nodes = Vec::with_capacity(samples);
-    let mut lookups = Vec::with_capacity(samples);
-    // Each sample measures the three in turn, each for its own random leaf,
+    // BENCH_PROOF_PATHS picks what is measured (default all three), e.g.
+    // `tiles` alone right after evicting the tree's files from the OS cache.
+    let paths: Vec<ProofPath> = std::env::var("BENCH_PROOF_PATHS")
+        .unwrap_or_else(|_| "tiles,nodes,lookup".into())
+        .split(',')
+        .map(ProofPath::parse)
+        .collect::<anyhow::Result<_>>()?;
+    let mut times = vec![Vec::with_capacity(samples); paths.len()];
+    // Each sample measures every path in turn, each for its own random leaf,
     // so none warms the pages another reads.
     for n in 0..samples + warmup {
-        let index = rng.gen_range(0..size);
-        let started = Instant::now();
-        // prove_index_at verifies the proof against the signed root before returning it.
-        prove_index_at(
-            store,
-            index,
-            index.to_be_bytes().to_vec(),
-            checkpoint.clone(),
-            note.clone(),
-        )
-        .await?;
-        let proof_time = started.elapsed();
-        let started = Instant::now();
-        prove_from_nodes(store, rng.gen_range(0..size), &checkpoint).await?;
-        let nodes_time = started.elapsed();
-        let started = Instant::now();
-        let _: Vec<u8> =
-            sqlx::query_scalar("SELECT hash FROM ledger_nodes WHERE level = 0 AND idx = $1")
-                .bind(rng.gen_range(0..size) as i64)
-                .fetch_one(store.pool())
-                .await?;
-        // The first proofs warm the pool's connections and statement caches.
-        if n >= warmup {
-            times.push(proof_time);
-            from_nodes.push(nodes_time);
-            lookups.push(started.elapsed());
+        for (path, times) in paths.iter().zip(&mut times) {
+            let index = rng.gen_range(0..size);
+            let started = Instant::now();
+            match path {
+                // prove_index_at verifies the proof against the signed root before returning it.
+                ProofPath::Tiles => {
+                    let leaf = index.to_be_bytes().to_vec();
+                    prove_index_at(store, index, leaf, checkpoint.clone(), note.clone()).await?;
+                }
+                ProofPath::Nodes => prove_from_nodes(store, index, &checkpoint).await?,
+                ProofPath::Lookup => {
+                    let _: Vec<u8> = sqlx::query_scalar(
+                        "SELECT hash FROM ledger_nodes WHERE level = 0 AND idx = $1",
+                    )
+                    .bind(index as i64)
+                    .fetch_one(store.pool())
+                    .await?;
+                }
+            }
+            // The first proofs warm the pool's connections and statement caches.
+            if n >= warmup {
+                times.push(started.elapsed());
+            }
         }
     }
-    times.sort();
-    from_nodes.sort();
-    lookups.sort();
     let pct = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
-    let line = |v: &[Duration]| {
-        format!(
-            "p50 {:.3?}  p99 {:.3?}  p99.9 {:.3?}  max {:.3?}",
-            pct(v, 0.5),
-            pct(v, 0.99),
-            pct(v, 0.999),
-            v[v.len() - 1]
-        )
-    };
     println!("{samples} proofs after {warmup} unmeasured ones");
-    println!("proof served + verified (hash tiles): {}", line(&times));
-    println!(
-        "same, from nodes only (before):       {}",
-        line(&from_nodes)
-    );
-    println!("single-row PK lookup:                 {}", line(&lookups));
-    println!(
-        "proof/lookup: p50 {:.2}  p99 {:.2}",
-        pct(&times, 0.5).as_secs_f64() / pct(&lookups, 0.5).as_secs_f64(),
-        pct(&times, 0.99).as_secs_f64() / pct(&lookups, 0.99).as_secs_f64()
-    );
+    for (path, times) in paths.iter().zip(&mut times) {
+        times.sort();
+        println!(
+            "{:<38} p50 {:.3?}  p99 {:.3?}  p99.9 {:.3?}  max {:.3?}",
+            path.label(),
+            pct(times, 0.5),
+            pct(times, 0.99),
+            pct(times, 0.999),
+            times[times.len() - 1]
+        );
+    }
     Ok(())
 }
