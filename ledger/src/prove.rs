@@ -42,8 +42,10 @@ pub enum ProveError {
     )]
     Invalid(ProofError),
     #[error(
-        "hash tile {level}/{index} disagrees with the stored tree node {node:?} it stands for; \
-         the store is damaged"
+        "hash tile {level}/{index} disagrees with the stored tree node (level {}, index {}) it \
+         stands for; the store is damaged",
+        node.level,
+        node.index
     )]
     DamagedHashTile {
         level: u8,
