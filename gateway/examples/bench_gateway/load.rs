@@ -42,8 +42,8 @@ pub fn request_body(stream: bool) -> String {
 }
 
 /// Send `rate` requests per second for `duration` to `url`, each at its
-/// scheduled time whether or not earlier ones finished (open loop), and
-/// measure from the scheduled time to the first body byte (`ttfb`) or to
+/// scheduled time whether or not earlier ones finished (open loop), evenly
+/// spaced, and measure from the scheduled time to the first body byte (`ttfb`) or to
 /// the end of the response.
 pub async fn open_loop(
     url: &str,
@@ -62,10 +62,24 @@ pub async fn open_loop(
     let samples = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(Mutex::new(0usize));
     let start = Instant::now() + Duration::from_millis(50);
+    // Pace on a thread of its own: tokio's timer ticks once a millisecond,
+    // which would send requests in bursts at each tick and add up to a
+    // millisecond of waiting to every measurement. A thread sleeping until
+    // each send time is late by tens of microseconds at most.
+    let (pace_tx, mut pace_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..total {
+            let scheduled = start + interval * i as u32;
+            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if pace_tx.send(scheduled).is_err() {
+                return;
+            }
+        }
+    });
     let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = start + interval * i as u32;
-        tokio::time::sleep_until(scheduled.into()).await;
+    while let Some(scheduled) = pace_rx.recv().await {
         let (client, body, samples, errors) = (
             client.clone(),
             body.clone(),
@@ -108,6 +122,7 @@ pub async fn open_loop(
             }
         }));
     }
+    let _ = pacer.join();
     for t in tasks {
         let _ = t.await;
     }

@@ -248,7 +248,7 @@ async fn tree_head(
         )));
     }
     let keys = frontier_keys(size);
-    let found = fetch_nodes(&mut **tx, &keys).await?;
+    let found = fetch_nodes(tx, &keys).await?;
     let hashes = keys
         .iter()
         .map(|k| found.get(k).copied())
