@@ -7,7 +7,9 @@
 //! body is kept as its members: each key and the raw text of its value,
 //! borrowed from the bytes the client sent. Reading a field parses that
 //! field alone; an edit replaces one member's text; writing the body out
-//! copies every untouched member byte for byte, in the client's order.
+//! copies every untouched member byte for byte, in the client's order. A
+//! key sent twice is kept once, with its last value, so what the gateway
+//! read is exactly what the provider receives.
 
 use std::{borrow::Cow, fmt};
 
@@ -52,12 +54,10 @@ impl<'a> JsonObject<'a> {
         }
     }
 
-    /// The raw JSON text of `key`'s value. With repeated keys the last one
-    /// counts, as in most JSON readers (serde_json, Python's json).
+    /// The raw JSON text of `key`'s value.
     pub fn raw(&self, key: &str) -> Option<&str> {
         self.members
             .iter()
-            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_ref())
     }
@@ -76,26 +76,14 @@ impl<'a> JsonObject<'a> {
         }
     }
 
-    /// Set `key` to the JSON text `raw` (which must be valid JSON): the
-    /// first occurrence is replaced in place and any repeats dropped, or the
-    /// member is appended when absent.
+    /// Set `key` to the JSON text `raw` (which must be valid JSON), in place,
+    /// or appended when absent.
     pub fn set(&mut self, key: &str, raw: String) {
-        let mut raw = Some(raw);
-        self.members.retain_mut(|(k, v)| {
-            if k != key {
-                return true;
-            }
-            match raw.take() {
-                Some(new) => {
-                    *v = Cow::Owned(new);
-                    true
-                }
-                None => false,
-            }
-        });
-        if let Some(new) = raw {
-            self.members
-                .push((Cow::Owned(key.to_owned()), Cow::Owned(new)));
+        match self.members.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = Cow::Owned(raw),
+            None => self
+                .members
+                .push((Cow::Owned(key.to_owned()), Cow::Owned(raw))),
         }
     }
 
@@ -153,7 +141,14 @@ impl<'de> Visitor<'de> for MembersVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-            members.push((key.0, Cow::Borrowed(value.get())));
+            let value = Cow::Borrowed(value.get());
+            // A repeated key keeps one member, with the last value (what
+            // serde_json and Python's json read), so the provider cannot be
+            // sent a model or limit other than the one the gateway priced.
+            match members.iter_mut().find(|(k, _)| *k == key.0) {
+                Some((_, v)) => *v = value,
+                None => members.push((key.0, value)),
+            }
         }
         Ok(members)
     }
@@ -214,7 +209,17 @@ mod tests {
     }
 
     #[test]
-    fn the_last_repeat_counts_and_set_leaves_one() {
+    fn a_repeated_key_is_read_and_forwarded_once_with_its_last_value() {
+        // Whatever the gateway reads is all the provider gets: no second
+        // `model` for a provider that keeps the first repeat.
+        let text = r#"{"model":"cheap","max_tokens":5,"model":"dear"}"#;
+        let object = JsonObject::parse(text.as_bytes()).unwrap();
+        assert_eq!(object.get::<String>("model"), Ok(Some("dear".into())));
+        assert_eq!(
+            String::from_utf8(object.to_vec(0)).unwrap(),
+            r#"{"model":"dear","max_tokens":5}"#
+        );
+
         let text = r#"{"max_tokens":5,"model":"m","max_tokens":900}"#;
         let mut object = JsonObject::parse(text.as_bytes()).unwrap();
         assert_eq!(object.get::<u64>("max_tokens"), Ok(Some(900)));
