@@ -23,7 +23,7 @@
 //! verifies it, `BENCH_VERIFY_RUNS` times); `BENCH_PROOF_DB=NAME` keeps the
 //! generated tree for later runs, and `BENCH_PROOF_SAMPLES=0` only builds it;
 //! `BENCH_PROOF_PATHS=tiles` (or `nodes`, `lookup`, comma-separated) measures
-//! only those.
+//! only those; `BENCH_VERIFY_ONLY=1` skips the verify baselines (for profiling).
 
 use std::time::{Duration, Instant};
 
@@ -365,7 +365,6 @@ async fn verify_section(ledger: &Ledger, trust: &Trust, events: u64) -> anyhow::
         unreachable!()
     };
     let trust = trust.clone();
-    let entries = ledger.entries(0, events).await?;
     let mut verify = Duration::MAX;
     for run in 0..env_u64("BENCH_VERIFY_RUNS", 1) {
         let started = Instant::now();
@@ -379,6 +378,10 @@ async fn verify_section(ledger: &Ledger, trust: &Trust, events: u64) -> anyhow::
         println!("verify run {run}: {:>10.0} entries/s", rate(events, took));
         verify = verify.min(took);
     }
+    if std::env::var("BENCH_VERIFY_ONLY").is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let entries = ledger.entries(0, events).await?;
     let started = Instant::now();
     let mut read = 0u64;
     let mut next = 0;

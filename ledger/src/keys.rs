@@ -9,7 +9,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
@@ -181,12 +181,17 @@ impl PublicKey {
         Ok(public)
     }
 
-    /// Checks a DER ECDSA signature over `message`.
+    /// Checks a DER ECDSA signature over `message`. The check itself is
+    /// ring's (assembly field arithmetic, several times faster than `p256`'s;
+    /// a full verification checks every batch and checkpoint signature).
     pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> Result<(), KeyError> {
-        let sig = Signature::from_der(der_signature).map_err(|_| KeyError::BadSignature)?;
-        self.key
-            .verify(message, &sig)
-            .map_err(|_| KeyError::BadSignature)
+        let point = self.key.to_encoded_point(false);
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            point.as_bytes(),
+        )
+        .verify(message, der_signature)
+        .map_err(|_| KeyError::BadSignature)
     }
 }
 
