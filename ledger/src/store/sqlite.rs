@@ -115,12 +115,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Inconsistent(format!("batch check did not finish: {e}")))??;
         let mut tx = self.pool.begin().await?;
-        // A write first: it takes SQLite's write lock for the whole step.
-        sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
-            .bind(key.key_id().to_vec())
-            .bind(key.public().to_vkey())
-            .execute(&mut *tx)
-            .await?;
+        take_write_lock(&mut tx, key).await?;
         let root = checked.root.to_vec();
         sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
             .bind(&root)
@@ -227,6 +222,21 @@ async fn fetch_nodes(
         }
     }
     Ok(out)
+}
+
+/// A sequencing step's first statement: a write (recording the log key),
+/// which takes SQLite's write lock for the rest of the transaction, so no
+/// other writer slips in between reading the tree and appending to it.
+async fn take_write_lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &KeyPair,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
+        .bind(key.key_id().to_vec())
+        .bind(key.public().to_vkey())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// The log's size and right edge, inside a sequencing transaction; refuses
@@ -348,12 +358,7 @@ impl LedgerStore for SqliteStore {
     #[tracing::instrument(skip_all)]
     async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // A write first: it takes SQLite's write lock for the whole step.
-        sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
-            .bind(key.key_id().to_vec())
-            .bind(key.public().to_vkey())
-            .execute(&mut *tx)
-            .await?;
+        take_write_lock(&mut tx, key).await?;
         sqlx::query(
             "DELETE FROM ledger_pending WHERE EXISTS
              (SELECT 1 FROM ledger_entries e WHERE e.event_id = ledger_pending.event_id)",
