@@ -132,6 +132,24 @@ pub struct SequenceOutcome {
     pub checkpoint: Option<String>,
 }
 
+impl SequenceOutcome {
+    /// A step that found nothing new to append: no checkpoint signed.
+    pub fn nothing_appended(size: u64, root: Hash) -> Self {
+        SequenceOutcome {
+            appended: 0,
+            size,
+            root,
+            checkpoint: None,
+        }
+    }
+}
+
+/// A count or index as the `BIGINT` the stores keep it in (saturating; no
+/// log comes near 2^63 entries).
+pub(crate) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A summary of the log for `caracal merkle status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {

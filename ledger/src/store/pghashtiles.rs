@@ -11,14 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{HashTileRead, StoreError};
+use super::{HashTileRead, StoreError, to_i64};
 use crate::hash::hash_from_slice;
 use crate::hashtile::{TILE_HEIGHT, TILE_WIDTH, TileKey, completed};
 use crate::tree::NodeKey;
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 /// Writes every hash tile completed by growing the tree from `old_size` to
 /// `new_size` leaves (call inside the sequencing transaction, after the

@@ -10,16 +10,12 @@
 use futures::TryStreamExt;
 use sqlx::{PgConnection, PgPool};
 
-use super::{StoreError, TileChunk};
+use super::{StoreError, TileChunk, to_i64};
 use crate::tile::TILE_WIDTH;
 
 /// One entry row as a tile record (see `crate::tile` for the layout).
 const RECORD: &str = "uuid_send(e.event_id) || e.batch_root || int4send(e.batch_pos) \
                       || int4send(length(e.leaf)) || e.leaf";
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 /// Writes every tile completed by growing the log from `old_size` to
 /// `new_size` entries (call inside the sequencing transaction, after the

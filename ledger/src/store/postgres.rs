@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     EntryRecord, HashTileRead, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk,
-    parse_vkeys,
+    parse_vkeys, to_i64,
 };
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
@@ -41,10 +41,6 @@ pub struct PgStore {
     /// costs about as much as executing it (docs/benchmarks.md). Other
     /// statements keep the default, since some need plans for their values.
     proof_pool: PgPool,
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError> {
@@ -241,12 +237,7 @@ impl LedgerStore for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome {
-                appended: 0,
-                size,
-                root: frontier.root(),
-                checkpoint: None,
-            });
+            return Ok(SequenceOutcome::nothing_appended(size, frontier.root()));
         }
         let mut pending = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -277,12 +268,7 @@ impl LedgerStore for PgStore {
             pending.retain(|p| !logged.contains(&p.event_id));
             if pending.is_empty() {
                 tx.commit().await?;
-                return Ok(SequenceOutcome {
-                    appended: 0,
-                    size,
-                    root: frontier.root(),
-                    checkpoint: None,
-                });
+                return Ok(SequenceOutcome::nothing_appended(size, frontier.root()));
             }
         }
         let plan = plan_append(frontier, &pending, key);

@@ -16,7 +16,9 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys};
+use super::{
+    EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys, to_i64,
+};
 use crate::batch::{Batch, CheckedEvent};
 use crate::hash::{Hash, hash_from_slice, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
@@ -29,10 +31,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -145,12 +143,7 @@ impl SqliteStore {
             .collect();
         if new.is_empty() {
             tx.commit().await?;
-            return Ok(SequenceOutcome {
-                appended: 0,
-                size,
-                root: frontier.root(),
-                checkpoint: None,
-            });
+            return Ok(SequenceOutcome::nothing_appended(size, frontier.root()));
         }
         let pending: Vec<PendingEvent> = new
             .iter()
@@ -372,12 +365,7 @@ impl LedgerStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await?;
         if rows.is_empty() {
-            return Ok(SequenceOutcome {
-                appended: 0,
-                size,
-                root: frontier.root(),
-                checkpoint: None,
-            });
+            return Ok(SequenceOutcome::nothing_appended(size, frontier.root()));
         }
         let mut pending = Vec::with_capacity(rows.len());
         for r in &rows {
