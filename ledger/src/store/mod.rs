@@ -144,6 +144,23 @@ impl SequenceOutcome {
     }
 }
 
+/// The tree's right edge at `size` from the stored nodes `found` (read for
+/// `frontier_keys(size)`); a damaged or incomplete node table is an error.
+pub(crate) fn frontier_from(
+    size: u64,
+    found: &HashMap<NodeKey, Hash>,
+) -> Result<crate::tree::Frontier, StoreError> {
+    let hashes = crate::tree::frontier_keys(size)
+        .iter()
+        .map(|k| found.get(k).copied())
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or_else(|| {
+            StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
+        })?;
+    crate::tree::Frontier::from_hashes(size, &hashes)
+        .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))
+}
+
 /// A count or index as the `BIGINT` the stores keep it in (saturating; no
 /// log comes near 2^63 entries).
 pub(crate) fn to_i64(n: u64) -> i64 {

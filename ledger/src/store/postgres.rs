@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     EntryRecord, HashTileRead, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk,
-    parse_vkeys, to_i64,
+    frontier_from, parse_vkeys, to_i64,
 };
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
@@ -81,17 +81,8 @@ impl PgStore {
         tx: &mut Transaction<'_, Postgres>,
         size: u64,
     ) -> Result<Frontier, StoreError> {
-        let keys = frontier_keys(size);
-        let found = fetch_nodes(&mut **tx, &keys).await?;
-        let hashes = keys
-            .iter()
-            .map(|k| found.get(k).copied())
-            .collect::<Option<Vec<Hash>>>()
-            .ok_or_else(|| {
-                StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
-            })?;
-        Frontier::from_hashes(size, &hashes)
-            .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))
+        let found = fetch_nodes(&mut **tx, &frontier_keys(size)).await?;
+        frontier_from(size, &found)
     }
 }
 

@@ -17,7 +17,8 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, parse_vkeys, to_i64,
+    EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, frontier_from,
+    parse_vkeys, to_i64,
 };
 use crate::batch::{Batch, CheckedEvent};
 use crate::hash::{Hash, hash_from_slice, leaf_hash};
@@ -250,18 +251,8 @@ async fn tree_head(
             signed.unwrap_or(0)
         )));
     }
-    let keys = frontier_keys(size);
-    let found = fetch_nodes(tx, &keys).await?;
-    let hashes = keys
-        .iter()
-        .map(|k| found.get(k).copied())
-        .collect::<Option<Vec<Hash>>>()
-        .ok_or_else(|| {
-            StoreError::Inconsistent(format!("tree nodes for size {size} are missing"))
-        })?;
-    let frontier = Frontier::from_hashes(size, &hashes)
-        .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))?;
-    Ok((size, frontier))
+    let found = fetch_nodes(tx, &frontier_keys(size)).await?;
+    Ok((size, frontier_from(size, &found)?))
 }
 
 /// The tree nodes and the signed checkpoint of a planned append.
