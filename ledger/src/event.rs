@@ -10,6 +10,8 @@
 //! unless the bytes are identical, so two different byte strings can never
 //! stand for the same event.
 
+use std::borrow::Cow;
+
 use caracal_api::Micros;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -121,52 +123,29 @@ pub struct MeteringEvent {
     pub request_id: String,
 }
 
-/// The wire form as read. Field order does not matter when reading; the
-/// canonical layout is [`WireOut`]'s.
-#[derive(Deserialize)]
+/// The wire form, in the canonical layout (fields in this order). Encoding
+/// borrows from the event; decoding owns what it reads (field order does not
+/// matter when reading). Kept private so the layout cannot drift by accident.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Wire {
+struct Wire<'a> {
     v: u32,
     id: Uuid,
-    time: String,
-    agent: AgentRef,
-    delegation_chain: Vec<AgentRef>,
-    policies: Vec<String>,
-    provider: String,
-    model: Option<String>,
-    tool: Option<String>,
+    time: Cow<'a, str>,
+    agent: Cow<'a, AgentRef>,
+    delegation_chain: Cow<'a, [AgentRef]>,
+    policies: Cow<'a, [String]>,
+    provider: Cow<'a, str>,
+    model: Option<Cow<'a, str>>,
+    tool: Option<Cow<'a, str>>,
     tokens: Tokens,
     cost_micros: i64,
     reserved_micros: i64,
-    price_catalog_version: String,
+    price_catalog_version: Cow<'a, str>,
     outcome: Outcome,
-    reason: String,
-    gateway_id: String,
-    request_id: String,
-}
-
-/// The wire form as written: the canonical layout (fields in this order),
-/// borrowed from the event so encoding copies nothing twice. Kept private so
-/// the layout cannot drift by accident.
-#[derive(Serialize)]
-struct WireOut<'a> {
-    v: u32,
-    id: Uuid,
-    time: String,
-    agent: &'a AgentRef,
-    delegation_chain: &'a [AgentRef],
-    policies: &'a [String],
-    provider: &'a str,
-    model: Option<&'a str>,
-    tool: Option<&'a str>,
-    tokens: Tokens,
-    cost_micros: i64,
-    reserved_micros: i64,
-    price_catalog_version: &'a str,
-    outcome: Outcome,
-    reason: &'a str,
-    gateway_id: &'a str,
-    request_id: &'a str,
+    reason: Cow<'a, str>,
+    gateway_id: Cow<'a, str>,
+    request_id: Cow<'a, str>,
 }
 
 impl MeteringEvent {
@@ -178,24 +157,24 @@ impl MeteringEvent {
         if self.cost.get() < 0 || self.reserved.get() < 0 {
             return Err(EventError::Negative);
         }
-        let wire = WireOut {
+        let wire = Wire {
             v: EVENT_VERSION,
             id: self.id,
-            time: self.time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            agent: &self.agent,
-            delegation_chain: &self.delegation_chain,
-            policies: &self.policies,
-            provider: &self.provider,
-            model: self.model.as_deref(),
-            tool: self.tool.as_deref(),
+            time: Cow::Owned(self.time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            agent: Cow::Borrowed(&self.agent),
+            delegation_chain: Cow::Borrowed(&self.delegation_chain),
+            policies: Cow::Borrowed(&self.policies),
+            provider: Cow::Borrowed(&self.provider),
+            model: self.model.as_deref().map(Cow::Borrowed),
+            tool: self.tool.as_deref().map(Cow::Borrowed),
             tokens: self.tokens,
             cost_micros: self.cost.get(),
             reserved_micros: self.reserved.get(),
-            price_catalog_version: &self.price_catalog_version,
+            price_catalog_version: Cow::Borrowed(&self.price_catalog_version),
             outcome: self.outcome,
-            reason: &self.reason,
-            gateway_id: &self.gateway_id,
-            request_id: &self.request_id,
+            reason: Cow::Borrowed(&self.reason),
+            gateway_id: Cow::Borrowed(&self.gateway_id),
+            request_id: Cow::Borrowed(&self.request_id),
         };
         serde_json::to_vec(&wire).map_err(|e| EventError::Parse(e.to_string()))
     }
@@ -207,7 +186,7 @@ impl MeteringEvent {
             v: u32,
         }
         // One parse on the common path; a second only to say why one failed.
-        let wire: Wire = match serde_json::from_slice(bytes) {
+        let wire: Wire<'_> = match serde_json::from_slice(bytes) {
             Ok(wire) => wire,
             Err(e) => {
                 return Err(match serde_json::from_slice::<VersionOnly>(bytes) {
@@ -225,20 +204,20 @@ impl MeteringEvent {
         let event = Self {
             id: wire.id,
             time,
-            agent: wire.agent,
-            delegation_chain: wire.delegation_chain,
-            policies: wire.policies,
-            provider: wire.provider,
-            model: wire.model,
-            tool: wire.tool,
+            agent: wire.agent.into_owned(),
+            delegation_chain: wire.delegation_chain.into_owned(),
+            policies: wire.policies.into_owned(),
+            provider: wire.provider.into_owned(),
+            model: wire.model.map(Cow::into_owned),
+            tool: wire.tool.map(Cow::into_owned),
             tokens: wire.tokens,
             cost: Micros(wire.cost_micros),
             reserved: Micros(wire.reserved_micros),
-            price_catalog_version: wire.price_catalog_version,
+            price_catalog_version: wire.price_catalog_version.into_owned(),
             outcome: wire.outcome,
-            reason: wire.reason,
-            gateway_id: wire.gateway_id,
-            request_id: wire.request_id,
+            reason: wire.reason.into_owned(),
+            gateway_id: wire.gateway_id.into_owned(),
+            request_id: wire.request_id.into_owned(),
         };
         if event.encode()? != bytes {
             return Err(EventError::NotCanonical);
