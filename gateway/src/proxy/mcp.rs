@@ -16,7 +16,7 @@ use caracal_policy::{Call, Denial, DenyReason, Pricing, Request as PolicyRequest
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
 use super::{
-    Gateway, Record, authenticate,
+    Gateway, admit,
     authorize::{Authorized, authorize},
     model::settle,
     read_body, refusal_for, spool_refusal,
@@ -36,19 +36,10 @@ pub(super) async fn handle(
     request_id: &str,
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
-    let live = gw.live.borrow().clone();
     let now = chrono::Utc::now();
     let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
-    let Some(snapshot) = live.snapshot.clone() else {
-        return Err(deny(Denial::new(DenyReason::NoConfig, None)));
-    };
-    let agent = authenticate(
-        req.headers(),
-        req.extensions().get(),
-        &live,
-        gw.jwt.as_ref(),
-    )?;
-    let mut record = Record::new(request_id, started, &agent, &provider.name);
+    let (snapshot, mut record) = admit(gw, &req, provider, request_id, started)?;
+    let agent = record.agent.clone();
     let (parts, body) = req.into_parts();
     let bytes = if parts.method == Method::POST {
         read_body(

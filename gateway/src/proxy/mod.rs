@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use bytes::Bytes;
 use caracal_api::snapshot::ConfigSnapshot;
 use caracal_ledger::event::Outcome;
-use caracal_policy::Budgets;
+use caracal_policy::{Budgets, Denial, DenyReason};
 use http_body_util::{BodyExt, Limited};
 use hyper::{
     HeaderMap, Request, Response, StatusCode,
@@ -282,6 +282,36 @@ pub fn refusal_response(style: ErrorStyle, refusal: &Refusal, request_id: &str) 
         headers.insert("x-should-retry", HeaderValue::from_static("false"));
     }
     r
+}
+
+/// How every metered call (model or MCP) starts: the current snapshot, and
+/// a record for the agent the request's credential names. Without a
+/// snapshot there are no agents to authenticate against either, so the
+/// refusal says `no_config` plainly instead of calling every key invalid.
+pub(crate) fn admit(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    provider: &Provider,
+    request_id: &str,
+    started: Instant,
+) -> Result<(Arc<ConfigSnapshot>, Record), Refusal> {
+    let live = gw.live.borrow().clone();
+    let Some(snapshot) = live.snapshot.clone() else {
+        let no_config = Denial::new(DenyReason::NoConfig, None);
+        return Err(refusal_for(
+            &no_config,
+            gw.limits.budget_denial_status,
+            chrono::Utc::now(),
+        ));
+    };
+    let agent = authenticate(
+        req.headers(),
+        req.extensions().get(),
+        &live,
+        gw.jwt.as_ref(),
+    )?;
+    let record = Record::new(request_id, started, &agent, &provider.name);
+    Ok((snapshot, record))
 }
 
 /// The agent a request's credential names. A verified client certificate

@@ -9,17 +9,15 @@ use std::{sync::Arc, time::Instant};
 
 use caracal_api::{Micros, snapshot::ConfigSnapshot};
 use caracal_ledger::event::Outcome;
-use caracal_policy::{
-    Call, Denial, DenyReason, ModelRates, Pricing, Request as PolicyRequest, Reservation,
-};
+use caracal_policy::{Call, ModelRates, Pricing, Request as PolicyRequest, Reservation};
 use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
 use serde_json::Value;
 
 use super::{
-    Gateway, Record, authenticate,
+    Gateway, Record, admit,
     authorize::{Authorized, authorize},
-    read_body, refusal_for, spool_refusal, stream,
+    read_body, spool_refusal, stream,
 };
 use crate::{
     config::{Provider, ProviderKind},
@@ -95,24 +93,8 @@ pub(super) async fn handle(
                 ),
             )
         })?;
-    let live = gw.live.borrow().clone();
-    // Without a snapshot there are no agents to authenticate against either;
-    // say why plainly instead of calling every key invalid.
-    let Some(snapshot) = live.snapshot.clone() else {
-        let no_config = Denial::new(DenyReason::NoConfig, None);
-        return Err(refusal_for(
-            &no_config,
-            gw.limits.budget_denial_status,
-            chrono::Utc::now(),
-        ));
-    };
-    let agent = authenticate(
-        req.headers(),
-        req.extensions().get(),
-        &live,
-        gw.jwt.as_ref(),
-    )?;
-    let mut record = Record::new(request_id, started, &agent, &provider.name);
+    let (snapshot, mut record) = admit(gw, &req, provider, request_id, started)?;
+    let agent = record.agent.clone();
     let (parts, body) = req.into_parts();
     let bytes = read_body(
         body,
