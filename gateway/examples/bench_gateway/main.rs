@@ -11,7 +11,9 @@
 //!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory),
 //!      `--postgres postgres://postgres@127.0.0.1:5432/postgres` (cluster
 //!      shape: a fresh Postgres ledger database, dropped afterwards, with
-//!      the sequencer in its own process instead of SQLite in the gateway's).
+//!      the sequencer in its own process instead of SQLite in the gateway's),
+//!      `--parts latency,ttfb,saturation` (which measurements to run; all by
+//!      default).
 
 mod load;
 mod roles;
@@ -158,6 +160,8 @@ fn main() {
         .map(|r| r.parse().unwrap())
         .collect();
     let seconds: u64 = arg("--seconds").map_or(10, |s| s.parse().unwrap());
+    let parts = arg("--parts").unwrap_or_else(|| "latency,ttfb,saturation".into());
+    let part = |name: &str| parts.split(',').any(|p| p == name);
     let state =
         std::env::temp_dir().join(format!("caracal-bench-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&state).unwrap();
@@ -246,7 +250,7 @@ fn main() {
             false,
         ));
     }
-    for rate in &rates {
+    for rate in rates.iter().filter(|_| part("latency")) {
         println!(
             "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte):"
         );
@@ -285,6 +289,41 @@ fn main() {
     }
     let load_rss = rss_kb(gw_pid, "VmHWM:");
 
+    if part("ttfb") {
+        stream_ttfb(&rt, &targets, key, seconds);
+    }
+    if part("saturation") {
+        saturation(&targets, key, seconds, &state, &upstream, &proxy, gw_pid, &gateway_write);
+    }
+    println!(
+        "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after all runs {} MB",
+        idle_rss / 1024,
+        load_rss / 1024,
+        rss_kb(gw_pid, "VmHWM:") / 1024
+    );
+    drop(gateway);
+    drop(gateway_write);
+    drop(_sequencer);
+    if let Some(admin) = &postgres {
+        psql(admin, &format!("DROP DATABASE {bench_db}"));
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    if let Some(url) = &redis {
+        // Remove this run's budget counters from the shared Redis.
+        let script = format!(
+            "redis-cli -u {url} --scan --pattern '{redis_prefix}*' | xargs -r redis-cli -u {url} del > /dev/null"
+        );
+        let _ = Command::new("sh").arg("-c").arg(script).status();
+    }
+}
+
+/// Time to the first byte of a stream, direct and through both gateways.
+fn stream_ttfb(
+    rt: &tokio::runtime::Runtime,
+    targets: &[(&str, String)],
+    key: &str,
+    seconds: u64,
+) {
     println!("\nstream time to first byte at 200 req/s for {seconds} s:");
     let ttfb_direct = rt.block_on(open_loop(
         &targets[0].1,
@@ -319,6 +358,20 @@ fn main() {
     ));
     show("gateway, ack on write", &ttfb_sr);
 
+}
+
+/// Saturation throughput and CPU per request under `wrk`.
+#[allow(clippy::too_many_arguments)]
+fn saturation(
+    targets: &[(&str, String)],
+    key: &str,
+    seconds: u64,
+    state: &std::path::Path,
+    upstream: &Role,
+    proxy: &Role,
+    gw_pid: u32,
+    gateway_write: &Role,
+) {
     println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s):");
     let mut rps = Vec::new();
     let servers = [
@@ -329,7 +382,7 @@ fn main() {
     ];
     for ((name, url), server) in targets.iter().zip(servers) {
         let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
-        let r = wrk(url, key, 64, seconds as u32, &state);
+        let r = wrk(url, key, 64, seconds as u32, state);
         let requests = r * seconds as f64;
         let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
         let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
@@ -338,7 +391,6 @@ fn main() {
         );
         rps.push(r);
     }
-    let peak_rss = rss_kb(gw_pid, "VmHWM:");
     println!(
         "  gateway / plain proxy: {:.2}   gateway / direct: {:.2}",
         rps[2] / rps[1],
@@ -348,24 +400,4 @@ fn main() {
         "  gateway (ack on write) / plain proxy: {:.2}",
         rps[3] / rps[1]
     );
-    println!(
-        "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after saturation {} MB",
-        idle_rss / 1024,
-        load_rss / 1024,
-        peak_rss / 1024
-    );
-    drop(gateway);
-    drop(gateway_write);
-    drop(_sequencer);
-    if let Some(admin) = &postgres {
-        psql(admin, &format!("DROP DATABASE {bench_db}"));
-    }
-    let _ = std::fs::remove_dir_all(&state);
-    if let Some(url) = &redis {
-        // Remove this run's budget counters from the shared Redis.
-        let script = format!(
-            "redis-cli -u {url} --scan --pattern '{redis_prefix}*' | xargs -r redis-cli -u {url} del > /dev/null"
-        );
-        let _ = Command::new("sh").arg("-c").arg(script).status();
-    }
 }
