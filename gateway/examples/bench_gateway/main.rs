@@ -293,7 +293,16 @@ fn main() {
         stream_ttfb(&rt, &targets, key, seconds);
     }
     if part("saturation") {
-        saturation(&targets, key, seconds, &state, &upstream, &proxy, gw_pid, &gateway_write);
+        saturation(
+            &targets,
+            key,
+            seconds,
+            &state,
+            &upstream,
+            &proxy,
+            gw_pid,
+            &gateway_write,
+        );
     }
     println!(
         "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after all runs {} MB",
@@ -318,12 +327,7 @@ fn main() {
 }
 
 /// Time to the first byte of a stream, direct and through both gateways.
-fn stream_ttfb(
-    rt: &tokio::runtime::Runtime,
-    targets: &[(&str, String)],
-    key: &str,
-    seconds: u64,
-) {
+fn stream_ttfb(rt: &tokio::runtime::Runtime, targets: &[(&str, String)], key: &str, seconds: u64) {
     println!("\nstream time to first byte at 200 req/s for {seconds} s:");
     let ttfb_direct = rt.block_on(open_loop(
         &targets[0].1,
@@ -357,7 +361,6 @@ fn stream_ttfb(
         true,
     ));
     show("gateway, ack on write", &ttfb_sr);
-
 }
 
 /// Saturation throughput and CPU per request under `wrk`.
