@@ -110,6 +110,33 @@ fn database_url(admin_url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// CPU time the hypervisor gave to other guests (`steal` in /proc/stat)
+/// and the total, in clock ticks since boot. On a shared virtual machine
+/// stolen time delays every process at random and swamps a latency tail,
+/// so each latency run reports how much there was.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    (
+        fields.get(7).copied().unwrap_or(0),
+        fields.iter().take(8).sum(),
+    )
+}
+
+/// Percent of CPU time stolen between two [`cpu_ticks`] readings.
+fn steal_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1);
+    after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64
+}
+
 fn show(name: &str, l: &Latency) {
     println!(
         "  {name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   p99.9 {:>8.0} µs   ({} ok, {} errors)",
@@ -256,6 +283,7 @@ fn main() {
         );
         let mut lat = Vec::new();
         for (name, url) in &targets {
+            let ticks = cpu_ticks();
             let l = rt.block_on(open_loop(
                 url,
                 key,
@@ -265,6 +293,12 @@ fn main() {
                 false,
             ));
             show(name, &l);
+            let steal = steal_percent(ticks, cpu_ticks());
+            if steal >= 0.5 {
+                println!(
+                    "    ({steal:.1} % of CPU time was stolen by the hypervisor during this run)"
+                );
+            }
             lat.push(l);
         }
         println!(
