@@ -35,7 +35,7 @@ use caracal_ledger::keys::KeyPair;
 use caracal_ledger::note::Checkpoint;
 use caracal_ledger::proof::{inclusion_ranges, verify_inclusion};
 use caracal_ledger::prove::prove_index_at;
-use caracal_ledger::store::{Ledger, LedgerStore, PgStore};
+use caracal_ledger::store::{Ledger, LedgerStore, PgStore, RowChecks};
 use caracal_ledger::tree::{Frontier, LeafRange, frontier_keys, range_hash, range_keys};
 use caracal_ledger::verify::{Checker, Scope, Trust, verify_store};
 use rand::Rng;
@@ -422,9 +422,16 @@ async fn verify_section(ledger: &Ledger, trust: &Trust, events: u64) -> anyhow::
     }
     let tile_time = started.elapsed();
     let started = Instant::now();
-    let unlike = ledger.tiles_unlike_rows(0, tiles).await?;
-    let compare_time = started.elapsed();
-    anyhow::ensure!(unlike.is_empty(), "tiles differ from rows: {unlike:?}");
+    let mut records = 0u64;
+    let mut next = 0;
+    while next < tiles {
+        match ledger.row_checks(next, (next + 64).min(tiles)).await? {
+            RowChecks::Records(chunk) => records += chunk.rows.len() as u64,
+            RowChecks::Unavailable(why) => anyhow::bail!("verify records refused: {why}"),
+        }
+        next += 64;
+    }
+    let records_time = started.elapsed();
     let checkpoints_all = ledger.checkpoints().await?;
     let batch_rows = ledger.batches().await?;
     let started = Instant::now();
@@ -452,8 +459,8 @@ async fn verify_section(ledger: &Ledger, trust: &Trust, events: u64) -> anyhow::
         rate(tiled, tile_time)
     );
     println!(
-        "rows vs tiles in SQL: {:>10.0} entries/s  (the store's comparison alone)",
-        rate(tiled, compare_time)
+        "verify records read:  {:>10.0} rows/s     (the rows' verify records alone, catalog check included)",
+        rate(records, records_time)
     );
     println!(
         "verify in memory:     {:>10.0} entries/s  (checkpoint signatures included)",

@@ -7,9 +7,11 @@
 
 mod pgcopy;
 mod pghashtiles;
+mod pgrowchecks;
 mod pgtiles;
 mod postgres;
 mod shared_reads;
+mod spare;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -84,6 +86,46 @@ impl TileChunk {
                 data: &self.buf[t.data.clone()],
                 recorded_root: t.recorded_root.clone().map(|r| &self.buf[r]),
             })
+            .collect()
+    }
+}
+
+/// The entry rows of a range of tiles, each as the verify record the store
+/// derives from it (`idx || event_id || batch_root || batch_pos ||
+/// leaf hash`, docs/ledger.md section 7), so the verifier can compare the
+/// rows with the tiles it has checked without reading every row's bytes.
+#[derive(Clone, Debug)]
+pub enum RowChecks {
+    Records(RowCheckChunk),
+    /// The store cannot vouch that the records are derived from the rows (its
+    /// schema was altered); the verifier reads the rows in full instead.
+    Unavailable(String),
+}
+
+/// Verify records read in one go, in index order; their bytes share one buffer.
+#[derive(Clone, Debug, Default)]
+pub struct RowCheckChunk {
+    pub buf: Vec<u8>,
+    pub rows: Vec<RowCheckSlot>,
+}
+
+/// One row's index and where its verify record sits in a [`RowCheckChunk`]
+/// (`None` if the record is NULL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowCheckSlot {
+    pub index: u64,
+    pub record: Option<std::ops::Range<usize>>,
+}
+
+impl RowCheckChunk {
+    /// The records of entries `[from, to)`: `(index, record)` in index order,
+    /// an index twice if two rows claim it.
+    pub fn between(&self, from: u64, to: u64) -> Vec<(u64, Option<&[u8]>)> {
+        let lo = self.rows.partition_point(|r| r.index < from);
+        let hi = self.rows.partition_point(|r| r.index < to);
+        self.rows[lo..hi]
+            .iter()
+            .map(|r| (r.index, r.record.clone().map(|range| &self.buf[range])))
             .collect()
     }
 }
@@ -271,15 +313,24 @@ pub trait LedgerStore: Send + Sync {
         let _ = (from, to);
         async { Ok(TileChunk::default()) }
     }
-    /// Stored tiles in `[from, to)` whose bytes differ from the per-entry rows
-    /// they cover (the rows queries and proofs read), compared inside the store.
-    fn tiles_unlike_rows(
+    /// The entry rows of tiles `[from, to)` as verify records
+    /// ([`RowChecks`]), or why the store cannot vouch for them.
+    fn row_checks(
         &self,
         from: u64,
         to: u64,
-    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<RowChecks, StoreError>> + Send {
         let _ = (from, to);
-        async { Ok(Vec::new()) }
+        async {
+            Ok(RowChecks::Unavailable(
+                "this store keeps no verify records".into(),
+            ))
+        }
+    }
+    /// Hands back the buffer of a [`TileChunk`] or [`RowCheckChunk`] the
+    /// caller is done with, for the store to read into again.
+    fn recycle(&self, buf: Vec<u8>) {
+        let _ = buf;
     }
 }
 
@@ -398,8 +449,11 @@ impl LedgerStore for Ledger {
     async fn tiles(&self, from: u64, to: u64) -> Result<TileChunk, StoreError> {
         dispatch!(self, s => s.tiles(from, to).await)
     }
-    async fn tiles_unlike_rows(&self, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
-        dispatch!(self, s => s.tiles_unlike_rows(from, to).await)
+    async fn row_checks(&self, from: u64, to: u64) -> Result<RowChecks, StoreError> {
+        dispatch!(self, s => s.row_checks(from, to).await)
+    }
+    fn recycle(&self, buf: Vec<u8>) {
+        dispatch!(self, s => s.recycle(buf))
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::{EntryRecord, StoreError, TileSlot};
+use super::{EntryRecord, RowCheckSlot, StoreError, TileSlot};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -136,6 +136,18 @@ pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> 
     })
 }
 
+/// Parses rows of `(idx bigint, verify_record bytea NULL)`, keeping the
+/// records where they are.
+pub(super) fn parse_row_checks(buf: &[u8]) -> Result<Vec<RowCheckSlot>, StoreError> {
+    each_row(buf, 2, |c| {
+        let idx = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("idx"))?);
+        Ok(RowCheckSlot {
+            index: u64::try_from(idx).map_err(|_| bad("negative idx"))?,
+            record: c.field_range()?,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +186,25 @@ mod tests {
         for cut in [5, 20, buf.len() - 3] {
             assert!(parse_entries(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn parses_row_checks_with_nulls() {
+        let mut buf = SIGNATURE.to_vec();
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for (i, record) in [(5i64, Some(&[9u8; 92][..])), (6, None)] {
+            buf.extend_from_slice(&2i16.to_be_bytes());
+            field(&mut buf, Some(&i.to_be_bytes()));
+            field(&mut buf, record);
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let rows = parse_row_checks(&buf).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].index, 5);
+        assert_eq!(&buf[rows[0].record.clone().unwrap()], &[9u8; 92]);
+        assert_eq!((rows[1].index, rows[1].record.clone()), (6, None));
+        assert!(parse_row_checks(&buf[..buf.len() - 3]).is_err());
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! Data tiles in Postgres ([`crate::tile`]): written by the sequencer inside
-//! its transaction, read by the verifier, and compared with the per-entry
-//! rows inside the database.
+//! its transaction and read by the verifier, which compares them with the
+//! per-entry rows through the rows' verify records (`pgrowchecks`).
 //!
 //! A tile is built by SQL from the entry rows the same step just wrote, with
-//! the record layout spelled out once in [`RECORD`]; comparing a tile with its
-//! rows later is the same expression compared byte for byte, so only tiles
-//! whose rows changed are ever shipped back for a closer look.
+//! the record layout spelled out once in [`RECORD`].
 
 use futures::TryStreamExt;
 use sqlx::{PgConnection, PgPool};
 
+use super::spare::SpareBuffers;
 use super::{StoreError, TileChunk, to_i64};
 use crate::tile::TILE_WIDTH;
 
@@ -52,7 +51,12 @@ pub(super) async fn write_completed(
 }
 
 /// Tiles `[from, to)` with the stored level-8 node over each, by binary COPY.
-pub(super) async fn read(pool: &PgPool, from: u64, to: u64) -> Result<TileChunk, StoreError> {
+pub(super) async fn read(
+    pool: &PgPool,
+    spare: &SpareBuffers,
+    from: u64,
+    to: u64,
+) -> Result<TileChunk, StoreError> {
     // Bounds are integers we format ourselves, so the statement is safe. The
     // range on n.idx keeps the join on the primary key.
     let sql = format!(
@@ -65,30 +69,11 @@ pub(super) async fn read(pool: &PgPool, from: u64, to: u64) -> Result<TileChunk,
     let mut conn = pool.acquire().await?;
     let mut stream = conn.copy_out_raw(&sql).await?;
     // About what the tiles of 527-byte events take, so the buffer rarely moves.
-    let mut buf = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0).min(256) * 150_000);
+    let mut buf = spare.take(usize::try_from(to - from).unwrap_or(0).min(256) * 150_000);
     while let Some(chunk) = stream.try_next().await? {
         buf.extend_from_slice(&chunk);
     }
     drop(stream);
     let tiles = super::pgcopy::parse_tiles(&buf)?;
     Ok(TileChunk { buf, tiles })
-}
-
-/// Tiles in `[from, to)` whose bytes are not exactly the records of the
-/// entry rows they cover.
-pub(super) async fn unlike_rows(pool: &PgPool, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
-    let sql = format!(
-        "SELECT t.tile FROM ledger_tiles t
-         WHERE t.tile >= $1 AND t.tile < $2
-           AND t.data IS DISTINCT FROM (
-               SELECT string_agg({RECORD}, ''::bytea ORDER BY e.idx) FROM ledger_entries e
-               WHERE e.idx >= t.tile * {TILE_WIDTH} AND e.idx < (t.tile + 1) * {TILE_WIDTH})
-         ORDER BY t.tile"
-    );
-    let tiles: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(to_i64(from))
-        .bind(to_i64(to))
-        .fetch_all(pool)
-        .await?;
-    Ok(tiles.into_iter().map(|t| t as u64).collect())
 }

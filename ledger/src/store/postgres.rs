@@ -16,8 +16,8 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    EntryRecord, HashTileRead, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, TileChunk,
-    frontier_from, parse_vkeys, to_i64,
+    EntryRecord, HashTileRead, LedgerStore, RowChecks, SequenceOutcome, StoreError, SubmitOutcome,
+    TileChunk, frontier_from, parse_vkeys, to_i64,
 };
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
@@ -41,6 +41,8 @@ pub struct PgStore {
     /// costs about as much as executing it (docs/benchmarks.md). Other
     /// statements keep the default, since some need plans for their values.
     proof_pool: PgPool,
+    /// Buffers of earlier tile and verify record reads, for the next ones.
+    spare: super::spare::SpareBuffers,
 }
 
 fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError> {
@@ -70,7 +72,11 @@ impl PgStore {
         let proof_pool = PgPoolOptions::new()
             .max_connections(4)
             .connect_lazy_with(options);
-        Ok(Self { pool, proof_pool })
+        Ok(Self {
+            pool,
+            proof_pool,
+            spare: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -421,10 +427,14 @@ impl LedgerStore for PgStore {
     }
 
     async fn tiles(&self, from: u64, to: u64) -> Result<TileChunk, StoreError> {
-        super::pgtiles::read(&self.pool, from, to).await
+        super::pgtiles::read(&self.pool, &self.spare, from, to).await
     }
 
-    async fn tiles_unlike_rows(&self, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
-        super::pgtiles::unlike_rows(&self.pool, from, to).await
+    async fn row_checks(&self, from: u64, to: u64) -> Result<RowChecks, StoreError> {
+        super::pgrowchecks::read(&self.pool, &self.spare, from, to).await
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        self.spare.give(buf);
     }
 }

@@ -8,7 +8,7 @@
 
 use super::Checker;
 use super::tiles::TileRun;
-use crate::store::{LedgerStore, StoreError, TileChunk};
+use crate::store::{LedgerStore, RowChecks, StoreError, TileChunk};
 use crate::tile::TILE_WIDTH;
 use crate::tree::NodeKey;
 
@@ -56,57 +56,92 @@ pub(super) async fn feed_rows(
     Ok(checker)
 }
 
-/// Feeds tiles `from..to`, with the store comparing each tile with its rows
-/// alongside.
+/// One chunk of tiles as read: the tiles, and the verify records of their rows.
+struct TileRead {
+    first: u64,
+    end: u64,
+    tiles: TileChunk,
+    rows: RowChecks,
+}
+
+async fn read_tiles(
+    store: &impl LedgerStore,
+    first: u64,
+    end: u64,
+) -> Result<TileRead, StoreError> {
+    let (tiles, rows) = tokio::join!(store.tiles(first, end), store.row_checks(first, end));
+    Ok(TileRead {
+        first,
+        end,
+        tiles: tiles?,
+        rows: rows?,
+    })
+}
+
+/// Feeds tiles `from..to` and compares each with the rows of its range,
+/// reading the next chunk while the current one is hashed.
 pub(super) async fn feed_tiles(
     store: &impl LedgerStore,
-    checker: Checker,
+    mut checker: Checker,
     from: u64,
     to: u64,
 ) -> Result<Checker, StoreError> {
-    let (unlike, fed) = tokio::join!(store.tiles_unlike_rows(from, to), async {
-        let mut checker = checker;
-        let mut next = from;
-        let mut current = None;
-        if next < to {
-            let end = (next + TILES_PER_READ).min(to);
-            current = Some((next, end, store.tiles(next, end).await?));
-            next = end;
-        }
-        while let Some((first, end, chunk)) = current.take() {
-            let work = async {
-                let (checker, run, chunk) = tokio::task::spawn_blocking(move || {
-                    let run = checker.feed_tile_run(first, &chunk.inputs());
-                    (checker, run, chunk)
-                })
-                .await
-                .map_err(task_failed)?;
-                finish_chunk(store, checker, run, &chunk, first, end).await
-            };
-            let fetch_end = (next + TILES_PER_READ).min(to);
-            let fetch = async {
-                if next < to {
-                    Some(store.tiles(next, fetch_end).await)
-                } else {
-                    None
+    let mut refused_records = false;
+    let mut next = from;
+    let mut current = None;
+    if next < to {
+        let end = (next + TILES_PER_READ).min(to);
+        current = Some(read_tiles(store, next, end).await?);
+        next = end;
+    }
+    while let Some(read) = current.take() {
+        let work = async {
+            let mut checker = checker;
+            let refused = match &read.rows {
+                RowChecks::Records(_) => false,
+                RowChecks::Unavailable(why) => {
+                    if !std::mem::replace(&mut refused_records, true) {
+                        checker.records_refused(why);
+                    }
+                    true
                 }
             };
-            let (worked, fetched) = tokio::join!(work, fetch);
-            checker = worked?;
-            current = fetched.transpose()?.map(|c| (next, fetch_end, c));
-            next = fetch_end;
-        }
-        Ok::<_, StoreError>(checker)
-    });
-    let mut checker = fed?;
-    for tile in unlike? {
-        let chunk = store.tiles(tile, tile + 1).await?;
-        let rows = store
-            .entries(tile * TILE_WIDTH, (tile + 1) * TILE_WIDTH)
-            .await?;
-        if let Some(input) = chunk.inputs().first() {
-            checker.compare_rows(tile, input.data, &rows);
-        }
+            let (checker, run, read) = tokio::task::spawn_blocking(move || {
+                let rows = match &read.rows {
+                    RowChecks::Records(rows) => Some(rows),
+                    RowChecks::Unavailable(_) => None,
+                };
+                let run = checker.feed_tile_run(read.first, &read.tiles.inputs(), rows);
+                (checker, run, read)
+            })
+            .await
+            .map_err(task_failed)?;
+            let mut checker = finish_chunk(store, checker, run, &read).await?;
+            if refused {
+                for input in read.tiles.inputs() {
+                    let first_index = input.tile * TILE_WIDTH;
+                    let rows = store.entries(first_index, first_index + TILE_WIDTH).await?;
+                    checker.compare_rows(input.tile, input.data, &rows);
+                }
+            }
+            store.recycle(read.tiles.buf);
+            if let RowChecks::Records(rows) = read.rows {
+                store.recycle(rows.buf);
+            }
+            Ok::<_, StoreError>(checker)
+        };
+        let fetch_end = (next + TILES_PER_READ).min(to);
+        let fetch = async {
+            if next < to {
+                Some(read_tiles(store, next, fetch_end).await)
+            } else {
+                None
+            }
+        };
+        let (worked, fetched) = tokio::join!(work, fetch);
+        checker = worked?;
+        current = fetched.transpose()?;
+        next = fetch_end;
     }
     Ok(checker)
 }
@@ -117,11 +152,14 @@ async fn finish_chunk(
     store: &impl LedgerStore,
     mut checker: Checker,
     mut run: TileRun,
-    chunk: &TileChunk,
-    first: u64,
-    end: u64,
+    read: &TileRead,
 ) -> Result<Checker, StoreError> {
-    let inputs = chunk.inputs();
+    let (first, end) = (read.first, read.end);
+    let inputs = read.tiles.inputs();
+    let rows = match &read.rows {
+        RowChecks::Records(rows) => Some(rows),
+        RowChecks::Unavailable(_) => None,
+    };
     let mut done = 0;
     let mut next = first;
     loop {
@@ -149,6 +187,6 @@ async fn finish_chunk(
         if done >= inputs.len() || next >= end || inputs[done].tile != next {
             return Ok(checker);
         }
-        run = checker.feed_tile_run(next, &inputs[done..]);
+        run = checker.feed_tile_run(next, &inputs[done..], rows);
     }
 }

@@ -25,6 +25,7 @@ use crate::tile::TILE_WIDTH;
 use crate::tree::{Frontier, frontier_keys};
 
 mod drive;
+mod rows;
 mod tiles;
 
 pub use tiles::{TileInput, TileRun};

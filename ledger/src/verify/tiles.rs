@@ -6,14 +6,14 @@
 //! the tile's level-8 node is compared once per tile instead of each level-0
 //! node (on a mismatch, [`Checker::name_moved`] compares the level-0 nodes to
 //! name the entry), and the per-entry rows that queries and proofs read are
-//! compared with the tile by the store ([`Checker::compare_rows`] names the
-//! differing index when the store reports a tile whose rows differ).
+//! compared with the tile through their verify records (`rows`), using the
+//! leaf hashes computed here.
 
 use std::collections::HashMap;
 
 use super::{Checker, EntryRef, MOVED, hash_leaves};
 use crate::hash::{Hash, node_hash};
-use crate::store::EntryRecord;
+use crate::store::RowCheckChunk;
 use crate::tile::{TILE_LEVEL, TILE_WIDTH, TileRecord, parse_tile};
 use crate::tree::NodeKey;
 
@@ -65,9 +65,16 @@ impl Checker {
     }
 
     /// Feeds tiles `first, first + 1, ...` from the front of `tiles`, hashing
-    /// all their leaves on all cores first. Stops after a malformed tile or
-    /// before the first input that is not the next tile (a missing tile).
-    pub fn feed_tile_run(&mut self, first: u64, tiles: &[TileInput<'_>]) -> TileRun {
+    /// all their leaves on all cores first, and compares each tile with the
+    /// verify records of its rows when `rows` are given (otherwise the caller
+    /// compares the rows itself). Stops after a malformed tile or before the
+    /// first input that is not the next tile (a missing tile).
+    pub fn feed_tile_run(
+        &mut self,
+        first: u64,
+        tiles: &[TileInput<'_>],
+        rows: Option<&RowCheckChunk>,
+    ) -> TileRun {
         let mut run = TileRun::default();
         let mut parsed: Vec<(&TileInput<'_>, Vec<TileRecord<'_>>)> = Vec::new();
         for (k, t) in tiles.iter().enumerate() {
@@ -92,6 +99,11 @@ impl Checker {
         let count = parsed.len() * TILE_WIDTH as usize;
         let hashes = hash_leaves(leaves, count);
         for ((t, records), mine) in parsed.iter().zip(hashes.chunks(TILE_WIDTH as usize)) {
+            if let Some(rows) = rows {
+                let start = first_index(t.tile);
+                let mine_rows = rows.between(start, start + TILE_WIDTH);
+                self.compare_row_records(t.tile, records, mine, &mine_rows);
+            }
             if let Some(leaf_hashes) = self.feed_tile_hashed(t, records, mine) {
                 run.compare_leaves.push((t.tile, leaf_hashes));
             }
@@ -161,51 +173,6 @@ impl Checker {
             if nodes.get(&key).is_some_and(|stored| stored != h) {
                 self.problem(Some(index), None, MOVED.into());
             }
-        }
-    }
-
-    /// Compares the per-entry rows of `tile` (what `caracal ledger query` and
-    /// `merkle prove` read) with the tile's records and names each index whose
-    /// row is missing or differs.
-    pub fn compare_rows(&mut self, tile: u64, data: &[u8], rows: &[EntryRecord]) {
-        let start = first_index(tile);
-        let Ok(records) = parse_tile(data) else {
-            // Already reported when the tile was fed; the rows were checked then.
-            return;
-        };
-        let by_index: HashMap<u64, &EntryRecord> = rows.iter().map(|r| (r.index, r)).collect();
-        // Runs of consecutive indexes with the same fault are one problem, so a
-        // block of deleted rows does not crowd everything else out of the list.
-        let mut runs: Vec<(u64, u64, &str)> = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let index = start + i as u64;
-            let what = match by_index.get(&index) {
-                None => "entry row missing (its data tile has it)",
-                Some(row) if row.leaf != rec.leaf => "entry row's bytes differ from its data tile",
-                Some(row) if row.event_id != rec.event_id => {
-                    "entry row's event id differs from its data tile"
-                }
-                Some(row) if row.batch_root != rec.batch_root || row.batch_pos != rec.batch_pos => {
-                    "entry row's batch differs from its data tile"
-                }
-                Some(_) => continue,
-            };
-            match runs.last_mut() {
-                Some((_, last, w)) if *last + 1 == index && *w == what => *last = index,
-                _ => runs.push((index, index, what)),
-            }
-        }
-        for (first, last, what) in runs {
-            let span = if first == last {
-                String::new()
-            } else {
-                format!(", and so are indexes {}..={last}", first + 1)
-            };
-            self.problem(
-                Some(first),
-                None,
-                format!("{what}{span} (queries and proofs read the rows)"),
-            );
         }
     }
 }

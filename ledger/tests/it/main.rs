@@ -9,3 +9,4 @@ mod store;
 mod tamper;
 mod tiles;
 mod vectors;
+mod verify_records;
