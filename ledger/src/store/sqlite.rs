@@ -57,6 +57,29 @@ const ENTRY_COLUMNS: &str = "idx, event_id, leaf, batch_root, batch_pos";
 /// parameters even old SQLite builds allow.
 const ROWS_PER_STATEMENT: usize = 128;
 
+/// `items` in statement-sized pieces: full pieces of [`ROWS_PER_STATEMENT`],
+/// then the rest in powers of two, largest first (100 rows go as 64, 32, 4).
+/// The SQL text of a multi-row statement depends on its row count, and SQLite
+/// parses a statement afresh for each new text; with these sizes a batch
+/// reuses at most eight texts per statement (kept prepared by the connection)
+/// instead of parsing one for its odd remainder every time.
+fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (piece, tail) = rest.split_at(size);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// `(?, ?), (?, ?)` for `rows` rows of `columns` values.
 fn placeholders(rows: usize, columns: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
@@ -125,7 +148,7 @@ impl SqliteStore {
             .await?;
         let (size, frontier) = tree_head(&mut tx).await?;
         let mut logged = HashSet::new();
-        for chunk in checked.events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&checked.events) {
             let sql = format!(
                 "SELECT event_id FROM ledger_entries WHERE event_id IN ({})",
                 vec!["?"; chunk.len()].join(", ")
@@ -154,10 +177,7 @@ impl SqliteStore {
             })
             .collect();
         let plan = plan_append(frontier, &pending, key);
-        for (rows, entries) in new
-            .chunks(ROWS_PER_STATEMENT)
-            .zip(plan.entries.chunks(ROWS_PER_STATEMENT))
-        {
+        for (rows, entries) in statement_chunks(&new).zip(statement_chunks(&plan.entries)) {
             let sql = format!(
                 "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent) VALUES {}",
                 placeholders(rows.len(), 7)
@@ -261,7 +281,7 @@ async fn write_nodes_and_checkpoint(
     plan: &AppendPlan,
     key: &KeyPair,
 ) -> Result<(), StoreError> {
-    for chunk in plan.nodes.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&plan.nodes) {
         let sql = format!(
             "INSERT INTO ledger_nodes (level, idx, hash) VALUES {}",
             placeholders(chunk.len(), 3)
@@ -312,7 +332,7 @@ impl LedgerStore for SqliteStore {
         let mut accepted = 0;
         let root = checked.root.to_vec();
         let rows: Vec<_> = checked.events.iter().enumerate().collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&rows) {
             let sql = format!(
                 "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
@@ -368,7 +388,7 @@ impl LedgerStore for SqliteStore {
         }
         let plan = plan_append(frontier, &pending, key);
         let appended = plan.entries.len() as u64;
-        for chunk in plan.entries.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&plan.entries) {
             let sql = format!(
                 "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
                  SELECT v.column1, p.event_id, p.leaf, p.batch_root, p.batch_pos, p.event_time, p.agent
@@ -484,7 +504,23 @@ impl LedgerStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::placeholders;
+    use super::{ROWS_PER_STATEMENT, placeholders, statement_chunks};
+
+    #[test]
+    fn statement_chunks_are_full_then_powers_of_two_in_order() {
+        for n in 0..=3 * ROWS_PER_STATEMENT + 5 {
+            let items: Vec<usize> = (0..n).collect();
+            let pieces: Vec<&[usize]> = statement_chunks(&items).collect();
+            assert_eq!(pieces.concat(), items, "{n} items, in order, none lost");
+            let sizes: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+            let full = n / ROWS_PER_STATEMENT;
+            assert!(sizes[..full].iter().all(|&s| s == ROWS_PER_STATEMENT));
+            let rest = &sizes[full..];
+            assert!(rest.iter().all(|s| s.is_power_of_two()), "{sizes:?}");
+            assert!(rest.windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+            assert_eq!(rest.len() as u32, (n % ROWS_PER_STATEMENT).count_ones());
+        }
+    }
 
     #[test]
     fn placeholders_list_rows_of_values() {
