@@ -270,6 +270,9 @@ fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How often the TLS listener's files are checked for changes.
+const TLS_FILES_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// The TLS listener of the config file's `tls` section, bound (at
 /// `override_addr` if given) and ready to serve, with a line saying so.
 async fn tls_listener(
@@ -285,6 +288,8 @@ async fn tls_listener(
         return Ok(None);
     };
     let tls = TlsServer::new(&settings).context("setting up the TLS listener")?;
+    // Certificates and CRLs are replaced on disk; pick the new ones up.
+    tls.watch(TLS_FILES_CHECK_EVERY);
     let addr = override_addr.unwrap_or(listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -301,10 +306,14 @@ async fn tls_listener(
             settings.trust_domain
         ),
     };
+    let crls = match settings.client_crl_files.len() {
+        0 => String::new(),
+        n => format!(", revocation checked against {n} CRL file(s)"),
+    };
     Ok(Some((
         listener,
         tls,
-        format!("TLS listening on https://{bound} ({clients})"),
+        format!("TLS listening on https://{bound} ({clients}{crls})"),
     )))
 }
 

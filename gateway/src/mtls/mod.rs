@@ -8,6 +8,14 @@
 //! `require_client_cert` off, a client may also connect without one and
 //! authenticate each request with a key or token as on the plaintext port.
 //!
+//! With client CRL files, a certificate revoked by its issuer fails the
+//! handshake too. Revocation is checked for every certificate of the chain
+//! (so each CA that issued one needs its CRL in the files), a certificate
+//! whose issuer has no CRL there is refused, and so is every certificate
+//! once a CRL is past its next update: stale revocation data means unknown
+//! status, and unknown status is a refusal. [`TlsServer::watch`] re-reads
+//! the files when they change, so a new CRL takes effect without a restart.
+//!
 //! A verified certificate's identity is read once per connection (see
 //! [`spiffe`]) and attached to every request of that connection as a
 //! [`ClientCert`] extension. It then wins over any key or token in the
@@ -17,7 +25,11 @@
 mod pem;
 pub mod spiffe;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
 
 use hyper::StatusCode;
 use rustls::{
@@ -52,6 +64,9 @@ pub struct TlsSettings {
     /// CA bundle that client certificates must chain to. Without it the
     /// listener asks for no client certificate.
     pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) for the client CA and any
+    /// intermediate CAs. Needs `client_ca_file`.
+    pub client_crl_files: Vec<PathBuf>,
     /// Refuse the handshake of a client without a certificate.
     pub require_client_cert: bool,
     /// The SPIFFE trust domain client identities must be in.
@@ -73,9 +88,11 @@ pub enum TlsError {
 }
 
 /// A TLS acceptor and the trust domain its client identities are read in.
+/// Clones share the acceptor, so a reload reaches every clone.
 #[derive(Clone)]
 pub struct TlsServer {
-    acceptor: TlsAcceptor,
+    acceptor: Arc<RwLock<TlsAcceptor>>,
+    settings: Arc<TlsSettings>,
     trust_domain: Arc<str>,
 }
 
@@ -96,47 +113,61 @@ impl TlsServer {
                 settings.trust_domain
             )));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ClientCertVerifier> = match &settings.client_ca_file {
-            None if settings.require_client_cert => {
-                return Err(TlsError::Settings(
-                    "requiring client certificates needs a client CA file".into(),
-                ));
-            }
-            None => WebPkiClientVerifier::no_client_auth(),
-            Some(path) => {
-                let roots = Arc::new(pem::trust_anchors(path)?);
-                let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-                let builder = if settings.require_client_cert {
-                    builder
-                } else {
-                    builder.allow_unauthenticated()
-                };
-                builder.build().map_err(|e| TlsError::Invalid {
-                    path: path.clone(),
-                    message: format!("cannot verify client certificates with it: {e}"),
-                })?
-            }
-        };
-        let chain = pem::certificates(&settings.cert_file)?;
-        let key = pem::private_key(&settings.key_file)?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Settings(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Invalid {
-                path: settings.key_file.clone(),
-                message: format!(
-                    "cannot serve it with the certificate in {}: {e}",
-                    settings.cert_file.display()
-                ),
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = acceptor(settings)?;
         Ok(TlsServer {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            acceptor: Arc::new(RwLock::new(acceptor)),
+            settings: Arc::new(settings.clone()),
             trust_domain: settings.trust_domain.as_str().into(),
         })
+    }
+
+    /// Read every file again and serve new handshakes with what they say
+    /// now. On an error nothing changes (the previous files stay in force)
+    /// and the error says which file is wrong.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = acceptor(&self.settings)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Every `every`, reload if any of the files changed (by modification
+    /// time or size), logging what happened. Runs until the runtime stops.
+    pub fn watch(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let server = self.clone();
+        // Stamped now, not when the task first runs: a change made in
+        // between must count as a change.
+        let mut seen = server.file_stamps();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = server.file_stamps();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match server.reload() {
+                    Ok(()) => tracing::info!("TLS files changed; reloaded them"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "TLS files changed but cannot be used; still serving the previous ones"
+                    ),
+                }
+            }
+        })
+    }
+
+    /// Modification time and size of each file the listener reads.
+    fn file_stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let s = &self.settings;
+        [&s.cert_file, &s.key_file]
+            .into_iter()
+            .chain(&s.client_ca_file)
+            .chain(&s.client_crl_files)
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
     }
 
     /// Complete the handshake on `stream` and read the client's identity,
@@ -145,7 +176,12 @@ impl TlsServer {
         &self,
         stream: TcpStream,
     ) -> std::io::Result<(TlsStream<TcpStream>, Option<ClientCert>)> {
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         let cert = tls
@@ -164,6 +200,77 @@ impl TlsServer {
         }
         Ok((tls, cert))
     }
+}
+
+/// The client-certificate verifier `settings` ask for.
+fn client_verifier(
+    settings: &TlsSettings,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let Some(path) = &settings.client_ca_file else {
+        if settings.require_client_cert {
+            return Err(TlsError::Settings(
+                "requiring client certificates needs a client CA file".into(),
+            ));
+        }
+        if !settings.client_crl_files.is_empty() {
+            return Err(TlsError::Settings(
+                "client CRL files need a client CA file".into(),
+            ));
+        }
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    };
+    let roots = Arc::new(pem::trust_anchors(path)?);
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if !settings.client_crl_files.is_empty() {
+        let mut crls = Vec::new();
+        for file in &settings.client_crl_files {
+            crls.extend(pem::revocation_lists(file)?);
+        }
+        // rustls' defaults already refuse a certificate whose issuer has no
+        // CRL here; a CRL past its next update is refused as well.
+        builder = builder.with_crls(crls).enforce_revocation_expiration();
+    }
+    if !settings.require_client_cert {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|e| match e {
+        rustls::server::VerifierBuilderError::InvalidCrl(_) => TlsError::Settings(format!(
+            "a CRL in {} cannot be used: {e}",
+            settings
+                .client_crl_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        e => TlsError::Invalid {
+            path: path.clone(),
+            message: format!("cannot verify client certificates with it: {e}"),
+        },
+    })
+}
+
+/// A TLS acceptor for `settings`, every file read afresh.
+fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = client_verifier(settings, &provider)?;
+    let chain = pem::certificates(&settings.cert_file)?;
+    let key = pem::private_key(&settings.key_file)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Settings(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Invalid {
+            path: settings.key_file.clone(),
+            message: format!(
+                "cannot serve it with the certificate in {}: {e}",
+                settings.cert_file.display()
+            ),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The identity of a connection's verified client certificate, attached to

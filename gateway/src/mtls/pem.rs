@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rustls::{
     RootCertStore,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
 };
 
 use super::TlsError;
@@ -60,4 +60,18 @@ pub(super) fn trust_anchors(path: &Path) -> Result<RootCertStore, TlsError> {
         })?;
     }
     Ok(roots)
+}
+
+/// Every `X509 CRL` block of the file.
+pub(super) fn revocation_lists(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, format!("not valid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(invalid(path, "no `BEGIN X509 CRL` block found"));
+    }
+    Ok(crls)
 }

@@ -18,6 +18,7 @@
 //!   certFile: server.pem
 //!   keyFile: server-key.pem
 //!   clientCaFile: ca.pem
+//!   clientCrlFiles: [ca.crl.pem]   # optional: revoked client certificates
 //! ```
 //!
 //! Without a file, [`GatewayFile::mock`] is used: one `mock` provider with
@@ -84,6 +85,12 @@ pub struct TlsConfig {
     /// CA bundle (PEM) client certificates must chain to: the operator's CA.
     #[serde(default)]
     pub client_ca_file: Option<std::path::PathBuf>,
+    /// Certificate revocation lists (PEM) of the client CA and any
+    /// intermediate CAs; re-read when they change. With them, a revoked
+    /// certificate, one whose issuer has no CRL here, or any certificate
+    /// once a CRL is past its next update fails the handshake.
+    #[serde(default)]
+    pub client_crl_files: Vec<std::path::PathBuf>,
     /// Default: true when `clientCaFile` is set. `false` also lets clients
     /// without a certificate connect and use a key or token.
     #[serde(default)]
@@ -238,6 +245,7 @@ impl GatewayFile {
                 cert_file: base.join(&tls.cert_file),
                 key_file: base.join(&tls.key_file),
                 client_ca_file: tls.client_ca_file.as_ref().map(|f| base.join(f)),
+                client_crl_files: tls.client_crl_files.iter().map(|f| base.join(f)).collect(),
                 require_client_cert: tls
                     .require_client_cert
                     .unwrap_or(tls.client_ca_file.is_some()),
@@ -350,7 +358,7 @@ spoolMaxPendingBytes: 1000
     #[test]
     fn reads_the_tls_section() {
         let path = Path::new("/etc/caracal/gateway.yaml");
-        let text = "providers: []\ntls:\n  listen: 127.0.0.1:8443\n  certFile: server.pem\n  keyFile: /keys/server-key.pem\n  clientCaFile: ca.pem\n";
+        let text = "providers: []\ntls:\n  listen: 127.0.0.1:8443\n  certFile: server.pem\n  keyFile: /keys/server-key.pem\n  clientCaFile: ca.pem\n  clientCrlFiles: [ca.crl.pem, /crls/intermediate.crl.pem]\n";
         let (listen, tls) = GatewayFile::parse(text, path)
             .unwrap()
             .tls_settings(path)
@@ -361,6 +369,13 @@ spoolMaxPendingBytes: 1000
         assert_eq!(
             tls.client_ca_file.as_deref(),
             Some(Path::new("/etc/caracal/ca.pem"))
+        );
+        assert_eq!(
+            tls.client_crl_files,
+            [
+                Path::new("/etc/caracal/ca.crl.pem"),
+                Path::new("/crls/intermediate.crl.pem")
+            ]
         );
         // A client CA makes client certificates required unless told otherwise.
         assert!(tls.require_client_cert);

@@ -26,12 +26,23 @@ use pki::{Alpn, Ca, client_config, post_tls, spiffe};
 struct MtlsGateway {
     gw: TestGateway,
     tls_addr: SocketAddr,
+    tls: TlsServer,
     ca: Ca,
-    _dir: TempDir,
+    dir: TempDir,
     _stop: oneshot::Sender<()>,
 }
 
 async fn mtls_gateway(upstream: &FakeUpstream, require_client_cert: bool) -> MtlsGateway {
+    mtls_gateway_with_crls(upstream, require_client_cert, |_| Vec::new()).await
+}
+
+/// As [`mtls_gateway`], with client CRL files: `crls` gives their PEM text,
+/// written as `crl0.pem`, `crl1.pem`, ... in the gateway's directory.
+async fn mtls_gateway_with_crls(
+    upstream: &FakeUpstream,
+    require_client_cert: bool,
+    crls: impl FnOnce(&Ca) -> Vec<String>,
+) -> MtlsGateway {
     let gw = start_with_jwt(
         Setup {
             providers: vec![
@@ -53,24 +64,32 @@ async fn mtls_gateway(upstream: &FakeUpstream, require_client_cert: bool) -> Mtl
     .await;
     let ca = Ca::new("caracal test CA");
     let dir = TempDir::new();
-    let tls = pki::tls_server(&dir, &ca, require_client_cert);
+    let mut settings = pki::settings(&dir, &ca, require_client_cert);
+    settings.client_crl_files = crls(&ca)
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| pki::write(&dir.0, &format!("crl{i}.pem"), pem))
+        .collect();
+    let tls = TlsServer::new(&settings).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let gateway = gw.gateway.clone();
+    let serving = tls.clone();
     tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        server::serve_tls(listener, tls, gateway, stopped, Duration::from_secs(1))
+        server::serve_tls(listener, serving, gateway, stopped, Duration::from_secs(1))
             .await
             .unwrap();
     });
     MtlsGateway {
         gw,
         tls_addr,
+        tls,
         ca,
-        _dir: dir,
+        dir,
         _stop: stop,
     }
 }
@@ -302,6 +321,93 @@ async fn an_optional_listener_takes_keys_and_still_refuses_bad_certificates() {
     assert_eq!(events[0].cost, Micros(98));
 }
 
+impl MtlsGateway {
+    /// One chat call over a fresh TLS connection presenting `cert`.
+    async fn call_with(&self, cert: &pki::Issued) -> Result<(hyper::Version, Answer), String> {
+        post_tls(
+            self.tls_addr,
+            client_config(&self.ca, Some(cert), Alpn::H1),
+            CHAT,
+            &[],
+            chat_body(),
+        )
+        .await
+    }
+
+    async fn served(&self, cert: &pki::Issued) {
+        let (_, answer) = self.call_with(cert).await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+}
+
+#[tokio::test]
+async fn revoked_certificates_fail_the_handshake_and_a_new_crl_applies_without_restart() {
+    let upstream = FakeUpstream::start(chat_upstream()).await;
+    let identity = spiffe("team", "bot-sa");
+    let m = mtls_gateway_with_crls(&upstream, true, |ca| vec![ca.crl(&[1001])]).await;
+    let revoked = m.ca.client_with_serial(&identity, 1001);
+    let good = m.ca.client_with_serial(&identity, 1002);
+    refused_with(m.call_with(&revoked).await, "CertificateRevoked");
+    m.served(&good).await;
+    assert_eq!(upstream.seen.lock().unwrap().len(), 1);
+
+    // The CA revokes the second certificate too; the watcher sees the new
+    // file and the listener refuses it from then on, with no restart.
+    let _watch = m.tls.watch(Duration::from_millis(20));
+    pki::write(&m.dir.0, "crl0.pem", &m.ca.crl(&[1001, 1002]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Calls made before the watcher noticed are still served.
+    let mut served_meanwhile = 0;
+    loop {
+        match m.call_with(&good).await {
+            Err(e) if e.contains("fatal alert: CertificateRevoked") => break,
+            Ok((_, answer)) if answer.status == 200 => served_meanwhile += 1,
+            other => panic!("neither served nor revoked: {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new CRL did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.seen.lock().unwrap().len(), 1 + served_meanwhile);
+
+    // A file that no longer holds a CRL is refused and the last good CRL
+    // stays in force: still no access for either certificate.
+    pki::write(&m.dir.0, "crl0.pem", "not a CRL");
+    let err = m.tls.reload().unwrap_err().to_string();
+    assert!(
+        err.contains("crl0.pem") && err.contains("X509 CRL"),
+        "{err}"
+    );
+    refused_with(m.call_with(&good).await, "CertificateRevoked");
+    assert_eq!(upstream.seen.lock().unwrap().len(), 1 + served_meanwhile);
+}
+
+#[tokio::test]
+async fn a_stale_crl_or_an_issuer_without_one_refuses_every_certificate() {
+    let upstream = FakeUpstream::start(chat_upstream()).await;
+    let identity = spiffe("team", "bot-sa");
+    // Past its next update: nothing is known about revocations since 2021.
+    let stale = mtls_gateway_with_crls(&upstream, true, |ca| vec![ca.stale_crl(&[])]).await;
+    let cert = stale.ca.client_with_serial(&identity, 7);
+    assert!(stale.call_with(&cert).await.is_err(), "stale CRL accepted");
+    // Only another CA's CRL: this CA's certificates have no revocation status.
+    let other_ca = Ca::new("someone else's CA");
+    let other_crl = other_ca.crl(&[]);
+    let unknown = mtls_gateway_with_crls(&upstream, true, move |_| vec![other_crl]).await;
+    let cert = unknown.ca.client_with_serial(&identity, 7);
+    assert!(
+        unknown.call_with(&cert).await.is_err(),
+        "unknown status accepted"
+    );
+    assert_eq!(upstream.seen.lock().unwrap().len(), 0);
+    // The same certificate is served once the CA's current CRL is there.
+    pki::write(&unknown.dir.0, "crl0.pem", &unknown.ca.crl(&[]));
+    unknown.tls.reload().unwrap();
+    unknown.served(&cert).await;
+}
+
 #[tokio::test]
 async fn identities_that_name_no_agent_are_refused_in_the_provider_shape() {
     let upstream = FakeUpstream::start(chat_upstream()).await;
@@ -436,6 +542,20 @@ fn unusable_pem_files_stop_the_listener_naming_the_file() {
         ..good.clone()
     };
     assert!(TlsServer::new(&no_ca).is_err(), "required without a CA");
+    let crl_without_ca = TlsSettings {
+        client_ca_file: None,
+        require_client_cert: false,
+        client_crl_files: vec![garbage.clone()],
+        ..good.clone()
+    };
+    let err = TlsServer::new(&crl_without_ca).unwrap_err().to_string();
+    assert!(err.contains("CRL files need a client CA file"), "{err}");
+    let bad_crl = TlsSettings {
+        client_crl_files: vec![garbage.clone()],
+        ..good.clone()
+    };
+    let err = TlsServer::new(&bad_crl).unwrap_err().to_string();
+    assert!(err.contains(&garbage.display().to_string()), "{err}");
     let bad_domain = TlsSettings {
         trust_domain: "Not A Domain".into(),
         ..good.clone()

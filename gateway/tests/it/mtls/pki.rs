@@ -4,13 +4,14 @@
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use bytes::Bytes;
-use caracal_gateway::mtls::{DEFAULT_TRUST_DOMAIN, TlsServer, TlsSettings};
+use caracal_gateway::mtls::{DEFAULT_TRUST_DOMAIN, TlsSettings};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber, date_time_ymd,
 };
 use rustls::{
     ClientConfig, RootCertStore,
@@ -74,6 +75,43 @@ impl Ca {
         })
     }
 
+    /// A client certificate with serial number `serial`, for revoking.
+    pub fn client_with_serial(&self, uri: &str, serial: u64) -> Issued {
+        self.client_params(&[uri], |p| {
+            p.serial_number = Some(SerialNumber::from(serial))
+        })
+    }
+
+    /// A CRL (PEM) revoking `serials`, current until 2099.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        self.crl_until(serials, 2099)
+    }
+
+    /// A CRL (PEM) revoking `serials` whose next update was due in 2021.
+    pub fn stale_crl(&self, serials: &[u64]) -> String {
+        self.crl_until(serials, 2021)
+    }
+
+    fn crl_until(&self, serials: &[u64], next_update_year: i32) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2020, 1, 1),
+            next_update: date_time_ymd(next_update_year, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: date_time_ymd(2020, 6, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.0).unwrap().pem().unwrap()
+    }
+
     fn client_params(&self, uris: &[&str], edit: impl FnOnce(&mut CertificateParams)) -> Issued {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, "agent");
@@ -91,11 +129,6 @@ pub fn spiffe(namespace: &str, account: &str) -> String {
     format!("spiffe://{DEFAULT_TRUST_DOMAIN}/ns/{namespace}/sa/{account}")
 }
 
-/// Write the server's files into `dir` and build the listener's TLS side.
-pub fn tls_server(dir: &TempDir, ca: &Ca, require_client_cert: bool) -> TlsServer {
-    TlsServer::new(&settings(dir, ca, require_client_cert)).unwrap()
-}
-
 /// The server's certificate, key and `ca` as client CA, written into `dir`.
 pub fn settings(dir: &TempDir, ca: &Ca, require_client_cert: bool) -> TlsSettings {
     let server = ca.server();
@@ -103,6 +136,7 @@ pub fn settings(dir: &TempDir, ca: &Ca, require_client_cert: bool) -> TlsSetting
         cert_file: write(&dir.0, "server.pem", &server.cert_pem),
         key_file: write(&dir.0, "server-key.pem", &server.key.serialize_pem()),
         client_ca_file: Some(write(&dir.0, "ca.pem", &ca.pem())),
+        client_crl_files: Vec::new(),
         require_client_cert,
         trust_domain: DEFAULT_TRUST_DOMAIN.into(),
     }
