@@ -33,6 +33,34 @@ pub struct JwtConfig {
     pub leeway_seconds: i64,
 }
 
+/// The token settings a running gateway checks against, replaceable while
+/// it runs (new signing keys after the issuer rotated them).
+#[derive(Debug)]
+pub struct JwtVerifier {
+    current: std::sync::RwLock<std::sync::Arc<JwtConfig>>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: JwtConfig) -> JwtVerifier {
+        JwtVerifier {
+            current: std::sync::RwLock::new(std::sync::Arc::new(config)),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn current(&self) -> std::sync::Arc<JwtConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Check tokens with `config` from now on.
+    pub fn replace(&self, config: JwtConfig) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(config);
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {

@@ -9,6 +9,7 @@
 //! completed denies.
 
 pub mod config;
+pub mod file_watch;
 pub mod identity;
 pub mod jwt;
 pub mod ledger_sink;

@@ -24,7 +24,7 @@ use caracal_gateway::{
     proxy::Gateway,
     server,
     spool::Spool,
-    standalone::{credentials, file_config::GatewayFile, manifests},
+    standalone::{credentials, file_config::GatewayFile, manifests, token_keys},
 };
 use caracal_ledger::{
     batch::BatchSigner,
@@ -200,6 +200,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let (live_tx, live_rx) = caracal_gateway::live::channel();
     let jwt = file.jwt_config(&config_path)?;
+    let token_file = file.clone();
     let reloader = Reloader {
         dir: manifests_dir(args.manifests.as_deref(), &state_dir)?,
         state_dir: state_dir.clone(),
@@ -221,6 +222,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         gateway = gateway.with_jwt(jwt);
     }
     let gateway = Arc::new(gateway);
+    if let Some(verifier) = gateway.jwt_verifier() {
+        // The issuer's keys rotate; saved key files are replaced with them.
+        token_keys::watch(token_file, config_path.clone(), verifier, FILES_CHECK_EVERY);
+    }
 
     tokio::spawn(reloader.run());
     tokio::spawn(sequence_forever(ledger.clone(), log_key.clone()));
@@ -270,8 +275,9 @@ fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// How often the TLS listener's files are checked for changes.
-const TLS_FILES_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often files that may be replaced while serving (TLS certificates,
+/// CRLs, token keys) are checked for changes.
+const FILES_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// The TLS listener of the config file's `tls` section, bound (at
 /// `override_addr` if given) and ready to serve, with a line saying so.
@@ -289,7 +295,7 @@ async fn tls_listener(
     };
     let tls = TlsServer::new(&settings).context("setting up the TLS listener")?;
     // Certificates and CRLs are replaced on disk; pick the new ones up.
-    tls.watch(TLS_FILES_CHECK_EVERY);
+    tls.watch(FILES_CHECK_EVERY);
     let addr = override_addr.unwrap_or(listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -28,7 +28,7 @@ pub mod spiffe;
 use std::{
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use hyper::StatusCode;
@@ -130,44 +130,24 @@ impl TlsServer {
         Ok(())
     }
 
-    /// Every `every`, reload if any of the files changed (by modification
-    /// time or size), logging what happened. Runs until the runtime stops.
+    /// Every `every`, reload if any of the files changed, logging what
+    /// happened. Runs until the runtime stops.
     pub fn watch(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let server = self.clone();
-        // Stamped now, not when the task first runs: a change made in
-        // between must count as a change.
-        let mut seen = server.file_stamps();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let now = server.file_stamps();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                match server.reload() {
-                    Ok(()) => tracing::info!("TLS files changed; reloaded them"),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "TLS files changed but cannot be used; still serving the previous ones"
-                    ),
-                }
-            }
-        })
-    }
-
-    /// Modification time and size of each file the listener reads.
-    fn file_stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
         let s = &self.settings;
-        [&s.cert_file, &s.key_file]
+        let files = [&s.cert_file, &s.key_file]
             .into_iter()
             .chain(&s.client_ca_file)
             .chain(&s.client_crl_files)
-            .map(|path| {
-                let meta = std::fs::metadata(path).ok()?;
-                Some((meta.modified().ok()?, meta.len()))
-            })
-            .collect()
+            .cloned()
+            .collect();
+        let server = self.clone();
+        crate::file_watch::watch(files, every, move || match server.reload() {
+            Ok(()) => tracing::info!("TLS files changed; reloaded them"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS files changed but cannot be used; still serving the previous ones"
+            ),
+        })
     }
 
     /// Complete the handshake on `stream` and read the client's identity,

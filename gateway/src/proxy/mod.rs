@@ -29,7 +29,7 @@ pub use record::Record;
 use crate::{
     config::{Limits, Provider, ProviderKind},
     identity,
-    jwt::{self, JwtConfig},
+    jwt::{self, JwtConfig, JwtVerifier},
     live::{Live, LiveReceiver},
     metrics::Metrics,
     mtls::ClientCert,
@@ -50,7 +50,7 @@ pub struct Gateway {
     pub(crate) limits: Limits,
     pub(crate) gateway_id: String,
     pub(crate) metrics: Metrics,
-    pub(crate) jwt: Option<JwtConfig>,
+    pub(crate) jwt: Option<Arc<JwtVerifier>>,
     budget_probe: BudgetProbe,
 }
 
@@ -79,8 +79,14 @@ impl Gateway {
 
     /// Also accept service-account tokens verified with `config`.
     pub fn with_jwt(mut self, config: JwtConfig) -> Self {
-        self.jwt = Some(config);
+        self.jwt = Some(Arc::new(JwtVerifier::new(config)));
         self
+    }
+
+    /// Where the token settings live, to replace them while serving (`None`
+    /// when the gateway takes no tokens).
+    pub fn jwt_verifier(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.clone()
     }
 
     pub fn spool(&self) -> &Spool {
@@ -308,7 +314,7 @@ pub(crate) fn admit(
         req.headers(),
         req.extensions().get(),
         &live,
-        gw.jwt.as_ref(),
+        gw.jwt.as_ref().map(|v| v.current()).as_deref(),
     )?;
     let record = Record::new(request_id, started, &agent, &provider.name);
     Ok((snapshot, record))

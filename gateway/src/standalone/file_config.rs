@@ -198,6 +198,21 @@ impl GatewayFile {
         Ok(out)
     }
 
+    /// The key files of `serviceAccountTokens`, resolved relative to
+    /// `config_path` (empty without that section).
+    pub fn token_key_files(&self, config_path: &Path) -> Vec<std::path::PathBuf> {
+        let Some(tokens) = &self.service_account_tokens else {
+            return Vec::new();
+        };
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        tokens
+            .public_key_files
+            .iter()
+            .chain(&tokens.jwks_files)
+            .map(|f| base.join(f))
+            .collect()
+    }
+
     /// The token verifier, reading key files relative to `config_path`.
     pub fn jwt_config(
         &self,

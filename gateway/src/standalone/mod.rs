@@ -6,6 +6,7 @@
 pub mod credentials;
 pub mod file_config;
 pub mod manifests;
+pub mod token_keys;
 
 /// Why a standalone setup could not be loaded.
 #[derive(Debug, thiserror::Error)]
