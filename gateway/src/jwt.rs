@@ -9,6 +9,7 @@
 //! with a key of its own type (see [`keys`]); a token with any other `alg`,
 //! `none` and the HMAC family included, is refused.
 
+pub mod fetch;
 mod keys;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -224,7 +224,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let gateway = Arc::new(gateway);
     if let Some(verifier) = gateway.jwt_verifier() {
         // The issuer's keys rotate; saved key files are replaced with them.
-        token_keys::watch(token_file, config_path.clone(), verifier, FILES_CHECK_EVERY);
+        token_keys::watch(token_file, config_path.clone(), verifier, FILES_CHECK_EVERY)?;
     }
 
     tokio::spawn(reloader.run());

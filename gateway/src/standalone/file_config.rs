@@ -115,6 +115,19 @@ pub struct TokenConfig {
     /// config file.
     #[serde(default)]
     pub jwks_files: Vec<std::path::PathBuf>,
+    /// The issuer's JWK Set URL, fetched at start and every
+    /// `jwksRefreshSeconds`: `https`, or `http` to this machine only.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// CA bundle (PEM) for the JWK Set URL's server; default: public roots.
+    #[serde(default)]
+    pub jwks_ca_file: Option<std::path::PathBuf>,
+    /// A file holding a bearer token sent when fetching (re-read each time).
+    #[serde(default)]
+    pub jwks_bearer_token_file: Option<std::path::PathBuf>,
+    /// How often the JWK Set URL is fetched again; default 300.
+    #[serde(default)]
+    pub jwks_refresh_seconds: Option<u64>,
 }
 
 fn default_audiences() -> Vec<String> {
@@ -213,6 +226,38 @@ impl GatewayFile {
             .collect()
     }
 
+    /// The issuer's JWK Set URL and how often to fetch it, with files
+    /// resolved relative to `config_path`; `None` without one.
+    pub fn jwks_url(
+        &self,
+        config_path: &Path,
+    ) -> Result<Option<(crate::jwt::fetch::JwksUrl, std::time::Duration)>, SetupError> {
+        let Some(tokens) = &self.service_account_tokens else {
+            return Ok(None);
+        };
+        let Some(url) = &tokens.jwks_url else {
+            return Ok(None);
+        };
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let source = crate::jwt::fetch::JwksUrl::parse(
+            url,
+            tokens.jwks_ca_file.as_ref().map(|f| base.join(f)),
+            tokens.jwks_bearer_token_file.as_ref().map(|f| base.join(f)),
+        )
+        .map_err(|e| SetupError::Invalid {
+            path: config_path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let seconds = tokens.jwks_refresh_seconds.unwrap_or(300);
+        if seconds == 0 {
+            return Err(SetupError::Invalid {
+                path: config_path.to_owned(),
+                message: "jwksRefreshSeconds must be at least 1".into(),
+            });
+        }
+        Ok(Some((source, std::time::Duration::from_secs(seconds))))
+    }
+
     /// The token verifier, reading key files relative to `config_path`.
     pub fn jwt_config(
         &self,
@@ -233,12 +278,11 @@ impl GatewayFile {
             let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
             keys.extend(VerifyKey::from_jwks(&text).map_err(key_error(&path))?);
         }
-        if keys.is_empty() {
+        if keys.is_empty() && tokens.jwks_url.is_none() {
             return Err(SetupError::Invalid {
                 path: config_path.to_owned(),
-                message:
-                    "serviceAccountTokens needs at least one key (publicKeyFiles or jwksFiles)"
-                        .into(),
+                message: "serviceAccountTokens needs at least one key (publicKeyFiles, jwksFiles or jwksUrl)"
+                    .into(),
             });
         }
         Ok(Some(crate::jwt::JwtConfig {

@@ -1,43 +1,119 @@
-//! Following the token issuer's key rotation without a restart: when a key
-//! file of `serviceAccountTokens` changes, every key file is read again and,
-//! if all of them can be used, the gateway checks tokens with the new keys.
-//! If one cannot (half-written, wrong format), the error is logged with the
-//! file's name and the previous keys stay in force.
+//! Following the token issuer's key rotation without a restart. Keys come
+//! from files, from the issuer's JWK Set URL, or both; tokens are checked
+//! against all of them.
+//!
+//! - When a key file changes, every key file is read again and, if all of
+//!   them can be used, their keys replace the previous file keys.
+//! - The URL is fetched at start and every refresh period; a fetch that
+//!   fails (unreachable, bad status, a key that cannot be used) keeps the
+//!   keys of the last good fetch and is tried again sooner.
+//!
+//! Every failure is logged with its cause; nothing half-read is ever used.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use super::file_config::GatewayFile;
-use crate::jwt::JwtVerifier;
+use super::{SetupError, file_config::GatewayFile};
+use crate::jwt::{JwtVerifier, VerifyKey, fetch::JwksUrl};
 
-/// Watch `file`'s token key files (checked every `every`) and put what they
-/// hold into `verifier`. `None` when the file has no token section.
+/// After a failed fetch, the next try comes this soon (or at the refresh
+/// period, if that is shorter).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// The keys from each source, merged into the verifier.
+struct Sources {
+    verifier: Arc<JwtVerifier>,
+    from_files: Mutex<Vec<VerifyKey>>,
+    from_url: Mutex<Vec<VerifyKey>>,
+}
+
+impl Sources {
+    fn set(&self, slot: &Mutex<Vec<VerifyKey>>, keys: Vec<VerifyKey>) {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+        let mut config = (*self.verifier.current()).clone();
+        config.keys = self
+            .from_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .chain(
+                self.from_url
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter(),
+            )
+            .cloned()
+            .collect();
+        self.verifier.replace(config);
+    }
+}
+
+/// Keep `verifier`'s keys current from `file`'s token key sources: key
+/// files checked for changes every `every`, the JWK Set URL fetched as
+/// configured. `verifier` must start with the file keys (as
+/// [`GatewayFile::jwt_config`] reads them). Returns the tasks started.
 pub fn watch(
     file: GatewayFile,
     config_path: PathBuf,
     verifier: Arc<JwtVerifier>,
     every: Duration,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, SetupError> {
+    let url = file.jwks_url(&config_path)?;
+    let sources = Arc::new(Sources {
+        from_files: Mutex::new(verifier.current().keys.clone()),
+        from_url: Mutex::new(Vec::new()),
+        verifier,
+    });
+    let mut tasks = Vec::new();
     let files = file.token_key_files(&config_path);
-    if files.is_empty() {
-        return None;
-    }
-    Some(crate::file_watch::watch(files, every, move || {
-        match file.jwt_config(&config_path) {
-            Ok(Some(config)) => {
-                let keys = config.keys.len();
-                verifier.replace(config);
-                tracing::info!(
-                    keys,
-                    "token key files changed; now checking tokens with them"
-                );
+    if !files.is_empty() {
+        let sources = sources.clone();
+        tasks.push(crate::file_watch::watch(files, every, move || {
+            match file.jwt_config(&config_path) {
+                Ok(Some(config)) => {
+                    let keys = config.keys.len();
+                    sources.set(&sources.from_files, config.keys);
+                    tracing::info!(keys, "token key files changed; now checking tokens with them");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "token key files changed but cannot be used; still checking tokens with the previous keys"
+                ),
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(
-                error = %e,
-                "token key files changed but cannot be used; still checking tokens with the previous keys"
-            ),
-        }
-    }))
+        }));
+    }
+    if let Some((url, refresh)) = url {
+        tasks.push(tokio::spawn(refresh_forever(url, refresh, sources)));
+    }
+    Ok(tasks)
+}
+
+/// Fetch `url` now and then every `refresh` (sooner after a failure).
+async fn refresh_forever(url: JwksUrl, refresh: Duration, sources: Arc<Sources>) {
+    let mut healthy = false;
+    loop {
+        let wait = match url.fetch().await {
+            Ok(keys) => {
+                if !healthy {
+                    tracing::info!(url = %url.url, keys = keys.len(), "token keys fetched");
+                }
+                healthy = true;
+                sources.set(&sources.from_url, keys);
+                refresh
+            }
+            Err(e) => {
+                // The keys of the last good fetch stay in force.
+                tracing::error!(error = %e, "could not fetch the token issuer's keys; will retry");
+                healthy = false;
+                refresh.min(RETRY_AFTER_FAILURE)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 #[cfg(test)]
@@ -47,6 +123,7 @@ mod tests {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use p256::ecdsa::SigningKey;
     use serde_json::json;
+    use std::sync::Mutex;
 
     /// A JWK Set holding `key`'s public half.
     fn jwks(key: &SigningKey) -> String {
@@ -92,7 +169,7 @@ mod tests {
         assert!(checks(&old).is_ok());
         assert_eq!(checks(&new), Err(JwtError::Signature));
 
-        let task = watch(
+        let tasks = watch(
             file,
             config_path,
             verifier.clone(),
@@ -112,7 +189,146 @@ mod tests {
         std::fs::write(dir.join("jwks.json"), "{\"keys\": [").unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(checks(&new).is_ok());
-        task.abort();
+        tasks.iter().for_each(|t| t.abort());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Wait (up to 10 s) until `done`, failing with `what`.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the fake issuer answers: status and body, and the
+    /// `Authorization` headers it was sent.
+    #[derive(Default)]
+    struct Issuer {
+        status: u16,
+        body: String,
+        authorizations: Vec<String>,
+    }
+
+    /// A JWK Set server on loopback answering from `issuer`.
+    async fn serve_jwks(issuer: Arc<Mutex<Issuer>>) -> String {
+        use hyper::{Response, body::Incoming, server::conn::http1, service::service_fn};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/openid/v1/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let issuer = issuer.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        let mut issuer = issuer.lock().unwrap();
+                        if let Some(auth) = req.headers().get("authorization") {
+                            issuer
+                                .authorizations
+                                .push(auth.to_str().unwrap().to_owned());
+                        }
+                        let response = Response::builder()
+                            .status(issuer.status)
+                            .body(http_body_util::Full::new(bytes::Bytes::from(
+                                issuer.body.clone(),
+                            )))
+                            .unwrap();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn keys_from_the_jwks_url_are_refreshed_and_kept_through_failures() {
+        let dir = std::env::temp_dir().join(format!(
+            "caracal-jwks-url-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file_key, first, second) = (
+            SigningKey::random(&mut rand::rngs::OsRng),
+            SigningKey::random(&mut rand::rngs::OsRng),
+            SigningKey::random(&mut rand::rngs::OsRng),
+        );
+        std::fs::write(dir.join("saved.json"), jwks(&file_key)).unwrap();
+        std::fs::write(dir.join("token"), "gateway-token\n").unwrap();
+        let issuer = Arc::new(Mutex::new(Issuer {
+            status: 200,
+            body: jwks(&first),
+            ..Issuer::default()
+        }));
+        let url = serve_jwks(issuer.clone()).await;
+        let config_path = dir.join("gateway.yaml");
+        let text = format!(
+            "providers: []\nserviceAccountTokens:\n  issuer: https://issuer\n  jwksFiles: [saved.json]\n  jwksUrl: {url}\n  jwksBearerTokenFile: token\n  jwksRefreshSeconds: 1\n"
+        );
+        let file = GatewayFile::parse(&text, &config_path).unwrap();
+        let verifier = Arc::new(JwtVerifier::new(
+            file.jwt_config(&config_path).unwrap().unwrap(),
+        ));
+        let now = chrono::Utc::now().timestamp();
+        let checks = |key: &SigningKey| jwt::verify(&token(key), &verifier.current(), now).is_ok();
+        let tasks = watch(file, config_path, verifier.clone(), Duration::from_secs(60)).unwrap();
+        until("the first fetch", || checks(&first)).await;
+        // Keys from files and from the URL are both in force.
+        assert!(checks(&file_key));
+        assert!(!checks(&second));
+        assert_eq!(
+            issuer.lock().unwrap().authorizations[0],
+            "Bearer gateway-token"
+        );
+
+        // The issuer rotates; the next refresh takes the new set.
+        issuer.lock().unwrap().body = jwks(&second);
+        until("the rotated key", || checks(&second)).await;
+        assert!(!checks(&first), "the old URL key is gone");
+        assert!(checks(&file_key));
+
+        // The issuer fails: the last good keys stay.
+        let fetches = issuer.lock().unwrap().authorizations.len();
+        issuer.lock().unwrap().status = 503;
+        until("a failed fetch", || {
+            issuer.lock().unwrap().authorizations.len() > fetches
+        })
+        .await;
+        assert!(checks(&second) && checks(&file_key));
+        tasks.iter().for_each(|t| t.abort());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_jwks_url_alone_is_a_key_source_and_plain_http_elsewhere_is_refused() {
+        let path = std::path::Path::new("/etc/caracal/gateway.yaml");
+        let only_url = "providers: []\nserviceAccountTokens:\n  issuer: https://issuer\n  jwksUrl: https://kubernetes.default.svc/openid/v1/jwks\n  jwksCaFile: ca.crt\n";
+        let file = GatewayFile::parse(only_url, path).unwrap();
+        assert!(file.jwt_config(path).unwrap().unwrap().keys.is_empty());
+        let (url, refresh) = file.jwks_url(path).unwrap().unwrap();
+        assert_eq!(refresh, Duration::from_secs(300));
+        assert_eq!(
+            url.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/caracal/ca.crt"))
+        );
+        let clear = only_url.replace("https://kubernetes", "http://kubernetes");
+        let err = GatewayFile::parse(&clear, path)
+            .unwrap()
+            .jwks_url(path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be https"), "{err}");
+        let never = format!("{only_url}  jwksRefreshSeconds: 0\n");
+        assert!(
+            GatewayFile::parse(&never, path)
+                .unwrap()
+                .jwks_url(path)
+                .is_err()
+        );
     }
 }

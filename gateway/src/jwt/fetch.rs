@@ -1,0 +1,209 @@
+//! Fetching the token issuer's public keys from its JWK Set URL, e.g. a
+//! cluster's `https://kubernetes.default.svc/openid/v1/jwks`, which the API
+//! server serves to callers with a token (the gateway's own, from a file
+//! re-read on every fetch because projected tokens rotate) and over TLS
+//! with the cluster's CA.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::{Request, Uri, header};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+use super::{KeyError, VerifyKey};
+
+/// A JWK Set larger than this is refused (a real one is a few kilobytes).
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// How long one fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the keys come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksUrl {
+    pub url: Uri,
+    /// CA bundle (PEM) the server's certificate must chain to; the public
+    /// web roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding a bearer token sent with each fetch.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// Why the keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("JWK Set URL {0:?}: {1}")]
+    Url(String, &'static str),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("fetching {url}: {message}")]
+    Request { url: String, message: String },
+    #[error("fetching {url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {source}")]
+    Keys { url: String, source: Box<KeyError> },
+}
+
+impl JwksUrl {
+    /// Checks the URL: `https`, or `http` to this machine only (a key set
+    /// read in the clear from elsewhere could be swapped for an attacker's).
+    pub fn parse(
+        url: &str,
+        ca_file: Option<PathBuf>,
+        bearer_token_file: Option<PathBuf>,
+    ) -> Result<JwksUrl, FetchError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| FetchError::Url(url.to_owned(), "not a URL"))?;
+        let host = uri
+            .host()
+            .ok_or(FetchError::Url(url.to_owned(), "no host"))?;
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if loopback => {}
+            Some("http") => {
+                return Err(FetchError::Url(
+                    url.to_owned(),
+                    "must be https (http only to this machine)",
+                ));
+            }
+            _ => return Err(FetchError::Url(url.to_owned(), "must be https")),
+        }
+        Ok(JwksUrl {
+            url: uri,
+            ca_file,
+            bearer_token_file,
+        })
+    }
+
+    /// Fetch the set and read every key in it (any unusable key fails the
+    /// whole fetch, as it does for a JWK Set file).
+    pub async fn fetch(&self) -> Result<Vec<VerifyKey>, FetchError> {
+        let client = self.client()?;
+        let mut request = Request::get(self.url.clone()).header(header::ACCEPT, "application/json");
+        if let Some(path) = &self.bearer_token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| FetchError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| self.request_error(e))?;
+        let exchange = async {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| self.request_error(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(FetchError::Status {
+                    url: self.url.to_string(),
+                    status: status.as_u16(),
+                });
+            }
+            Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|e| self.request_error(e))
+        };
+        let body = tokio::time::timeout(FETCH_TIMEOUT, exchange)
+            .await
+            .map_err(|_| self.request_error(format!("no answer in {FETCH_TIMEOUT:?}")))??;
+        let text = std::str::from_utf8(&body).map_err(|e| self.request_error(e))?;
+        VerifyKey::from_jwks(text).map_err(|source| FetchError::Keys {
+            url: self.url.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    fn request_error(&self, e: impl std::fmt::Display) -> FetchError {
+        FetchError::Request {
+            url: self.url.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn client(
+        &self,
+    ) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>, FetchError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let file_error = |message: String| FetchError::File {
+                    path: path.clone(),
+                    message,
+                };
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| file_error(e.to_string()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| file_error(format!("not valid PEM: {e}")))?;
+                if certs.is_empty() {
+                    return Err(file_error("no `BEGIN CERTIFICATE` block found".into()));
+                }
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| file_error(format!("not a usable CA certificate: {e}")))?;
+                }
+            }
+            None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| self.request_error(e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Client::builder(TokioExecutor::new()).build(connector))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http_urls_are_taken() {
+        for ok in [
+            "https://kubernetes.default.svc/openid/v1/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(JwksUrl::parse(ok, None, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://issuer.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://issuer/jwks",
+            "/openid/v1/jwks",
+            "not a url",
+        ] {
+            assert!(JwksUrl::parse(bad, None, None).is_err(), "{bad}");
+        }
+    }
+}
