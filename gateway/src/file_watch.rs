@@ -1,17 +1,21 @@
 //! Noticing that files changed on disk, for settings that are files
 //! (certificates, CRLs, token keys) replaced while the gateway runs: by an
 //! operator, by `kubectl cp`, or by the kubelet updating a mounted Secret or
-//! ConfigMap. Files are polled: a change is a different modification time or
-//! size, or a file appearing or disappearing.
+//! ConfigMap. Files are polled and their contents compared (by a hash), so
+//! a rewrite within the file system's timestamp granularity, or one that
+//! keeps the size, still counts, and touching a file without changing it
+//! does not; a file appearing or disappearing is a change.
 
 use std::{
+    hash::{DefaultHasher, Hasher},
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-/// What each file looked like at one moment.
+/// What each file held at one moment (a hash of its bytes; `None` when it
+/// could not be read).
 #[derive(Debug, PartialEq, Eq)]
-struct Stamps(Vec<Option<(SystemTime, u64)>>);
+struct Stamps(Vec<Option<u64>>);
 
 impl Stamps {
     fn of(paths: &[PathBuf]) -> Stamps {
@@ -19,8 +23,10 @@ impl Stamps {
             paths
                 .iter()
                 .map(|path| {
-                    let meta = std::fs::metadata(path).ok()?;
-                    Some((meta.modified().ok()?, meta.len()))
+                    let bytes = std::fs::read(path).ok()?;
+                    let mut hasher = DefaultHasher::new();
+                    hasher.write(&bytes);
+                    Some(hasher.finish())
                 })
                 .collect(),
         )
@@ -67,9 +73,17 @@ mod tests {
         let task = watch(vec![file.clone()], Duration::from_millis(10), move || {
             counted.fetch_add(1, Ordering::SeqCst);
         });
-        std::fs::write(&file, "three").unwrap();
+        // Same size, written at once: only the bytes differ.
+        std::fs::write(&file, "two").unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one change, one call");
+        std::fs::write(&file, "two").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "rewriting the same bytes is no change"
+        );
         std::fs::remove_file(&file).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "a removal is a change");
