@@ -2,7 +2,9 @@
 //! cluster's `https://kubernetes.default.svc/openid/v1/jwks`, which the API
 //! server serves to callers with a token (the gateway's own, from a file
 //! re-read on every fetch because projected tokens rotate) and over TLS
-//! with the cluster's CA.
+//! with the cluster's CA. With discovery, the JWK Set URL is read first
+//! from the issuer's OpenID configuration (`ISSUER/.well-known/openid-configuration`,
+//! whose `issuer` must be the configured issuer exactly), on every fetch.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +34,11 @@ pub struct JwksUrl {
     /// CA bundle (PEM) the server's certificate must chain to; the public
     /// web roots when absent.
     pub ca_file: Option<PathBuf>,
-    /// A file holding a bearer token sent with each fetch.
+    /// A file holding a bearer token sent with each fetch (to the JWK Set
+    /// found by discovery only if it is on the same host and port).
     pub bearer_token_file: Option<PathBuf>,
+    /// With discovery: the issuer, whose OpenID configuration `url` is.
+    pub discovery_issuer: Option<String>,
 }
 
 /// Why the keys could not be fetched.
@@ -49,6 +54,8 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{url}: {source}")]
     Keys { url: String, source: Box<KeyError> },
+    #[error("OpenID configuration {url}: {message}")]
+    Discovery { url: String, message: String },
 }
 
 impl JwksUrl {
@@ -86,15 +93,85 @@ impl JwksUrl {
             url: uri,
             ca_file,
             bearer_token_file,
+            discovery_issuer: None,
         })
+    }
+
+    /// Keys found through `issuer`'s OpenID configuration, under the same
+    /// rules for its URL (https, or http to this machine only).
+    pub fn discover(
+        issuer: &str,
+        ca_file: Option<PathBuf>,
+        bearer_token_file: Option<PathBuf>,
+    ) -> Result<JwksUrl, FetchError> {
+        let config_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let mut source = JwksUrl::parse(&config_url, ca_file, bearer_token_file)?;
+        source.discovery_issuer = Some(issuer.to_owned());
+        Ok(source)
     }
 
     /// Fetch the set and read every key in it (any unusable key fails the
     /// whole fetch, as it does for a JWK Set file).
     pub async fn fetch(&self) -> Result<Vec<VerifyKey>, FetchError> {
         let client = self.client()?;
-        let mut request = Request::get(self.url.clone()).header(header::ACCEPT, "application/json");
-        if let Some(path) = &self.bearer_token_file {
+        let jwks_url = match &self.discovery_issuer {
+            None => self.url.clone(),
+            Some(issuer) => {
+                let document = self.get(&client, &self.url, true).await?;
+                self.jwks_uri_from(&document, issuer)?
+            }
+        };
+        // The token goes only where it was meant to: the configured host.
+        let same_host = jwks_url.authority() == self.url.authority();
+        let body = self.get(&client, &jwks_url, same_host).await?;
+        let text = std::str::from_utf8(&body).map_err(|e| self.request_error(e))?;
+        VerifyKey::from_jwks(text).map_err(|source| FetchError::Keys {
+            url: jwks_url.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The JWK Set URL of an OpenID configuration `document`, which must
+    /// name `issuer` exactly.
+    fn jwks_uri_from(&self, document: &[u8], issuer: &str) -> Result<Uri, FetchError> {
+        let discovery = |message: String| FetchError::Discovery {
+            url: self.url.to_string(),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(document).map_err(|e| discovery(format!("not JSON: {e}")))?;
+        let found = value.get("issuer").and_then(|v| v.as_str());
+        if found != Some(issuer) {
+            return Err(discovery(format!(
+                "names issuer {found:?}, not the configured {issuer:?}"
+            )));
+        }
+        let jwks_uri = value
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| discovery("has no jwks_uri".into()))?;
+        JwksUrl::parse(jwks_uri, None, None)
+            .map(|u| u.url)
+            .map_err(|e| discovery(e.to_string()))
+    }
+
+    /// The body of a successful GET of `url`, with the bearer token if
+    /// `send_token`.
+    async fn get(
+        &self,
+        client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+        url: &Uri,
+        send_token: bool,
+    ) -> Result<Bytes, FetchError> {
+        let failed = |e: &dyn std::fmt::Display| FetchError::Request {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        let mut request = Request::get(url.clone()).header(header::ACCEPT, "application/json");
+        if let Some(path) = self.bearer_token_file.as_ref().filter(|_| send_token) {
             let token = std::fs::read_to_string(path).map_err(|e| FetchError::File {
                 path: path.clone(),
                 message: e.to_string(),
@@ -103,16 +180,13 @@ impl JwksUrl {
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .map_err(|e| self.request_error(e))?;
+            .map_err(|e| failed(&e))?;
         let exchange = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| self.request_error(e))?;
+            let response = client.request(request).await.map_err(|e| failed(&e))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(FetchError::Status {
-                    url: self.url.to_string(),
+                    url: url.to_string(),
                     status: status.as_u16(),
                 });
             }
@@ -120,16 +194,11 @@ impl JwksUrl {
                 .collect()
                 .await
                 .map(|body| body.to_bytes())
-                .map_err(|e| self.request_error(e))
+                .map_err(|e| failed(&e))
         };
-        let body = tokio::time::timeout(FETCH_TIMEOUT, exchange)
+        tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| self.request_error(format!("no answer in {FETCH_TIMEOUT:?}")))??;
-        let text = std::str::from_utf8(&body).map_err(|e| self.request_error(e))?;
-        VerifyKey::from_jwks(text).map_err(|source| FetchError::Keys {
-            url: self.url.to_string(),
-            source: Box::new(source),
-        })
+            .map_err(|_| failed(&format!("no answer in {FETCH_TIMEOUT:?}")))?
     }
 
     fn request_error(&self, e: impl std::fmt::Display) -> FetchError {

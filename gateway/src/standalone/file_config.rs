@@ -125,6 +125,10 @@ pub struct TokenConfig {
     /// A file holding a bearer token sent when fetching (re-read each time).
     #[serde(default)]
     pub jwks_bearer_token_file: Option<std::path::PathBuf>,
+    /// Find the JWK Set URL in the issuer's OpenID configuration instead
+    /// (`ISSUER/.well-known/openid-configuration`); not with `jwksUrl`.
+    #[serde(default)]
+    pub discover_jwks_url: bool,
     /// How often the JWK Set URL is fetched again; default 300.
     #[serde(default)]
     pub jwks_refresh_seconds: Option<u64>,
@@ -235,19 +239,26 @@ impl GatewayFile {
         let Some(tokens) = &self.service_account_tokens else {
             return Ok(None);
         };
-        let Some(url) = &tokens.jwks_url else {
-            return Ok(None);
+        let invalid = |message: String| SetupError::Invalid {
+            path: config_path.to_owned(),
+            message,
         };
         let base = config_path.parent().unwrap_or(Path::new("."));
-        let source = crate::jwt::fetch::JwksUrl::parse(
-            url,
-            tokens.jwks_ca_file.as_ref().map(|f| base.join(f)),
-            tokens.jwks_bearer_token_file.as_ref().map(|f| base.join(f)),
-        )
-        .map_err(|e| SetupError::Invalid {
-            path: config_path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let ca_file = tokens.jwks_ca_file.as_ref().map(|f| base.join(f));
+        let token_file = tokens.jwks_bearer_token_file.as_ref().map(|f| base.join(f));
+        let source = match (&tokens.jwks_url, tokens.discover_jwks_url) {
+            (None, false) => return Ok(None),
+            (Some(_), true) => {
+                return Err(invalid(
+                    "give jwksUrl or discoverJwksUrl: true, not both".into(),
+                ));
+            }
+            (Some(url), false) => crate::jwt::fetch::JwksUrl::parse(url, ca_file, token_file),
+            (None, true) => {
+                crate::jwt::fetch::JwksUrl::discover(&tokens.issuer, ca_file, token_file)
+            }
+        }
+        .map_err(|e| invalid(e.to_string()))?;
         let seconds = tokens.jwks_refresh_seconds.unwrap_or(300);
         if seconds == 0 {
             return Err(SetupError::Invalid {
@@ -278,10 +289,10 @@ impl GatewayFile {
             let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
             keys.extend(VerifyKey::from_jwks(&text).map_err(key_error(&path))?);
         }
-        if keys.is_empty() && tokens.jwks_url.is_none() {
+        if keys.is_empty() && tokens.jwks_url.is_none() && !tokens.discover_jwks_url {
             return Err(SetupError::Invalid {
                 path: config_path.to_owned(),
-                message: "serviceAccountTokens needs at least one key (publicKeyFiles, jwksFiles or jwksUrl)"
+                message: "serviceAccountTokens needs at least one key source (publicKeyFiles, jwksFiles, jwksUrl or discoverJwksUrl)"
                     .into(),
             });
         }

@@ -208,7 +208,11 @@ mod tests {
     struct Issuer {
         status: u16,
         body: String,
+        /// Served at `/.well-known/openid-configuration` when set.
+        openid_configuration: Option<String>,
         authorizations: Vec<String>,
+        /// Each request's path and whether it carried `Authorization`.
+        requests: Vec<(String, bool)>,
     }
 
     /// A JWK Set server on loopback answering from `issuer`.
@@ -223,16 +227,21 @@ mod tests {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<Incoming>| {
                         let mut issuer = issuer.lock().unwrap();
-                        if let Some(auth) = req.headers().get("authorization") {
+                        let auth = req.headers().get("authorization");
+                        if let Some(auth) = auth {
                             issuer
                                 .authorizations
                                 .push(auth.to_str().unwrap().to_owned());
                         }
+                        let path = req.uri().path().to_owned();
+                        issuer.requests.push((path.clone(), auth.is_some()));
+                        let body = match &issuer.openid_configuration {
+                            Some(doc) if path == "/.well-known/openid-configuration" => doc.clone(),
+                            _ => issuer.body.clone(),
+                        };
                         let response = Response::builder()
                             .status(issuer.status)
-                            .body(http_body_util::Full::new(bytes::Bytes::from(
-                                issuer.body.clone(),
-                            )))
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                             .unwrap();
                         async move { Ok::<_, std::convert::Infallible>(response) }
                     });
@@ -302,6 +311,70 @@ mod tests {
         assert!(checks(&second) && checks(&file_key));
         tasks.iter().for_each(|t| t.abort());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn discovery_reads_the_jwks_uri_of_the_named_issuer_only() {
+        use crate::jwt::fetch::{FetchError, JwksUrl};
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let issuer = Arc::new(Mutex::new(Issuer {
+            status: 200,
+            body: jwks(&key),
+            ..Issuer::default()
+        }));
+        let jwks_url = serve_jwks(issuer.clone()).await;
+        let base = jwks_url.trim_end_matches("/openid/v1/jwks").to_owned();
+        let token_file =
+            std::env::temp_dir().join(format!("caracal-discovery-token-{}", std::process::id()));
+        std::fs::write(&token_file, "t0ken").unwrap();
+        let source =
+            JwksUrl::discover(&format!("{base}/"), None, Some(token_file.clone())).unwrap();
+        let document = |issuer_name: &str, jwks_uri: &str| {
+            json!({"issuer": issuer_name, "jwks_uri": jwks_uri}).to_string()
+        };
+
+        // The document names the configured issuer: its jwks_uri is used,
+        // with the token, since it is on the same host and port.
+        issuer.lock().unwrap().openid_configuration =
+            Some(document(&format!("{base}/"), &jwks_url));
+        assert_eq!(source.fetch().await.unwrap().len(), 1);
+        assert_eq!(
+            issuer.lock().unwrap().requests,
+            [
+                ("/.well-known/openid-configuration".to_owned(), true),
+                ("/openid/v1/jwks".to_owned(), true)
+            ]
+        );
+
+        // A jwks_uri on another authority gets no token.
+        issuer.lock().unwrap().requests.clear();
+        let elsewhere = jwks_url.replace("127.0.0.1", "localhost");
+        issuer.lock().unwrap().openid_configuration =
+            Some(document(&format!("{base}/"), &elsewhere));
+        assert_eq!(source.fetch().await.unwrap().len(), 1);
+        assert_eq!(
+            issuer.lock().unwrap().requests[1],
+            ("/openid/v1/jwks".to_owned(), false)
+        );
+
+        // Another issuer's document, or a jwks_uri in the clear elsewhere, is refused.
+        for (name, uri, needle) in [
+            ("https://someone-else/", jwks_url.as_str(), "names issuer"),
+            (
+                &format!("{base}/")[..],
+                "http://keys.example.com/jwks",
+                "must be https",
+            ),
+        ] {
+            issuer.lock().unwrap().openid_configuration = Some(document(name, uri));
+            match source.fetch().await {
+                Err(e @ FetchError::Discovery { .. }) => {
+                    assert!(e.to_string().contains(needle), "{e}")
+                }
+                other => panic!("expected a discovery error, got {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_file(&token_file);
     }
 
     #[test]
