@@ -24,16 +24,21 @@ fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
     }
 }
 
-/// Every `CERTIFICATE` block of the file, in order (a chain: leaf first).
-pub(super) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every `what` block (`CERTIFICATE`, `X509 CRL`) of the file, in order.
+fn blocks<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, TlsError> {
     let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let items = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(path, format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(invalid(path, "no `BEGIN CERTIFICATE` block found"));
+    if items.is_empty() {
+        return Err(invalid(path, format!("no `BEGIN {what}` block found")));
     }
-    Ok(certs)
+    Ok(items)
+}
+
+/// Every `CERTIFICATE` block of the file, in order (a chain: leaf first).
+pub(super) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    blocks(path, "CERTIFICATE")
 }
 
 /// The first private key of the file (PKCS#8, PKCS#1 RSA or SEC1 EC).
@@ -66,12 +71,5 @@ pub(super) fn trust_anchors(path: &Path) -> Result<RootCertStore, TlsError> {
 pub(super) fn revocation_lists(
     path: &Path,
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(path, format!("not valid PEM: {e}")))?;
-    if crls.is_empty() {
-        return Err(invalid(path, "no `BEGIN X509 CRL` block found"));
-    }
-    Ok(crls)
+    blocks(path, "X509 CRL")
 }

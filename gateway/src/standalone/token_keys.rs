@@ -136,6 +136,17 @@ mod tests {
         .to_string()
     }
 
+    /// A new, empty directory for one test.
+    fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn token(key: &SigningKey) -> String {
         let now = chrono::Utc::now().timestamp();
         jwt::sign_es256(
@@ -147,12 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn rotated_keys_are_used_and_unusable_files_keep_the_previous_ones() {
-        let dir = std::env::temp_dir().join(format!(
-            "caracal-token-keys-{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("caracal-token-keys");
         let config_path = dir.join("gateway.yaml");
         let text = "providers: []\nserviceAccountTokens:\n  issuer: https://issuer\n  jwksFiles: [jwks.json]\n";
         let file = GatewayFile::parse(text, &config_path).unwrap();
@@ -256,12 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_from_the_jwks_url_are_refreshed_and_kept_through_failures() {
-        let dir = std::env::temp_dir().join(format!(
-            "caracal-jwks-url-{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("caracal-jwks-url");
         let (file_key, first, second) = (
             SigningKey::random(&mut rand::rngs::OsRng),
             SigningKey::random(&mut rand::rngs::OsRng),
