@@ -39,13 +39,37 @@ pub struct JwtConfig {
 #[derive(Debug)]
 pub struct JwtVerifier {
     current: std::sync::RwLock<std::sync::Arc<JwtConfig>>,
+    /// Signalled when a token's signature matched no key: the issuer may
+    /// have started signing with a key not fetched yet.
+    missed: tokio::sync::Notify,
 }
 
 impl JwtVerifier {
     pub fn new(config: JwtConfig) -> JwtVerifier {
         JwtVerifier {
             current: std::sync::RwLock::new(std::sync::Arc::new(config)),
+            missed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Verify `token` at `now` with the settings in force and return its
+    /// subject; a signature no key verifies is also signalled to whoever
+    /// fetches the keys ([`JwtVerifier::key_missed`]).
+    pub fn verify(&self, token: &str, now: i64) -> Result<String, JwtError> {
+        let result = verify(token, &self.current(), now);
+        if matches!(
+            result,
+            Err(JwtError::Signature | JwtError::NoKeyForAlgorithm(_))
+        ) {
+            self.missed.notify_one();
+        }
+        result
+    }
+
+    /// Wait until a token's signature matches no key (at once if one did
+    /// since the last wait).
+    pub async fn key_missed(&self) {
+        self.missed.notified().await
     }
 
     /// The settings in force now.

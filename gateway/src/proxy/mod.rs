@@ -314,7 +314,7 @@ pub(crate) fn admit(
         req.headers(),
         req.extensions().get(),
         &live,
-        gw.jwt.as_ref().map(|v| v.current()).as_deref(),
+        gw.jwt.as_deref(),
     )?;
     let record = Record::new(request_id, started, &agent, &provider.name);
     Ok((snapshot, record))
@@ -326,7 +326,7 @@ pub(crate) fn authenticate(
     headers: &HeaderMap,
     cert: Option<&ClientCert>,
     live: &Live,
-    jwt: Option<&JwtConfig>,
+    jwt: Option<&JwtVerifier>,
 ) -> Result<String, Refusal> {
     if let Some(cert) = cert {
         return cert.agent(live);
@@ -338,9 +338,10 @@ pub(crate) fn authenticate(
             "send your Caracal key or service-account token as `Authorization: Bearer ...` (or a key as `x-api-key`)",
         )
     })?;
-    if let Some(config) = jwt.filter(|_| jwt::looks_like_jwt(key)) {
+    if let Some(verifier) = jwt.filter(|_| jwt::looks_like_jwt(key)) {
         let now = chrono::Utc::now().timestamp();
-        let subject = jwt::verify(key, config, now)
+        let subject = verifier
+            .verify(key, now)
             .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
         return live
             .agent_for_service_account(&subject)

@@ -6,7 +6,10 @@
 //!   them can be used, their keys replace the previous file keys.
 //! - The URL is fetched at start and every refresh period; a fetch that
 //!   fails (unreachable, bad status, a key that cannot be used) keeps the
-//!   keys of the last good fetch and is tried again sooner.
+//!   keys of the last good fetch and is tried again sooner. A token whose
+//!   signature matches no key brings the next fetch forward (at most one
+//!   such early fetch per [`EARLY_FETCH_GAP`]): the issuer may have started
+//!   signing with a new key. That token itself is still refused.
 //!
 //! Every failure is logged with its cause; nothing half-read is ever used.
 
@@ -22,6 +25,10 @@ use crate::jwt::{JwtVerifier, VerifyKey, fetch::JwksUrl};
 /// After a failed fetch, the next try comes this soon (or at the refresh
 /// period, if that is shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// A fetch brought forward by an unknown key comes at least this long after
+/// the previous fetch, so a stream of bad tokens cannot hammer the issuer.
+const EARLY_FETCH_GAP: Duration = Duration::from_secs(30);
 
 /// The keys from each source, merged into the verifier.
 struct Sources {
@@ -87,13 +94,24 @@ pub fn watch(
         }));
     }
     if let Some((url, refresh)) = url {
-        tasks.push(tokio::spawn(refresh_forever(url, refresh, sources)));
+        tasks.push(tokio::spawn(refresh_forever(
+            url,
+            refresh,
+            EARLY_FETCH_GAP,
+            sources,
+        )));
     }
     Ok(tasks)
 }
 
-/// Fetch `url` now and then every `refresh` (sooner after a failure).
-async fn refresh_forever(url: JwksUrl, refresh: Duration, sources: Arc<Sources>) {
+/// Fetch `url` now and then every `refresh` (sooner after a failure, or
+/// `early_gap` after the last fetch once a token matched no key).
+async fn refresh_forever(
+    url: JwksUrl,
+    refresh: Duration,
+    early_gap: Duration,
+    sources: Arc<Sources>,
+) {
     let mut healthy = false;
     loop {
         let wait = match url.fetch().await {
@@ -112,7 +130,17 @@ async fn refresh_forever(url: JwksUrl, refresh: Duration, sources: Arc<Sources>)
                 refresh.min(RETRY_AFTER_FAILURE)
             }
         };
-        tokio::time::sleep(wait).await;
+        let verifier = sources.verifier.clone();
+        let unknown_key = async {
+            tokio::time::sleep(early_gap).await;
+            verifier.key_missed().await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = unknown_key => {
+                tracing::info!("a token matched none of the issuer's keys; fetching them early");
+            }
+        }
     }
 }
 
@@ -312,6 +340,58 @@ mod tests {
         assert!(checks(&second) && checks(&file_key));
         tasks.iter().for_each(|t| t.abort());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_token_with_an_unknown_key_brings_the_next_fetch_forward() {
+        let (first, second) = (
+            SigningKey::random(&mut rand::rngs::OsRng),
+            SigningKey::random(&mut rand::rngs::OsRng),
+        );
+        let issuer = Arc::new(Mutex::new(Issuer {
+            status: 200,
+            body: jwks(&first),
+            ..Issuer::default()
+        }));
+        let url = serve_jwks(issuer.clone()).await;
+        let path = std::path::Path::new("/nowhere/gateway.yaml");
+        let text = format!(
+            "providers: []\nserviceAccountTokens:\n  issuer: https://issuer\n  jwksUrl: {url}\n"
+        );
+        let file = GatewayFile::parse(&text, path).unwrap();
+        let verifier = Arc::new(JwtVerifier::new(file.jwt_config(path).unwrap().unwrap()));
+        let sources = Arc::new(Sources {
+            verifier: verifier.clone(),
+            from_files: Mutex::new(Vec::new()),
+            from_url: Mutex::new(Vec::new()),
+        });
+        let (source, _) = file.jwks_url(path).unwrap().unwrap();
+        // Periodic refresh far away; early fetches allowed 50 ms apart.
+        let task = tokio::spawn(refresh_forever(
+            source,
+            Duration::from_secs(3600),
+            Duration::from_millis(50),
+            sources,
+        ));
+        let now = chrono::Utc::now().timestamp();
+        // Polled without signalling misses (the free function).
+        let quietly = |key: &SigningKey| jwt::verify(&token(key), &verifier.current(), now);
+        until("the first fetch", || quietly(&first).is_ok()).await;
+        issuer.lock().unwrap().body = jwks(&second);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            issuer.lock().unwrap().requests.len(),
+            1,
+            "no miss, no fetch"
+        );
+        // The first token with the new key is refused, and triggers a fetch.
+        assert_eq!(
+            verifier.verify(&token(&second), now),
+            Err(JwtError::Signature)
+        );
+        until("the early fetch", || quietly(&second).is_ok()).await;
+        assert_eq!(issuer.lock().unwrap().requests.len(), 2);
+        task.abort();
     }
 
     #[tokio::test]
