@@ -33,25 +33,37 @@ const EARLY_FETCH_GAP: Duration = Duration::from_secs(30);
 /// The keys from each source, merged into the verifier.
 struct Sources {
     verifier: Arc<JwtVerifier>,
-    from_files: Mutex<Vec<VerifyKey>>,
-    from_url: Mutex<Vec<VerifyKey>>,
+    keys: Mutex<SourceKeys>,
+}
+
+#[derive(Default)]
+struct SourceKeys {
+    from_files: Vec<VerifyKey>,
+    from_url: Vec<VerifyKey>,
 }
 
 impl Sources {
-    fn set(&self, slot: &Mutex<Vec<VerifyKey>>, keys: Vec<VerifyKey>) {
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+    fn new(verifier: Arc<JwtVerifier>, from_files: Vec<VerifyKey>) -> Sources {
+        Sources {
+            verifier,
+            keys: Mutex::new(SourceKeys {
+                from_files,
+                from_url: Vec::new(),
+            }),
+        }
+    }
+
+    /// Change one source's keys and put all keys in force. The lock is held
+    /// until the verifier has them, so two sources changing at once cannot
+    /// leave either one's older keys in force.
+    fn update(&self, change: impl FnOnce(&mut SourceKeys)) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut keys);
         let mut config = (*self.verifier.current()).clone();
-        config.keys = self
+        config.keys = keys
             .from_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .chain(
-                self.from_url
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter(),
-            )
+            .chain(&keys.from_url)
             .cloned()
             .collect();
         self.verifier.replace(config);
@@ -69,11 +81,8 @@ pub fn watch(
     every: Duration,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, SetupError> {
     let url = file.jwks_url(&config_path)?;
-    let sources = Arc::new(Sources {
-        from_files: Mutex::new(verifier.current().keys.clone()),
-        from_url: Mutex::new(Vec::new()),
-        verifier,
-    });
+    let from_files = verifier.current().keys.clone();
+    let sources = Arc::new(Sources::new(verifier, from_files));
     let mut tasks = Vec::new();
     let files = file.token_key_files(&config_path);
     if !files.is_empty() {
@@ -82,7 +91,7 @@ pub fn watch(
             match file.jwt_config(&config_path) {
                 Ok(Some(config)) => {
                     let keys = config.keys.len();
-                    sources.set(&sources.from_files, config.keys);
+                    sources.update(|k| k.from_files = config.keys);
                     tracing::info!(keys, "token key files changed; now checking tokens with them");
                 }
                 Ok(None) => {}
@@ -120,7 +129,7 @@ async fn refresh_forever(
                     tracing::info!(url = %url.url, keys = keys.len(), "token keys fetched");
                 }
                 healthy = true;
-                sources.set(&sources.from_url, keys);
+                sources.update(|k| k.from_url = keys);
                 refresh
             }
             Err(e) => {
@@ -360,11 +369,7 @@ mod tests {
         );
         let file = GatewayFile::parse(&text, path).unwrap();
         let verifier = Arc::new(JwtVerifier::new(file.jwt_config(path).unwrap().unwrap()));
-        let sources = Arc::new(Sources {
-            verifier: verifier.clone(),
-            from_files: Mutex::new(Vec::new()),
-            from_url: Mutex::new(Vec::new()),
-        });
+        let sources = Arc::new(Sources::new(verifier.clone(), Vec::new()));
         let (source, _) = file.jwks_url(path).unwrap().unwrap();
         // Periodic refresh far away; early fetches allowed 50 ms apart.
         let task = tokio::spawn(refresh_forever(
