@@ -1,6 +1,7 @@
 //! Both stores against the same expectations: submission, idempotency,
 //! sequencing, proofs from stored nodes, append-only triggers.
 
+use caracal_ledger::batch::BatchSigner;
 use caracal_ledger::hash::leaf_hash;
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::proof::{
@@ -11,6 +12,16 @@ use caracal_ledger::tree::{MemoryTree, range_hash, range_keys};
 use caracal_ledger::verify::{Scope, Trust, verify_store};
 
 use crate::common::*;
+
+/// Trust in `key`'s checkpoints (origin [`ORIGIN`]) and `gw`'s batches.
+fn trust_of(key: &KeyPair, gw: &BatchSigner) -> Trust {
+    Trust {
+        log_keys: vec![key.public().clone()],
+        submitters: vec![gw.public().clone()],
+        origin: Some(ORIGIN.into()),
+        known_checkpoints: vec![],
+    }
+}
 
 async fn exercise(ledger: Ledger) {
     let key = log_key();
@@ -96,12 +107,7 @@ async fn exercise(ledger: Ledger) {
     );
 
     // The whole thing verifies, fully and by range.
-    let trust = Trust {
-        log_keys: vec![key.public().clone()],
-        submitters: vec![gw.public().clone()],
-        origin: Some(ORIGIN.into()),
-        known_checkpoints: vec![],
-    };
+    let trust = trust_of(&key, &gw);
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(
@@ -222,11 +228,7 @@ async fn concurrent_sequencers_keep_indexes_dense() {
         t.await.unwrap();
     }
     assert_eq!(ledger.entry_bound().await.unwrap(), 400);
-    let trust = Trust {
-        log_keys: vec![key.public().clone()],
-        submitters: vec![gw.public().clone()],
-        ..Trust::default()
-    };
+    let trust = trust_of(&key, &gw);
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
 }
@@ -257,11 +259,7 @@ async fn requeued_logged_event_is_dropped_not_appended() {
     assert_eq!(ledger.status().await.unwrap().pending, 0);
     let only_dup = ledger.sequence_pending(&key).await.unwrap();
     assert_eq!(only_dup.appended, 0);
-    let trust = Trust {
-        log_keys: vec![key.public().clone()],
-        submitters: vec![gw.public().clone()],
-        ..Trust::default()
-    };
+    let trust = trust_of(&key, &gw);
     assert!(
         verify_store(&ledger, &trust, Scope::Full)
             .await
@@ -327,12 +325,7 @@ async fn submit_and_sequence_appends_in_order(ledger: Ledger) {
         agent.iter().map(|e| e.index).collect::<Vec<_>>(),
         (0..312).filter(|i| i % 7 == 3).collect::<Vec<_>>()
     );
-    let trust = Trust {
-        log_keys: vec![key.public().clone()],
-        submitters: vec![gw.public().clone()],
-        origin: Some(ORIGIN.into()),
-        known_checkpoints: vec![],
-    };
+    let trust = trust_of(&key, &gw);
     let report = verify_store(&ledger, &trust, Scope::Full).await.unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.entries_checked, 312);
