@@ -127,7 +127,7 @@ impl JwksUrl {
         // The token goes only where it was meant to: the configured host.
         let same_host = jwks_url.authority() == self.url.authority();
         let body = self.get(&client, &jwks_url, same_host).await?;
-        let text = std::str::from_utf8(&body).map_err(|e| self.request_error(e))?;
+        let text = std::str::from_utf8(&body).map_err(|e| request_error(&jwks_url, e))?;
         VerifyKey::from_jwks(text).map_err(|source| FetchError::Keys {
             url: jwks_url.to_string(),
             source: Box::new(source),
@@ -166,10 +166,6 @@ impl JwksUrl {
         url: &Uri,
         send_token: bool,
     ) -> Result<Bytes, FetchError> {
-        let failed = |e: &dyn std::fmt::Display| FetchError::Request {
-            url: url.to_string(),
-            message: e.to_string(),
-        };
         let mut request = Request::get(url.clone()).header(header::ACCEPT, "application/json");
         if let Some(path) = self.bearer_token_file.as_ref().filter(|_| send_token) {
             let token = std::fs::read_to_string(path).map_err(|e| FetchError::File {
@@ -180,9 +176,12 @@ impl JwksUrl {
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| request_error(url, e))?;
         let exchange = async {
-            let response = client.request(request).await.map_err(|e| failed(&e))?;
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| request_error(url, e))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(FetchError::Status {
@@ -194,18 +193,11 @@ impl JwksUrl {
                 .collect()
                 .await
                 .map(|body| body.to_bytes())
-                .map_err(|e| failed(&e))
+                .map_err(|e| request_error(url, e))
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| failed(&format!("no answer in {FETCH_TIMEOUT:?}")))?
-    }
-
-    fn request_error(&self, e: impl std::fmt::Display) -> FetchError {
-        FetchError::Request {
-            url: self.url.to_string(),
-            message: e.to_string(),
-        }
+            .map_err(|_| request_error(url, format!("no answer in {FETCH_TIMEOUT:?}")))?
     }
 
     fn client(
@@ -237,7 +229,7 @@ impl JwksUrl {
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| self.request_error(e))?
+        .map_err(|e| request_error(&self.url, e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let mut http = HttpConnector::new();
@@ -248,6 +240,13 @@ impl JwksUrl {
             .enable_http1()
             .wrap_connector(http);
         Ok(Client::builder(TokioExecutor::new()).build(connector))
+    }
+}
+
+fn request_error(url: &Uri, e: impl std::fmt::Display) -> FetchError {
+    FetchError::Request {
+        url: url.to_string(),
+        message: e.to_string(),
     }
 }
 
