@@ -88,6 +88,93 @@ pub fn push_record(
     out.extend_from_slice(leaf);
 }
 
+/// How a stored tile's bytes are encoded (the `packing` column).
+///
+/// Tiles are packed by the sequencer so that a full verification moves a
+/// tenth of the bytes through the database and the socket; tiles written
+/// before packing existed stay plain, and a reader takes both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// The records as they are (packing 0).
+    Plain,
+    /// An LZ4 block (the LZ4 block format, no frame) after a 4-byte
+    /// little-endian length of the plain tile (packing 1).
+    Lz4,
+}
+
+impl Packing {
+    pub fn code(self) -> i16 {
+        match self {
+            Packing::Plain => 0,
+            Packing::Lz4 => 1,
+        }
+    }
+
+    pub fn from_code(code: i16) -> Option<Packing> {
+        match code {
+            0 => Some(Packing::Plain),
+            1 => Some(Packing::Lz4),
+            _ => None,
+        }
+    }
+}
+
+/// Largest plain tile a reader unpacks (256 events of 256 KiB each): a
+/// packed tile declaring more is refused before any memory is set aside.
+pub const MAX_PLAIN_TILE_BYTES: usize = 64 << 20;
+
+/// Why a stored tile could not be unpacked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnpackError {
+    #[error("unknown packing {0}")]
+    UnknownPacking(i16),
+    #[error("packed tile is shorter than its 4-byte length")]
+    NoLength,
+    #[error("packed tile declares {0} plain bytes, more than the limit of {MAX_PLAIN_TILE_BYTES}")]
+    TooLarge(usize),
+    #[error("packed tile does not decode: {0}")]
+    Corrupt(String),
+    #[error("packed tile decodes to {got} bytes, not the {declared} it declares")]
+    WrongLength { declared: usize, got: usize },
+}
+
+/// Packs a plain tile as [`Packing::Lz4`].
+pub fn pack_tile(plain: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size(plain)
+}
+
+/// Appends the plain bytes of a stored tile to `out`.
+pub fn unpack_tile_into(packing: i16, stored: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
+    match Packing::from_code(packing) {
+        Some(Packing::Plain) => {
+            out.extend_from_slice(stored);
+            Ok(())
+        }
+        Some(Packing::Lz4) => {
+            let (len, block) = stored
+                .split_first_chunk::<4>()
+                .ok_or(UnpackError::NoLength)?;
+            let declared = u32::from_le_bytes(*len) as usize;
+            if declared > MAX_PLAIN_TILE_BYTES {
+                return Err(UnpackError::TooLarge(declared));
+            }
+            let start = out.len();
+            out.resize(start + declared, 0);
+            let got = lz4_flex::block::decompress_into(block, &mut out[start..]);
+            let result = match got {
+                Ok(got) if got == declared => Ok(()),
+                Ok(got) => Err(UnpackError::WrongLength { declared, got }),
+                Err(e) => Err(UnpackError::Corrupt(e.to_string())),
+            };
+            if result.is_err() {
+                out.truncate(start);
+            }
+            result
+        }
+        None => Err(UnpackError::UnknownPacking(packing)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +221,53 @@ mod tests {
         for cut in [1, RECORD_HEADER, RECORD_HEADER + 3, full.len() - 1] {
             assert!(parse_tile(&full[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn packed_tiles_unpack_to_the_same_bytes() {
+        let plain = tile(256);
+        let packed = pack_tile(&plain);
+        assert!(packed.len() < plain.len() / 2, "{} bytes", packed.len());
+        let mut out = b"kept".to_vec();
+        unpack_tile_into(Packing::Lz4.code(), &packed, &mut out).unwrap();
+        assert_eq!(&out[..4], b"kept");
+        assert_eq!(&out[4..], &plain[..]);
+        let mut out = Vec::new();
+        unpack_tile_into(Packing::Plain.code(), &plain, &mut out).unwrap();
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn refuses_damaged_packed_tiles_and_leaves_the_output_as_it_was() {
+        let plain = tile(256);
+        let packed = pack_tile(&plain);
+        let unpack = |packing: i16, stored: &[u8]| {
+            let mut out = b"kept".to_vec();
+            let result = unpack_tile_into(packing, stored, &mut out);
+            assert_eq!(out, b"kept", "output changed on {result:?}");
+            result
+        };
+        assert_eq!(unpack(7, &packed), Err(UnpackError::UnknownPacking(7)));
+        assert_eq!(unpack(1, &packed[..3]), Err(UnpackError::NoLength));
+        let mut huge = packed.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            unpack(1, &huge),
+            Err(UnpackError::TooLarge(u32::MAX as usize))
+        );
+        let mut short = packed.clone();
+        let declared = plain.len() as u32 - 1;
+        short[..4].copy_from_slice(&declared.to_le_bytes());
+        assert!(unpack(1, &short).is_err());
+        let mut long = packed.clone();
+        long[..4].copy_from_slice(&(plain.len() as u32 + 10).to_le_bytes());
+        assert_eq!(
+            unpack(1, &long),
+            Err(UnpackError::WrongLength {
+                declared: plain.len() + 10,
+                got: plain.len()
+            })
+        );
+        assert!(unpack(1, &packed[..packed.len() - 1]).is_err());
     }
 }

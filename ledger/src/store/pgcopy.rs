@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::{EntryRecord, RowCheckSlot, StoreError, TileSlot};
+use super::{EntryRecord, RowCheckSlot, StoreError};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -68,19 +68,30 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses rows of `(tile bigint, data bytea, recorded_root bytea NULL)`,
+/// Parses rows of `(tile bigint, packing smallint, data bytea, recorded_root bytea NULL)`,
 /// keeping the bytes where they are (each tile is a range of `buf`).
-pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<TileSlot>, StoreError> {
-    each_row(buf, 3, |c| {
+pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<StoredTile>, StoreError> {
+    each_row(buf, 4, |c| {
         let tile = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("tile"))?);
+        let packing = i16::from_be_bytes(c.required()?.try_into().map_err(|_| bad("packing"))?);
         let data = c.required_range()?;
         let recorded_root = c.field_range()?;
-        Ok(TileSlot {
+        Ok(StoredTile {
             tile: u64::try_from(tile).map_err(|_| bad("negative tile"))?,
+            packing,
             data,
             recorded_root,
         })
     })
+}
+
+/// One tile row as stored: its bytes still packed, and the stored root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct StoredTile {
+    pub tile: u64,
+    pub packing: i16,
+    pub data: Range<usize>,
+    pub recorded_root: Option<Range<usize>>,
 }
 
 /// Reads the header, then one `T` per row of exactly `fields` fields until
@@ -136,9 +147,36 @@ pub(super) fn parse_entries(buf: &[u8]) -> Result<Vec<EntryRecord>, StoreError> 
     })
 }
 
-/// Parses rows of `(idx bigint, verify_record bytea NULL)`, keeping the
-/// records where they are.
-pub(super) fn parse_row_checks(buf: &[u8]) -> Result<Vec<RowCheckSlot>, StoreError> {
+/// Parses rows of `(verify_record bytea NULL)`, keeping the records where
+/// they are. Each record starts with `int8send(idx)`, so it names its own row
+/// and the index need not be sent beside it. `Ok(None)` when a record is NULL
+/// or too short to name its row: only the full rows can say which it is.
+pub(super) fn parse_row_checks(buf: &[u8]) -> Result<Option<Vec<RowCheckSlot>>, StoreError> {
+    let mut unnamed = false;
+    let rows = each_row(buf, 1, |c| {
+        let record = c.field_range()?;
+        let idx = record
+            .clone()
+            .and_then(|r| buf[r].first_chunk::<8>().copied())
+            .map(i64::from_be_bytes);
+        let Some(idx) = idx else {
+            unnamed = true;
+            return Ok(RowCheckSlot {
+                index: 0,
+                record: None,
+            });
+        };
+        Ok(RowCheckSlot {
+            index: u64::try_from(idx).map_err(|_| bad("negative idx"))?,
+            record,
+        })
+    })?;
+    Ok((!unnamed).then_some(rows))
+}
+
+/// Parses rows of `(idx bigint, verify_record bytea NULL)`: the form read
+/// when some record cannot name its row itself.
+pub(super) fn parse_indexed_row_checks(buf: &[u8]) -> Result<Vec<RowCheckSlot>, StoreError> {
     each_row(buf, 2, |c| {
         let idx = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("idx"))?);
         Ok(RowCheckSlot {
@@ -189,7 +227,38 @@ mod tests {
     }
 
     #[test]
-    fn parses_row_checks_with_nulls() {
+    fn parses_row_checks_naming_rows_by_their_records() {
+        let copy = |records: &[Option<Vec<u8>>]| {
+            let mut buf = SIGNATURE.to_vec();
+            buf.extend_from_slice(&0i32.to_be_bytes());
+            buf.extend_from_slice(&0i32.to_be_bytes());
+            for record in records {
+                buf.extend_from_slice(&1i16.to_be_bytes());
+                field(&mut buf, record.as_deref());
+            }
+            buf.extend_from_slice(&(-1i16).to_be_bytes());
+            buf
+        };
+        let record = |idx: i64| {
+            let mut r = idx.to_be_bytes().to_vec();
+            r.extend_from_slice(&[9u8; 84]);
+            r
+        };
+        let buf = copy(&[Some(record(5)), Some(record(6))]);
+        let rows = parse_row_checks(&buf).unwrap().unwrap();
+        assert_eq!((rows[0].index, rows[1].index), (5, 6));
+        assert_eq!(&buf[rows[1].record.clone().unwrap()], &record(6)[..]);
+        assert!(parse_row_checks(&buf[..buf.len() - 3]).is_err());
+        // A NULL or cut record cannot say whose it is.
+        for odd in [None, Some(vec![0u8; 7])] {
+            let buf = copy(&[Some(record(5)), odd]);
+            assert_eq!(parse_row_checks(&buf).unwrap(), None);
+        }
+        assert!(parse_row_checks(&copy(&[Some(record(-1))])).is_err());
+    }
+
+    #[test]
+    fn parses_indexed_row_checks_with_nulls() {
         let mut buf = SIGNATURE.to_vec();
         buf.extend_from_slice(&0i32.to_be_bytes());
         buf.extend_from_slice(&0i32.to_be_bytes());
@@ -199,12 +268,12 @@ mod tests {
             field(&mut buf, record);
         }
         buf.extend_from_slice(&(-1i16).to_be_bytes());
-        let rows = parse_row_checks(&buf).unwrap();
+        let rows = parse_indexed_row_checks(&buf).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].index, 5);
         assert_eq!(&buf[rows[0].record.clone().unwrap()], &[9u8; 92]);
         assert_eq!((rows[1].index, rows[1].record.clone()), (6, None));
-        assert!(parse_row_checks(&buf[..buf.len() - 3]).is_err());
+        assert!(parse_indexed_row_checks(&buf[..buf.len() - 3]).is_err());
     }
 
     #[test]
@@ -213,15 +282,16 @@ mod tests {
         buf.extend_from_slice(&0i32.to_be_bytes());
         buf.extend_from_slice(&0i32.to_be_bytes());
         for (t, root) in [(3i64, Some(&[4u8; 32][..])), (4, None)] {
-            buf.extend_from_slice(&3i16.to_be_bytes());
+            buf.extend_from_slice(&4i16.to_be_bytes());
             field(&mut buf, Some(&t.to_be_bytes()));
+            field(&mut buf, Some(&(t as i16 - 3).to_be_bytes()));
             field(&mut buf, Some(&[t as u8; 10]));
             field(&mut buf, root);
         }
         buf.extend_from_slice(&(-1i16).to_be_bytes());
         let rows = parse_tiles(&buf).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].tile, 3);
+        assert_eq!((rows[0].tile, rows[0].packing, rows[1].packing), (3, 0, 1));
         assert_eq!(&buf[rows[0].data.clone()], &[3u8; 10]);
         assert_eq!(&buf[rows[0].recorded_root.clone().unwrap()], &[4u8; 32]);
         assert_eq!((rows[1].tile, rows[1].recorded_root.clone()), (4, None));

@@ -31,24 +31,21 @@ pub(super) async fn read(
     to: u64,
 ) -> Result<RowChecks, StoreError> {
     // Bounds are integers we format ourselves, so the statement is safe.
-    let sql = format!(
-        "COPY (SELECT idx, verify_record FROM ledger_entries
-               WHERE idx >= {from} AND idx < {to} ORDER BY idx) TO STDOUT (FORMAT binary)",
-        from = to_i64(from * TILE_WIDTH),
-        to = to_i64(to * TILE_WIDTH)
-    );
+    let sql = |columns: &str| {
+        format!(
+            "COPY (SELECT {columns} FROM ledger_entries
+                   WHERE idx >= {from} AND idx < {to} ORDER BY idx) TO STDOUT (FORMAT binary)",
+            from = to_i64(from * TILE_WIDTH),
+            to = to_i64(to * TILE_WIDTH)
+        )
+    };
+    // 92-byte records plus COPY framing per row.
+    let capacity = usize::try_from((to - from) * TILE_WIDTH)
+        .unwrap_or(0)
+        .min(1 << 20)
+        * 100;
     let mut tx = pool.begin().await?;
-    let copied = async {
-        let mut stream = tx.copy_out_raw(&sql).await?;
-        // 92-byte records plus 18 bytes of COPY framing per row.
-        let rows = usize::try_from((to - from) * TILE_WIDTH).unwrap_or(0);
-        let mut buf = spare.take(rows.min(1 << 20) * 110);
-        while let Some(chunk) = stream.try_next().await? {
-            buf.extend_from_slice(&chunk);
-        }
-        Ok::<_, sqlx::Error>(buf)
-    }
-    .await;
+    let copied = copy_all(&mut tx, &sql("verify_record"), spare.take(capacity)).await;
     let buf = match copied {
         Ok(buf) => buf,
         // A table without the column (its definition altered) is a finding,
@@ -59,6 +56,18 @@ pub(super) async fn read(
             )));
         }
         Err(e) => return Err(e.into()),
+    };
+    // Each record names its row by its first 8 bytes; a NULL or cut one
+    // cannot, so then (only then) the records are read again beside their
+    // indexes, in the same snapshot.
+    let (buf, rows) = match super::pgcopy::parse_row_checks(&buf)? {
+        Some(rows) => (buf, rows),
+        None => {
+            spare.give(buf);
+            let buf = copy_all(&mut tx, &sql("idx, verify_record"), spare.take(capacity)).await?;
+            let rows = super::pgcopy::parse_indexed_row_checks(&buf)?;
+            (buf, rows)
+        }
     };
     let table: i64 = sqlx::query_scalar("SELECT 'ledger_entries'::regclass::oid::int8")
         .fetch_one(&mut *tx)
@@ -92,11 +101,23 @@ pub(super) async fn read(
     if let Some(why) = found.why_untrusted() {
         return Ok(RowChecks::Unavailable(why));
     }
-    let rows = super::pgcopy::parse_row_checks(&buf)?;
     Ok(RowChecks::Records(RowCheckChunk { buf, rows }))
 }
 
 /// What the catalog says about `ledger_entries` and its `verify_record`.
+/// Runs a `COPY ... TO STDOUT` and collects its bytes into `buf`.
+async fn copy_all(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sql: &str,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, sqlx::Error> {
+    let mut stream = tx.copy_out_raw(sql).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
 struct Definition {
     kind: String,
     row_security: bool,

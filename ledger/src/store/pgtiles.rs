@@ -2,15 +2,16 @@
 //! its transaction and read by the verifier, which compares them with the
 //! per-entry rows through the rows' verify records (`pgrowchecks`).
 //!
-//! A tile is built by SQL from the entry rows the same step just wrote, with
-//! the record layout spelled out once in [`RECORD`].
+//! A tile's records are built by SQL from the entry rows the same step just
+//! wrote, with the record layout spelled out once in [`RECORD`]; the
+//! sequencer packs them (migration 0006) and the reader unpacks them.
 
 use futures::TryStreamExt;
 use sqlx::{PgConnection, PgPool};
 
 use super::spare::SpareBuffers;
-use super::{StoreError, TileChunk, to_i64};
-use crate::tile::TILE_WIDTH;
+use super::{StoreError, TileChunk, TileSlot, to_i64};
+use crate::tile::{Packing, TILE_WIDTH, pack_tile, unpack_tile_into};
 
 /// One entry row as a tile record (see `crate::tile` for the layout).
 const RECORD: &str = "uuid_send(e.event_id) || e.batch_root || int4send(e.batch_pos) \
@@ -29,28 +30,41 @@ pub(super) async fn write_completed(
     if end <= first {
         return Ok(());
     }
+    // Postgres builds each tile's plain records from the rows just written;
+    // the sequencer packs them (`crate::tile::Packing::Lz4`) and stores them.
     let sql = format!(
-        "INSERT INTO ledger_tiles (tile, data)
-         SELECT e.idx >> 8, string_agg({RECORD}, ''::bytea ORDER BY e.idx)
+        "SELECT e.idx >> 8, string_agg({RECORD}, ''::bytea ORDER BY e.idx)
          FROM ledger_entries e WHERE e.idx >= $1 AND e.idx < $2
-         GROUP BY e.idx >> 8 HAVING count(*) = {TILE_WIDTH}"
+         GROUP BY e.idx >> 8 HAVING count(*) = {TILE_WIDTH} ORDER BY 1"
     );
-    let written = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let plain: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(to_i64(first * TILE_WIDTH))
         .bind(to_i64(end * TILE_WIDTH))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if written != end - first {
+        .fetch_all(&mut *conn)
+        .await?;
+    if plain.len() as u64 != end - first {
         return Err(StoreError::Inconsistent(format!(
-            "wrote {written} of {} data tiles: entries are not dense",
+            "built {} of {} data tiles: entries are not dense",
+            plain.len(),
             end - first
         )));
     }
+    let (tiles, packed): (Vec<i64>, Vec<Vec<u8>>) =
+        plain.iter().map(|(t, data)| (*t, pack_tile(data))).unzip();
+    sqlx::query(
+        "INSERT INTO ledger_tiles (tile, packing, data)
+         SELECT t, $3, d FROM UNNEST($1::bigint[], $2::bytea[]) AS u(t, d)",
+    )
+    .bind(&tiles)
+    .bind(&packed)
+    .bind(Packing::Lz4.code())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Tiles `[from, to)` with the stored level-8 node over each, by binary COPY.
+/// Tiles `[from, to)`, unpacked, with the stored level-8 node over each, by
+/// binary COPY.
 pub(super) async fn read(
     pool: &PgPool,
     spare: &SpareBuffers,
@@ -60,7 +74,7 @@ pub(super) async fn read(
     // Bounds are integers we format ourselves, so the statement is safe. The
     // range on n.idx keeps the join on the primary key.
     let sql = format!(
-        "COPY (SELECT t.tile, t.data, n.hash FROM ledger_tiles t
+        "COPY (SELECT t.tile, t.packing, t.data, n.hash FROM ledger_tiles t
                LEFT JOIN ledger_nodes n ON n.level = 8 AND n.idx = t.tile AND n.idx >= {from} AND n.idx < {to}
                WHERE t.tile >= {from} AND t.tile < {to} ORDER BY t.tile) TO STDOUT (FORMAT binary)",
         from = to_i64(from),
@@ -68,12 +82,51 @@ pub(super) async fn read(
     );
     let mut conn = pool.acquire().await?;
     let mut stream = conn.copy_out_raw(&sql).await?;
-    // About what the tiles of 527-byte events take, so the buffer rarely moves.
-    let mut buf = spare.take(usize::try_from(to - from).unwrap_or(0).min(256) * 150_000);
+    // Packed tiles of 527-byte events take about 15 KB.
+    let tiles = usize::try_from(to - from).unwrap_or(0).min(256);
+    let mut raw = spare.take(tiles * 20_000);
     while let Some(chunk) = stream.try_next().await? {
-        buf.extend_from_slice(&chunk);
+        raw.extend_from_slice(&chunk);
     }
     drop(stream);
-    let tiles = super::pgcopy::parse_tiles(&buf)?;
-    Ok(TileChunk { buf, tiles })
+    drop(conn);
+    // Unpacking ten megabytes is CPU work: keep it off the async workers.
+    let out = spare.take(tiles * 150_000);
+    let (raw, unpacked) = tokio::task::spawn_blocking(move || {
+        let mut out = out;
+        let unpacked = unpack_chunk(&raw, &mut out).map(|tiles| TileChunk { buf: out, tiles });
+        (raw, unpacked)
+    })
+    .await
+    .map_err(|e| StoreError::Inconsistent(format!("unpacking tiles did not finish: {e}")))?;
+    spare.give(raw);
+    unpacked
+}
+
+/// Unpacks the tiles of one COPY into `out`, each with its stored root. A
+/// tile that does not unpack keeps an empty range and says why in `fault`,
+/// for the verifier to report it and check its rows instead.
+fn unpack_chunk(raw: &[u8], out: &mut Vec<u8>) -> Result<Vec<TileSlot>, StoreError> {
+    let stored = super::pgcopy::parse_tiles(raw)?;
+    Ok(stored
+        .into_iter()
+        .map(|s| {
+            let start = out.len();
+            let fault = unpack_tile_into(s.packing, &raw[s.data], out)
+                .err()
+                .map(|e| e.to_string());
+            let data = start..out.len();
+            let recorded_root = s.recorded_root.map(|r| {
+                let at = out.len();
+                out.extend_from_slice(&raw[r]);
+                at..out.len()
+            });
+            TileSlot {
+                tile: s.tile,
+                data,
+                recorded_root,
+                fault,
+            }
+        })
+        .collect())
 }

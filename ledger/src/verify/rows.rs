@@ -5,7 +5,7 @@
 //! Two ways in: the rows' verify records, which a store keeps derived from
 //! each row (`idx || event_id || batch_root || batch_pos || leaf hash`), are
 //! compared with the same fields of the tile's records and the leaf hashes the
-//! checker computed ([`Checker::compare_row_records`]); or, where the store
+//! checker computed ([`row_record_faults`]); or, where the store
 //! cannot vouch for its records, the full rows are compared byte for byte
 //! ([`Checker::compare_rows`]).
 
@@ -66,6 +66,35 @@ fn record_fault(index: u64, rec: &TileRecord<'_>, hash: &Hash, got: &[u8]) -> Op
     }
 }
 
+/// How the rows of the tile starting at index `start` (its parsed `records`
+/// and their leaf `hashes`) differ from the tile, judged by their verify
+/// records, `(index, record)` in index order: `(index, what)` per fault.
+pub(super) fn row_record_faults(
+    start: u64,
+    records: &[TileRecord<'_>],
+    hashes: &[Hash],
+    rows: &[(u64, Option<&[u8]>)],
+) -> Vec<(u64, &'static str)> {
+    let mut faults = Vec::new();
+    let mut at = 0;
+    for (i, (rec, hash)) in records.iter().zip(hashes).enumerate() {
+        let index = start + i as u64;
+        // Rows come in index order: those at `index` are the next few.
+        let first = at;
+        while rows.get(at).is_some_and(|(row, _)| *row <= index) {
+            at += 1;
+        }
+        let fault = match &rows[first..at] {
+            [] => Some(MISSING),
+            [(_, Some(got))] => record_fault(index, rec, hash, got),
+            [(_, None)] => Some(BYTES),
+            _ => Some(DOUBLED),
+        };
+        faults.extend(fault.map(|what| (index, what)));
+    }
+    faults
+}
+
 impl Checker {
     /// Reports that the store's verify records cannot be trusted (`why`); the
     /// rows are then compared in full.
@@ -77,37 +106,6 @@ impl Checker {
                 "the store's verify records cannot be trusted ({why}); the entry rows were compared with their data tiles in full instead"
             ),
         );
-    }
-
-    /// Compares tile `tile` (its parsed `records` and their leaf `hashes`)
-    /// with the verify records of the rows in its range, `(index, record)` in
-    /// index order.
-    pub(super) fn compare_row_records(
-        &mut self,
-        tile: u64,
-        records: &[TileRecord<'_>],
-        hashes: &[Hash],
-        rows: &[(u64, Option<&[u8]>)],
-    ) {
-        let start = tile * TILE_WIDTH;
-        let mut faults = Vec::new();
-        let mut at = 0;
-        for (i, (rec, hash)) in records.iter().zip(hashes).enumerate() {
-            let index = start + i as u64;
-            // Rows come in index order: those at `index` are the next few.
-            let first = at;
-            while rows.get(at).is_some_and(|(row, _)| *row <= index) {
-                at += 1;
-            }
-            let fault = match &rows[first..at] {
-                [] => Some(MISSING),
-                [(_, Some(got))] => record_fault(index, rec, hash, got),
-                [(_, None)] => Some(BYTES),
-                _ => Some(DOUBLED),
-            };
-            faults.extend(fault.map(|what| (index, what)));
-        }
-        self.report_row_faults(faults);
     }
 
     /// Compares the full rows of `tile` with the tile's records byte for
@@ -145,7 +143,7 @@ impl Checker {
     /// Reports faults `(index, what)` in index order, runs of consecutive
     /// indexes with the same fault as one problem, so a block of deleted rows
     /// does not crowd everything else out of the list.
-    fn report_row_faults(&mut self, faults: Vec<(u64, &'static str)>) {
+    pub(super) fn report_row_faults(&mut self, faults: Vec<(u64, &'static str)>) {
         let mut runs: Vec<(u64, u64, &str)> = Vec::new();
         for (index, what) in faults {
             match runs.last_mut() {

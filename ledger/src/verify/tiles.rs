@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 
-use super::{Checker, EntryRef, MOVED, hash_leaves};
-use crate::hash::{Hash, node_hash};
+use super::rows::row_record_faults;
+use super::{Checker, EntryRef, MOVED};
+use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::store::RowCheckChunk;
 use crate::tile::{TILE_LEVEL, TILE_WIDTH, TileRecord, parse_tile};
 use crate::tree::NodeKey;
@@ -24,6 +25,8 @@ pub struct TileInput<'a> {
     pub data: &'a [u8],
     /// The stored tree node over the tile's leaves, if there is one.
     pub recorded_root: Option<&'a [u8]>,
+    /// Why the stored tile could not be unpacked (then `data` is empty).
+    pub fault: Option<&'a str>,
 }
 
 /// What [`Checker::feed_tile_run`] got through, and what it leaves to the caller.
@@ -53,6 +56,75 @@ fn first_index(tile: u64) -> u64 {
     tile * TILE_WIDTH
 }
 
+/// What can be worked out about one tile on its own, before the checker
+/// takes it in order: its records, their leaf hashes, the subtree root over
+/// them, and how its rows' verify records differ from it.
+struct TileDigest<'a> {
+    records: Result<Vec<TileRecord<'a>>, String>,
+    hashes: Vec<Hash>,
+    root: Hash,
+    row_faults: Vec<(u64, &'static str)>,
+}
+
+fn digest_tile<'a>(t: &TileInput<'a>, rows: Option<&RowCheckChunk>) -> TileDigest<'a> {
+    let records = match t.fault {
+        Some(fault) => Err(fault.to_owned()),
+        None => parse_tile(t.data).map_err(|e| e.to_string()),
+    };
+    let Ok(parsed) = &records else {
+        return TileDigest {
+            records,
+            hashes: Vec::new(),
+            root: [0; 32],
+            row_faults: Vec::new(),
+        };
+    };
+    let hashes: Vec<Hash> = parsed.iter().map(|r| leaf_hash(r.leaf)).collect();
+    let root = subtree_root(&hashes);
+    let row_faults = rows.map_or_else(Vec::new, |rows| {
+        let start = first_index(t.tile);
+        row_record_faults(
+            start,
+            parsed,
+            &hashes,
+            &rows.between(start, start + TILE_WIDTH),
+        )
+    });
+    TileDigest {
+        records,
+        hashes,
+        root,
+        row_faults,
+    }
+}
+
+/// [`digest_tile`] for every tile, on all available cores.
+fn digest_tiles<'a>(tiles: &[TileInput<'a>], rows: Option<&RowCheckChunk>) -> Vec<TileDigest<'a>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || tiles.len() < 4 {
+        return tiles.iter().map(|t| digest_tile(t, rows)).collect();
+    }
+    let per = tiles.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = tiles
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| digest_tile(t, rows))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("tile digest thread panicked"))
+            .collect()
+    })
+}
+
 impl Checker {
     /// Reports a tile that should exist but is not stored. The caller then
     /// feeds that range from the rows.
@@ -64,11 +136,11 @@ impl Checker {
         );
     }
 
-    /// Feeds tiles `first, first + 1, ...` from the front of `tiles`, hashing
-    /// all their leaves on all cores first, and compares each tile with the
-    /// verify records of its rows when `rows` are given (otherwise the caller
-    /// compares the rows itself). Stops after a malformed tile or before the
-    /// first input that is not the next tile (a missing tile).
+    /// Feeds tiles `first, first + 1, ...` from the front of `tiles`, each
+    /// tile parsed, hashed and compared with the verify records of its rows
+    /// (when `rows` are given; otherwise the caller compares the rows itself)
+    /// on all cores first. Stops after a malformed tile or before the first
+    /// input that is not the next tile (a missing tile).
     pub fn feed_tile_run(
         &mut self,
         first: u64,
@@ -76,14 +148,16 @@ impl Checker {
         rows: Option<&RowCheckChunk>,
     ) -> TileRun {
         let mut run = TileRun::default();
-        let mut parsed: Vec<(&TileInput<'_>, Vec<TileRecord<'_>>)> = Vec::new();
-        for (k, t) in tiles.iter().enumerate() {
-            if t.tile != first + k as u64 {
-                break;
-            }
+        let consecutive = tiles
+            .iter()
+            .enumerate()
+            .take_while(|(k, t)| t.tile == first + *k as u64)
+            .count();
+        let digests = digest_tiles(&tiles[..consecutive], rows);
+        for (t, digest) in tiles.iter().zip(digests) {
             run.consumed += 1;
-            match parse_tile(t.data) {
-                Ok(records) => parsed.push((t, records)),
+            let records = match digest.records {
+                Ok(records) => records,
                 Err(e) => {
                     self.problem(
                         Some(first_index(t.tile)),
@@ -93,18 +167,13 @@ impl Checker {
                     run.malformed = Some(t.tile);
                     break;
                 }
+            };
+            if rows.is_some() {
+                self.report_row_faults(digest.row_faults);
             }
-        }
-        let leaves = parsed.iter().flat_map(|(_, r)| r.iter().map(|r| r.leaf));
-        let count = parsed.len() * TILE_WIDTH as usize;
-        let hashes = hash_leaves(leaves, count);
-        for ((t, records), mine) in parsed.iter().zip(hashes.chunks(TILE_WIDTH as usize)) {
-            if let Some(rows) = rows {
-                let start = first_index(t.tile);
-                let mine_rows = rows.between(start, start + TILE_WIDTH);
-                self.compare_row_records(t.tile, records, mine, &mine_rows);
-            }
-            if let Some(leaf_hashes) = self.feed_tile_hashed(t, records, mine) {
+            if let Some(leaf_hashes) =
+                self.feed_tile_hashed(t, &records, &digest.hashes, digest.root)
+            {
                 run.compare_leaves.push((t.tile, leaf_hashes));
             }
         }
@@ -116,6 +185,7 @@ impl Checker {
         t: &TileInput<'_>,
         records: &[TileRecord<'_>],
         hashes: &[Hash],
+        root: Hash,
     ) -> Option<Vec<Hash>> {
         let start = first_index(t.tile);
         if self.broken {
@@ -143,7 +213,6 @@ impl Checker {
             };
             self.check_entry(&entry, h);
         }
-        let root = subtree_root(hashes);
         let end = start + TILE_WIDTH;
         if self.checkpoints.range(start + 1..end).next().is_some() {
             // A checkpoint inside the tile: grow leaf by leaf to check it.

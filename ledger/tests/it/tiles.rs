@@ -30,6 +30,24 @@ fn assert_caught_saying(report: &Report, index: u64, says: &str) {
 const RECORD: &str =
     "uuid_send(event_id) || batch_root || int4send(batch_pos) || int4send(length(leaf)) || leaf";
 
+/// SQL for the plain bytes of `tile`, built from its rows. The sequencer
+/// stores tiles packed, but a reader takes plain ones too (tiles written
+/// before migration 0006), so an attacker may write either form.
+fn plain_tile(tile: u64) -> String {
+    format!(
+        "(SELECT string_agg({RECORD}, ''::bytea ORDER BY idx) FROM ledger_entries
+          WHERE idx >= {} AND idx < {})",
+        tile * 256,
+        tile * 256 + 256
+    )
+}
+
+/// Every tile as the verifier reads it: unpacked.
+async fn unpacked_tiles(scene: &Scene) -> Vec<Vec<u8>> {
+    let chunk = scene.ledger.tiles(0, 100).await.unwrap();
+    chunk.inputs().iter().map(|t| t.data.to_vec()).collect()
+}
+
 #[tokio::test]
 async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
     let mut scene = scene().await;
@@ -38,7 +56,22 @@ async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
         .await
         .unwrap();
     assert_eq!(tiles, vec![0, 1, 2]);
+    let stored: Vec<(i16, i32)> =
+        sqlx::query_as("SELECT packing, length(data) FROM ledger_tiles ORDER BY tile")
+            .fetch_all(&mut scene.attacker)
+            .await
+            .unwrap();
     let chunk = scene.ledger.tiles(0, 3).await.unwrap();
+    for ((packing, stored_len), input) in stored.iter().zip(chunk.inputs()) {
+        assert_eq!(*packing, 1, "tile {} is not packed", input.tile);
+        assert!(
+            (*stored_len as usize) < input.data.len() / 2,
+            "tile {} packed to {stored_len} of {} bytes",
+            input.tile,
+            input.data.len()
+        );
+        assert_eq!(input.fault, None);
+    }
     for input in chunk.inputs() {
         let records = caracal_ledger::tile::parse_tile(input.data).unwrap();
         let rows = scene
@@ -83,8 +116,12 @@ async fn rewritten_event_id_of_a_row_inside_a_tile_is_caught() {
 async fn modified_byte_in_a_tile_is_caught() {
     let mut scene = scene().await;
     // Byte 256 of tile 1 lies in the leaf of its first record (index 256).
+    let plain = plain_tile(1);
     scene
-        .attack("UPDATE ledger_tiles SET data = set_byte(data, 256, get_byte(data, 256) # 1) WHERE tile = 1")
+        .attack(&format!(
+            "UPDATE ledger_tiles SET packing = 0,
+                    data = set_byte({plain}, 256, get_byte({plain}, 256) # 1) WHERE tile = 1"
+        ))
         .await;
     assert_caught_saying(
         &scene.verify().await,
@@ -119,6 +156,67 @@ async fn malformed_tile_is_caught_and_its_rows_still_checked() {
 }
 
 #[tokio::test]
+async fn tiles_that_do_not_unpack_are_caught_and_their_rows_still_checked() {
+    let attacks = [
+        // a packed tile declaring 4 GiB of plain bytes: refused unread
+        "UPDATE ledger_tiles SET data = overlay(data PLACING '\\xffffffff'::bytea FROM 1) WHERE tile = 1",
+        // the block cut short
+        "UPDATE ledger_tiles SET data = substring(data FROM 1 FOR length(data) - 7) WHERE tile = 1",
+        // a packing no reader knows (the attacker drops the CHECK first)
+        "ALTER TABLE ledger_tiles DROP CONSTRAINT ledger_tiles_packing_check;
+         UPDATE ledger_tiles SET packing = 2 WHERE tile = 1",
+        // plain bytes labelled as packed
+        &format!(
+            "UPDATE ledger_tiles SET data = {} WHERE tile = 1",
+            plain_tile(1)
+        ),
+    ];
+    for attack in attacks {
+        let mut scene = scene().await;
+        scene.attack(attack).await;
+        let report = scene.verify().await;
+        assert_caught_saying(&report, 256, "data tile 1 is malformed");
+        assert_eq!(
+            (report.entries_checked, report.checkpoints_matched),
+            (900, 3),
+            "{attack}: {:#?}",
+            report.problems
+        );
+    }
+}
+
+#[tokio::test]
+async fn plain_tiles_written_before_packing_still_verify() {
+    let mut scene = scene().await;
+    let before = unpacked_tiles(&scene).await;
+    // As a log written before migration 0006 holds them, tile 1 alone
+    // packed (the sequencer completed it after the migration).
+    for tile in [0, 2] {
+        scene
+            .attack(&format!(
+                "UPDATE ledger_tiles SET packing = 0, data = {} WHERE tile = {tile}",
+                plain_tile(tile)
+            ))
+            .await;
+    }
+    assert_eq!(unpacked_tiles(&scene).await, before);
+    let report = scene.verify().await;
+    assert!(report.is_intact(), "{:#?}", report.problems);
+    assert_eq!(report.entries_checked, 900);
+    let plain = plain_tile(2);
+    scene
+        .attack(&format!(
+            "UPDATE ledger_tiles SET data = set_byte({plain}, 256, get_byte({plain}, 256) # 1) WHERE tile = 2"
+        ))
+        .await;
+    assert_caught_saying(
+        &scene.verify().await,
+        512,
+        "differ from what the gateway signed",
+    );
+}
+
+#[tokio::test]
 async fn deleted_row_inside_a_tile_is_caught() {
     let mut scene = scene().await;
     scene
@@ -147,7 +245,7 @@ async fn swapped_records_inside_a_tile_are_caught() {
     // (the tree) is wrong: named through the stored level-0 nodes.
     scene
         .attack(&format!(
-            "UPDATE ledger_tiles SET data = (
+            "UPDATE ledger_tiles SET packing = 0, data = (
                  SELECT string_agg({RECORD}, ''::bytea
                         ORDER BY CASE idx WHEN 5 THEN 15 WHEN 15 THEN 5 ELSE idx END)
                  FROM ledger_entries WHERE idx < 256) WHERE tile = 0"
@@ -204,18 +302,12 @@ async fn range_check_reads_tiles_and_catches_a_changed_row() {
 #[tokio::test]
 async fn migration_backfill_builds_the_same_tiles_as_the_sequencer() {
     let mut scene = scene().await;
-    let before: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM ledger_tiles ORDER BY tile")
-        .fetch_all(&mut scene.attacker)
-        .await
-        .unwrap();
+    let before = unpacked_tiles(&scene).await;
     let migration = include_str!("../../../migrations/postgres/0003_ledger_tiles.sql");
     let backfill = &migration[migration.find("INSERT INTO ledger_tiles").unwrap()..];
     scene.attack("DELETE FROM ledger_tiles").await;
     scene.attack(backfill).await;
-    let after: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM ledger_tiles ORDER BY tile")
-        .fetch_all(&mut scene.attacker)
-        .await
-        .unwrap();
+    let after = unpacked_tiles(&scene).await;
     assert_eq!(after.len(), 3);
     assert!(
         before == after,

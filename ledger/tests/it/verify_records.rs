@@ -158,3 +158,26 @@ async fn second_row_at_an_index_is_caught() {
         report.problems
     );
 }
+
+#[tokio::test]
+async fn row_whose_record_is_null_is_still_named() {
+    let mut scene = scene().await;
+    // With NOT NULL dropped, a NULL leaf makes the generated record NULL:
+    // the record no longer says whose it is, so the reader asks for indexes.
+    scene
+        .attack(
+            "ALTER TABLE ledger_entries ALTER COLUMN leaf DROP NOT NULL;
+             UPDATE ledger_entries SET leaf = NULL WHERE idx = 100",
+        )
+        .await;
+    let report = scene.verify().await;
+    assert_caught(&report, 100);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.index == Some(100) && p.what.contains("bytes differ from its data tile")),
+        "{:#?}",
+        report.problems
+    );
+}
