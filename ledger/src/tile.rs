@@ -143,36 +143,48 @@ pub fn pack_tile(plain: &[u8]) -> Vec<u8> {
     lz4_flex::block::compress_prepend_size(plain)
 }
 
-/// Appends the plain bytes of a stored tile to `out`.
-pub fn unpack_tile_into(packing: i16, stored: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
+/// The length of a stored tile's plain bytes, as its packing declares it
+/// (checked against [`MAX_PLAIN_TILE_BYTES`], not yet decoded).
+pub fn plain_len(packing: i16, stored: &[u8]) -> Result<usize, UnpackError> {
     match Packing::from_code(packing) {
-        Some(Packing::Plain) => {
-            out.extend_from_slice(stored);
-            Ok(())
-        }
+        Some(Packing::Plain) => Ok(stored.len()),
         Some(Packing::Lz4) => {
-            let (len, block) = stored
+            let (len, _) = stored
                 .split_first_chunk::<4>()
                 .ok_or(UnpackError::NoLength)?;
             let declared = u32::from_le_bytes(*len) as usize;
             if declared > MAX_PLAIN_TILE_BYTES {
                 return Err(UnpackError::TooLarge(declared));
             }
-            let start = out.len();
-            out.resize(start + declared, 0);
-            let got = lz4_flex::block::decompress_into(block, &mut out[start..]);
-            let result = match got {
-                Ok(got) if got == declared => Ok(()),
-                Ok(got) => Err(UnpackError::WrongLength { declared, got }),
-                Err(e) => Err(UnpackError::Corrupt(e.to_string())),
-            };
-            if result.is_err() {
-                out.truncate(start);
-            }
-            result
+            Ok(declared)
         }
         None => Err(UnpackError::UnknownPacking(packing)),
     }
+}
+
+/// Writes the plain bytes of a stored tile into `out`, which must be
+/// exactly [`plain_len`] long. On an error `out` holds no meaning.
+pub fn unpack_tile_to(packing: i16, stored: &[u8], out: &mut [u8]) -> Result<(), UnpackError> {
+    let declared = plain_len(packing, stored)?;
+    assert_eq!(out.len(), declared, "output sized by plain_len");
+    match Packing::from_code(packing) {
+        Some(Packing::Lz4) => match lz4_flex::block::decompress_into(&stored[4..], out) {
+            Ok(got) if got == declared => Ok(()),
+            Ok(got) => Err(UnpackError::WrongLength { declared, got }),
+            Err(e) => Err(UnpackError::Corrupt(e.to_string())),
+        },
+        _ => {
+            out.copy_from_slice(stored);
+            Ok(())
+        }
+    }
+}
+
+/// The plain bytes of a stored tile.
+pub fn unpack_tile(packing: i16, stored: &[u8]) -> Result<Vec<u8>, UnpackError> {
+    let mut out = vec![0; plain_len(packing, stored)?];
+    unpack_tile_to(packing, stored, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -228,25 +240,16 @@ mod tests {
         let plain = tile(256);
         let packed = pack_tile(&plain);
         assert!(packed.len() < plain.len() / 2, "{} bytes", packed.len());
-        let mut out = b"kept".to_vec();
-        unpack_tile_into(Packing::Lz4.code(), &packed, &mut out).unwrap();
-        assert_eq!(&out[..4], b"kept");
-        assert_eq!(&out[4..], &plain[..]);
-        let mut out = Vec::new();
-        unpack_tile_into(Packing::Plain.code(), &plain, &mut out).unwrap();
-        assert_eq!(out, plain);
+        assert_eq!(plain_len(Packing::Lz4.code(), &packed), Ok(plain.len()));
+        assert_eq!(unpack_tile(Packing::Lz4.code(), &packed).unwrap(), plain);
+        assert_eq!(unpack_tile(Packing::Plain.code(), &plain).unwrap(), plain);
     }
 
     #[test]
-    fn refuses_damaged_packed_tiles_and_leaves_the_output_as_it_was() {
+    fn refuses_damaged_packed_tiles() {
         let plain = tile(256);
         let packed = pack_tile(&plain);
-        let unpack = |packing: i16, stored: &[u8]| {
-            let mut out = b"kept".to_vec();
-            let result = unpack_tile_into(packing, stored, &mut out);
-            assert_eq!(out, b"kept", "output changed on {result:?}");
-            result
-        };
+        let unpack = |packing: i16, stored: &[u8]| unpack_tile(packing, stored).map(|_| ());
         assert_eq!(unpack(7, &packed), Err(UnpackError::UnknownPacking(7)));
         assert_eq!(unpack(1, &packed[..3]), Err(UnpackError::NoLength));
         let mut huge = packed.clone();

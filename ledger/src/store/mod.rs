@@ -72,11 +72,11 @@ pub struct TileChunk {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TileSlot {
     pub tile: u64,
-    /// The plain tile (empty when `fault` is set).
+    /// How `data` holds the tile ([`crate::tile::Packing`]).
+    pub packing: i16,
+    /// The tile as stored.
     pub data: std::ops::Range<usize>,
     pub recorded_root: Option<std::ops::Range<usize>>,
-    /// Why the stored tile could not be unpacked, if it could not.
-    pub fault: Option<String>,
 }
 
 impl TileChunk {
@@ -88,7 +88,7 @@ impl TileChunk {
                 tile: t.tile,
                 data: &self.buf[t.data.clone()],
                 recorded_root: t.recorded_root.clone().map(|r| &self.buf[r]),
-                fault: t.fault.as_deref(),
+                packing: t.packing,
             })
             .collect()
     }

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::{EntryRecord, RowCheckSlot, StoreError};
+use super::{EntryRecord, RowCheckSlot, StoreError, TileSlot};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -70,28 +70,19 @@ impl<'a> Cursor<'a> {
 
 /// Parses rows of `(tile bigint, packing smallint, data bytea, recorded_root bytea NULL)`,
 /// keeping the bytes where they are (each tile is a range of `buf`).
-pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<StoredTile>, StoreError> {
+pub(super) fn parse_tiles(buf: &[u8]) -> Result<Vec<TileSlot>, StoreError> {
     each_row(buf, 4, |c| {
         let tile = i64::from_be_bytes(c.required()?.try_into().map_err(|_| bad("tile"))?);
         let packing = i16::from_be_bytes(c.required()?.try_into().map_err(|_| bad("packing"))?);
         let data = c.required_range()?;
         let recorded_root = c.field_range()?;
-        Ok(StoredTile {
+        Ok(TileSlot {
             tile: u64::try_from(tile).map_err(|_| bad("negative tile"))?,
             packing,
             data,
             recorded_root,
         })
     })
-}
-
-/// One tile row as stored: its bytes still packed, and the stored root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct StoredTile {
-    pub tile: u64,
-    pub packing: i16,
-    pub data: Range<usize>,
-    pub recorded_root: Option<Range<usize>>,
 }
 
 /// Reads the header, then one `T` per row of exactly `fields` fields until

@@ -4,14 +4,14 @@
 //!
 //! A tile's records are built by SQL from the entry rows the same step just
 //! wrote, with the record layout spelled out once in [`RECORD`]; the
-//! sequencer packs them (migration 0006) and the reader unpacks them.
+//! sequencer packs them (migration 0006) and the verifier unpacks them.
 
 use futures::TryStreamExt;
 use sqlx::{PgConnection, PgPool};
 
 use super::spare::SpareBuffers;
-use super::{StoreError, TileChunk, TileSlot, to_i64};
-use crate::tile::{Packing, TILE_WIDTH, pack_tile, unpack_tile_into};
+use super::{StoreError, TileChunk, to_i64};
+use crate::tile::{Packing, TILE_WIDTH, pack_tile};
 
 /// One entry row as a tile record (see `crate::tile` for the layout).
 const RECORD: &str = "uuid_send(e.event_id) || e.batch_root || int4send(e.batch_pos) \
@@ -63,7 +63,8 @@ pub(super) async fn write_completed(
     Ok(())
 }
 
-/// Tiles `[from, to)`, unpacked, with the stored level-8 node over each, by
+/// Tiles `[from, to)` as stored (the verifier unpacks them, each on the
+/// thread that then hashes it), with the stored level-8 node over each, by
 /// binary COPY.
 pub(super) async fn read(
     pool: &PgPool,
@@ -84,49 +85,11 @@ pub(super) async fn read(
     let mut stream = conn.copy_out_raw(&sql).await?;
     // Packed tiles of 527-byte events take about 15 KB.
     let tiles = usize::try_from(to - from).unwrap_or(0).min(256);
-    let mut raw = spare.take(tiles * 20_000);
+    let mut buf = spare.take(tiles * 20_000);
     while let Some(chunk) = stream.try_next().await? {
-        raw.extend_from_slice(&chunk);
+        buf.extend_from_slice(&chunk);
     }
     drop(stream);
-    drop(conn);
-    // Unpacking ten megabytes is CPU work: keep it off the async workers.
-    let out = spare.take(tiles * 150_000);
-    let (raw, unpacked) = tokio::task::spawn_blocking(move || {
-        let mut out = out;
-        let unpacked = unpack_chunk(&raw, &mut out).map(|tiles| TileChunk { buf: out, tiles });
-        (raw, unpacked)
-    })
-    .await
-    .map_err(|e| StoreError::Inconsistent(format!("unpacking tiles did not finish: {e}")))?;
-    spare.give(raw);
-    unpacked
-}
-
-/// Unpacks the tiles of one COPY into `out`, each with its stored root. A
-/// tile that does not unpack keeps an empty range and says why in `fault`,
-/// for the verifier to report it and check its rows instead.
-fn unpack_chunk(raw: &[u8], out: &mut Vec<u8>) -> Result<Vec<TileSlot>, StoreError> {
-    let stored = super::pgcopy::parse_tiles(raw)?;
-    Ok(stored
-        .into_iter()
-        .map(|s| {
-            let start = out.len();
-            let fault = unpack_tile_into(s.packing, &raw[s.data], out)
-                .err()
-                .map(|e| e.to_string());
-            let data = start..out.len();
-            let recorded_root = s.recorded_root.map(|r| {
-                let at = out.len();
-                out.extend_from_slice(&raw[r]);
-                at..out.len()
-            });
-            TileSlot {
-                tile: s.tile,
-                data,
-                recorded_root,
-                fault,
-            }
-        })
-        .collect())
+    let tiles = super::pgcopy::parse_tiles(&buf)?;
+    Ok(TileChunk { buf, tiles })
 }

@@ -5,9 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-/// Buffers kept at most (two chunks of tiles, each read packed and then
-/// unpacked, and two of verify records are in flight at a time).
-const KEEP: usize = 6;
+/// Buffers kept at most (two chunks of tiles and two of verify records are in
+/// flight at a time).
+const KEEP: usize = 4;
 
 /// Spare buffers shared by the clones of one store.
 #[derive(Clone, Debug, Default)]

@@ -57,11 +57,24 @@ pub(super) async fn feed_rows(
 }
 
 /// One chunk of tiles as read: the tiles, and the verify records of their rows.
-struct TileRead {
+pub(super) struct TileRead {
     first: u64,
     end: u64,
     tiles: TileChunk,
     rows: RowChecks,
+}
+
+/// The first read of [`feed_tiles`] over tiles `from..to`, made ahead (while
+/// the batches are checked, which needs no tiles).
+pub(super) async fn first_tile_read(
+    store: &impl LedgerStore,
+    from: u64,
+    to: u64,
+) -> Option<Result<TileRead, StoreError>> {
+    if from >= to {
+        return None;
+    }
+    Some(read_tiles(store, from, (from + TILES_PER_READ).min(to)).await)
 }
 
 async fn read_tiles(
@@ -79,21 +92,22 @@ async fn read_tiles(
 }
 
 /// Feeds tiles `from..to` and compares each with the rows of its range,
-/// reading the next chunk while the current one is hashed.
+/// reading the next chunk while the current one is hashed. `first` is
+/// [`first_tile_read`] of the same range, if it was made ahead.
 pub(super) async fn feed_tiles(
     store: &impl LedgerStore,
     mut checker: Checker,
     from: u64,
     to: u64,
+    first: Option<Result<TileRead, StoreError>>,
 ) -> Result<Checker, StoreError> {
     let mut refused_records = false;
-    let mut next = from;
-    let mut current = None;
-    if next < to {
-        let end = (next + TILES_PER_READ).min(to);
-        current = Some(read_tiles(store, next, end).await?);
-        next = end;
-    }
+    let first = match first {
+        Some(read) => Some(read),
+        None => first_tile_read(store, from, to).await,
+    };
+    let mut current = first.transpose()?;
+    let mut next = current.as_ref().map_or(from, |read| read.end);
     while let Some(read) = current.take() {
         let work = async {
             let mut checker = checker;
@@ -121,7 +135,7 @@ pub(super) async fn feed_tiles(
                 for input in read.tiles.inputs() {
                     let first_index = input.tile * TILE_WIDTH;
                     let rows = store.entries(first_index, first_index + TILE_WIDTH).await?;
-                    checker.compare_rows(input.tile, input.data, &rows);
+                    checker.compare_rows(&input, &rows);
                 }
             }
             store.recycle(read.tiles.buf);

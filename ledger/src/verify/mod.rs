@@ -162,11 +162,19 @@ pub struct Checker {
     frontier: Frontier,
     /// Verified checkpoint roots by size.
     checkpoints: BTreeMap<u64, Hash>,
-    /// Batch root -> its signed leaf hashes, or why the batch is not valid.
-    batches: HashMap<Vec<u8>, Result<Vec<Hash>, String>>,
+    /// Batch root -> its place in `verdicts` (the last batch stored with
+    /// that root, should there be several).
+    batches: HashMap<Vec<u8>, usize>,
+    /// Each batch's root with its signed leaf hashes, or why it is not valid.
+    verdicts: Vec<(Vec<u8>, Result<Vec<Hash>, String>)>,
+    /// The batch of the entry checked last: a batch's entries mostly follow
+    /// one another, so most entries need no lookup.
+    last_batch: Option<usize>,
     /// Set once the recomputed tree can no longer be trusted (after a gap).
     broken: bool,
     report: Report,
+    /// Where the tiles being fed are unpacked (kept to be reused).
+    scratch: Vec<u8>,
 }
 
 impl Checker {
@@ -185,8 +193,11 @@ impl Checker {
             frontier,
             checkpoints: BTreeMap::new(),
             batches: HashMap::new(),
+            verdicts: Vec::new(),
+            last_batch: None,
             broken: false,
             report: Report::default(),
+            scratch: Vec::new(),
         };
         let known = trust
             .known_checkpoints
@@ -232,7 +243,8 @@ impl Checker {
             if verdict.is_ok() {
                 this.report.batches_checked += 1;
             }
-            this.batches.insert(b.root.clone(), verdict);
+            this.batches.insert(b.root.clone(), this.verdicts.len());
+            this.verdicts.push((b.root.clone(), verdict));
         }
         this
     }
@@ -303,13 +315,29 @@ impl Checker {
     /// Everything checked about one entry apart from its place in the tree.
     fn check_entry(&mut self, entry: &EntryRef<'_>, hash: &Hash) {
         if !names_event(entry.leaf, &entry.event_id) {
-            self.problem(
-                Some(entry.index),
-                None,
-                format!("bytes do not carry event id {}", entry.event_id),
-            );
+            self.unnamed(entry);
         }
-        let signed = match self.batches.get(entry.batch_root) {
+        self.check_signed(entry, hash);
+    }
+
+    /// Reports an entry whose bytes do not carry its event id.
+    fn unnamed(&mut self, entry: &EntryRef<'_>) {
+        self.problem(
+            Some(entry.index),
+            None,
+            format!("bytes do not carry event id {}", entry.event_id),
+        );
+    }
+
+    /// Checks an entry against the batch its gateway signed, and against the
+    /// level-0 node recorded for it.
+    fn check_signed(&mut self, entry: &EntryRef<'_>, hash: &Hash) {
+        let found = match self.last_batch {
+            Some(i) if self.verdicts[i].0 == entry.batch_root => Some(i),
+            _ => self.batches.get(entry.batch_root).copied(),
+        };
+        self.last_batch = found.or(self.last_batch);
+        let signed = match found.map(|i| &self.verdicts[i].1) {
             None => Err("its batch is not stored (no gateway signed it)".to_string()),
             Some(Err(why)) => Err(format!("its batch is not validly signed: {why}")),
             Some(Ok(leaves)) => match leaves.get(entry.batch_pos as usize) {
@@ -463,7 +491,6 @@ pub async fn verify_store(
     scope: Scope,
 ) -> Result<Report, StoreError> {
     let checkpoints = store.checkpoints().await?;
-    let batches = store.batches().await?;
     let bound = store.entry_bound().await?;
     let latest = checkpoints.last().map_or(0, |c| c.size);
     let (start, end, full) = match scope {
@@ -496,16 +523,25 @@ pub async fn verify_store(
             }
         }
     };
-    let checker = Checker::new(trust, &checkpoints, &batches, start, frontier);
     // Rows up to the first whole tile, tiles, then the rows after the last one.
     let (first_tile, end_tile) = if store.keeps_tiles() {
         (start.div_ceil(TILE_WIDTH), end / TILE_WIDTH)
     } else {
         (0, 0)
     };
+    // Checking every batch (a signature and a tree each) needs no entries,
+    // so the first tiles are read meanwhile.
+    let (checker, first_read) = tokio::join!(
+        async {
+            let batches = store.batches().await?;
+            Ok::<_, StoreError>(Checker::new(trust, &checkpoints, &batches, start, frontier))
+        },
+        drive::first_tile_read(store, first_tile, end_tile)
+    );
+    let checker = checker?;
     let checker = if first_tile < end_tile {
         let checker = drive::feed_rows(store, checker, start, first_tile * TILE_WIDTH).await?;
-        let checker = drive::feed_tiles(store, checker, first_tile, end_tile).await?;
+        let checker = drive::feed_tiles(store, checker, first_tile, end_tile, first_read).await?;
         drive::feed_rows(store, checker, end_tile * TILE_WIDTH, end).await?
     } else {
         drive::feed_rows(store, checker, start, end).await?

@@ -12,9 +12,10 @@
 use std::collections::HashMap;
 
 use super::Checker;
+use super::TileInput;
 use crate::hash::Hash;
 use crate::store::EntryRecord;
-use crate::tile::{TILE_WIDTH, TileRecord, parse_tile};
+use crate::tile::{TILE_WIDTH, TileRecord, parse_tile, unpack_tile};
 
 const MISSING: &str = "entry row missing (its data tile has it)";
 const DOUBLED: &str = "more than one entry row has this index";
@@ -109,11 +110,15 @@ impl Checker {
     }
 
     /// Compares the full rows of `tile` with the tile's records byte for
-    /// byte (when the store's verify records cannot be trusted).
-    pub fn compare_rows(&mut self, tile: u64, data: &[u8], rows: &[EntryRecord]) {
-        let start = tile * TILE_WIDTH;
-        let Ok(records) = parse_tile(data) else {
+    /// byte (when the store's verify records cannot be trusted). The tile is
+    /// unpacked again: this is the rare path.
+    pub fn compare_rows(&mut self, tile: &TileInput<'_>, rows: &[EntryRecord]) {
+        let start = tile.tile * TILE_WIDTH;
+        let Ok(plain) = unpack_tile(tile.packing, tile.data) else {
             // Already reported when the tile was fed; the rows were checked then.
+            return;
+        };
+        let Ok(records) = parse_tile(&plain) else {
             return;
         };
         let mut by_index: HashMap<u64, Vec<&EntryRecord>> = HashMap::new();

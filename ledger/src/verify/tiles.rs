@@ -12,21 +12,24 @@
 use std::collections::HashMap;
 
 use super::rows::row_record_faults;
-use super::{Checker, EntryRef, MOVED};
+use super::{Checker, EntryRef, MOVED, names_event};
 use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::store::RowCheckChunk;
-use crate::tile::{TILE_LEVEL, TILE_WIDTH, TileRecord, parse_tile};
+use crate::tile::{
+    Packing, TILE_LEVEL, TILE_WIDTH, TileRecord, parse_tile, plain_len, unpack_tile_to,
+};
 use crate::tree::NodeKey;
 
 /// One stored tile as read.
 #[derive(Clone, Copy, Debug)]
 pub struct TileInput<'a> {
     pub tile: u64,
+    /// How `data` holds the tile ([`crate::tile::Packing`]).
+    pub packing: i16,
+    /// The tile as stored.
     pub data: &'a [u8],
     /// The stored tree node over the tile's leaves, if there is one.
     pub recorded_root: Option<&'a [u8]>,
-    /// Why the stored tile could not be unpacked (then `data` is empty).
-    pub fault: Option<&'a str>,
 }
 
 /// What [`Checker::feed_tile_run`] got through, and what it leaves to the caller.
@@ -58,69 +61,131 @@ fn first_index(tile: u64) -> u64 {
 
 /// What can be worked out about one tile on its own, before the checker
 /// takes it in order: its records, their leaf hashes, the subtree root over
-/// them, and how its rows' verify records differ from it.
+/// them, which records do not carry their event id, and how its rows'
+/// verify records differ from it.
 struct TileDigest<'a> {
     records: Result<Vec<TileRecord<'a>>, String>,
     hashes: Vec<Hash>,
     root: Hash,
+    /// Positions in the tile of records whose bytes lack their event id.
+    unnamed: Vec<usize>,
     row_faults: Vec<(u64, &'static str)>,
 }
 
-fn digest_tile<'a>(t: &TileInput<'a>, rows: Option<&RowCheckChunk>) -> TileDigest<'a> {
-    let records = match t.fault {
-        Some(fault) => Err(fault.to_owned()),
-        None => parse_tile(t.data).map_err(|e| e.to_string()),
-    };
-    let Ok(parsed) = &records else {
-        return TileDigest {
-            records,
+impl TileDigest<'_> {
+    fn malformed(why: String) -> Self {
+        TileDigest {
+            records: Err(why),
             hashes: Vec::new(),
             root: [0; 32],
+            unnamed: Vec::new(),
             row_faults: Vec::new(),
-        };
+        }
+    }
+}
+
+/// Unpacks `t` into `room` (sized by `plain_len`; empty for a plain tile,
+/// which is read where it is), then digests it while it is in this core's
+/// cache.
+fn digest_tile<'a>(
+    t: &TileInput<'a>,
+    room: &'a mut [u8],
+    rows: Option<&RowCheckChunk>,
+) -> TileDigest<'a> {
+    let plain: &'a [u8] = if t.packing == Packing::Plain.code() {
+        t.data
+    } else {
+        if let Err(e) = unpack_tile_to(t.packing, t.data, room) {
+            return TileDigest::malformed(e.to_string());
+        }
+        room
+    };
+    let parsed = match parse_tile(plain) {
+        Ok(parsed) => parsed,
+        Err(e) => return TileDigest::malformed(e.to_string()),
     };
     let hashes: Vec<Hash> = parsed.iter().map(|r| leaf_hash(r.leaf)).collect();
     let root = subtree_root(&hashes);
+    let unnamed = (parsed.iter().enumerate())
+        .filter(|(_, r)| !names_event(r.leaf, &r.event_id))
+        .map(|(i, _)| i)
+        .collect();
     let row_faults = rows.map_or_else(Vec::new, |rows| {
         let start = first_index(t.tile);
         row_record_faults(
             start,
-            parsed,
+            &parsed,
             &hashes,
             &rows.between(start, start + TILE_WIDTH),
         )
     });
     TileDigest {
-        records,
+        records: Ok(parsed),
         hashes,
         root,
+        unnamed,
         row_faults,
     }
 }
 
-/// [`digest_tile`] for every tile, on all available cores.
-fn digest_tiles<'a>(tiles: &[TileInput<'a>], rows: Option<&RowCheckChunk>) -> Vec<TileDigest<'a>> {
+/// [`digest_tile`] for every tile, on all available cores, each tile
+/// unpacked into its own part of `scratch`.
+fn digest_tiles<'a>(
+    tiles: &[TileInput<'a>],
+    scratch: &'a mut Vec<u8>,
+    rows: Option<&RowCheckChunk>,
+) -> Vec<TileDigest<'a>> {
+    // A tile whose length cannot be known gets no room; unpacking it then
+    // fails with the same reason.
+    let lens: Vec<usize> = tiles
+        .iter()
+        .map(|t| match t.packing == Packing::Plain.code() {
+            true => 0,
+            false => plain_len(t.packing, t.data).unwrap_or(0),
+        })
+        .collect();
+    let total: usize = lens.iter().sum();
+    if scratch.len() < total {
+        // Grown, never shrunk or cleared: unpacking overwrites every byte used.
+        scratch.resize(total, 0);
+    }
+    let mut rooms = Vec::with_capacity(tiles.len());
+    let mut rest: &'a mut [u8] = &mut scratch[..total];
+    for len in lens {
+        let (room, after) = std::mem::take(&mut rest).split_at_mut(len);
+        rooms.push(room);
+        rest = after;
+    }
+    let work: Vec<(&TileInput<'a>, &'a mut [u8])> = tiles.iter().zip(rooms).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if threads < 2 || tiles.len() < 4 {
-        return tiles.iter().map(|t| digest_tile(t, rows)).collect();
+    if threads < 2 || work.len() < 4 {
+        return work
+            .into_iter()
+            .map(|(t, room)| digest_tile(t, room, rows))
+            .collect();
     }
-    let per = tiles.len().div_ceil(threads);
+    let per = work.len().div_ceil(threads);
+    let mut parts: Vec<Vec<(&TileInput<'a>, &'a mut [u8])>> = Vec::new();
+    let mut work = work.into_iter().peekable();
+    while work.peek().is_some() {
+        parts.push(work.by_ref().take(per).collect());
+    }
     std::thread::scope(|scope| {
-        let parts: Vec<_> = tiles
-            .chunks(per)
+        let handles: Vec<_> = parts
+            .into_iter()
             .map(|part| {
                 scope.spawn(move || {
-                    part.iter()
-                        .map(|t| digest_tile(t, rows))
+                    part.into_iter()
+                        .map(|(t, room)| digest_tile(t, room, rows))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        parts
+        handles
             .into_iter()
-            .flat_map(|p| p.join().expect("tile digest thread panicked"))
+            .flat_map(|h| h.join().expect("tile digest thread panicked"))
             .collect()
     })
 }
@@ -153,7 +218,8 @@ impl Checker {
             .enumerate()
             .take_while(|(k, t)| t.tile == first + *k as u64)
             .count();
-        let digests = digest_tiles(&tiles[..consecutive], rows);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let digests = digest_tiles(&tiles[..consecutive], &mut scratch, rows);
         for (t, digest) in tiles.iter().zip(digests) {
             run.consumed += 1;
             let records = match digest.records {
@@ -172,11 +238,12 @@ impl Checker {
                 self.report_row_faults(digest.row_faults);
             }
             if let Some(leaf_hashes) =
-                self.feed_tile_hashed(t, &records, &digest.hashes, digest.root)
+                self.feed_tile_hashed(t, &records, &digest.hashes, digest.root, &digest.unnamed)
             {
                 run.compare_leaves.push((t.tile, leaf_hashes));
             }
         }
+        self.scratch = scratch;
         run
     }
 
@@ -186,6 +253,7 @@ impl Checker {
         records: &[TileRecord<'_>],
         hashes: &[Hash],
         root: Hash,
+        unnamed: &[usize],
     ) -> Option<Vec<Hash>> {
         let start = first_index(t.tile);
         if self.broken {
@@ -202,6 +270,7 @@ impl Checker {
             self.broken = true;
             return None;
         }
+        let mut unnamed = unnamed.iter().peekable();
         for (i, (r, h)) in records.iter().zip(hashes).enumerate() {
             let entry = EntryRef {
                 index: start + i as u64,
@@ -211,7 +280,10 @@ impl Checker {
                 batch_pos: r.batch_pos,
                 recorded_hash: None,
             };
-            self.check_entry(&entry, h);
+            if unnamed.next_if_eq(&&i).is_some() {
+                self.unnamed(&entry);
+            }
+            self.check_signed(&entry, h);
         }
         let end = start + TILE_WIDTH;
         if self.checkpoints.range(start + 1..end).next().is_some() {

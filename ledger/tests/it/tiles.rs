@@ -3,6 +3,7 @@
 //! queries and proofs read) caught with the index named.
 
 use caracal_ledger::store::{Ledger, LedgerStore};
+use caracal_ledger::tile::unpack_tile;
 use caracal_ledger::verify::{Report, Scope, verify_store};
 
 use crate::scene::{Scene, assert_caught};
@@ -45,7 +46,9 @@ fn plain_tile(tile: u64) -> String {
 /// Every tile as the verifier reads it: unpacked.
 async fn unpacked_tiles(scene: &Scene) -> Vec<Vec<u8>> {
     let chunk = scene.ledger.tiles(0, 100).await.unwrap();
-    chunk.inputs().iter().map(|t| t.data.to_vec()).collect()
+    (chunk.inputs().iter())
+        .map(|t| unpack_tile(t.packing, t.data).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -63,17 +66,23 @@ async fn sequencer_writes_each_complete_tile_and_the_log_verifies() {
             .unwrap();
     let chunk = scene.ledger.tiles(0, 3).await.unwrap();
     for ((packing, stored_len), input) in stored.iter().zip(chunk.inputs()) {
-        assert_eq!(*packing, 1, "tile {} is not packed", input.tile);
+        assert_eq!(
+            (*packing, input.packing),
+            (1, 1),
+            "tile {} is not packed",
+            input.tile
+        );
+        let plain = unpack_tile(input.packing, input.data).unwrap();
         assert!(
-            (*stored_len as usize) < input.data.len() / 2,
+            (*stored_len as usize) < plain.len() / 2,
             "tile {} packed to {stored_len} of {} bytes",
             input.tile,
-            input.data.len()
+            plain.len()
         );
-        assert_eq!(input.fault, None);
     }
     for input in chunk.inputs() {
-        let records = caracal_ledger::tile::parse_tile(input.data).unwrap();
+        let plain = unpack_tile(input.packing, input.data).unwrap();
+        let records = caracal_ledger::tile::parse_tile(&plain).unwrap();
         let rows = scene
             .ledger
             .entries(input.tile * 256, input.tile * 256 + 256)
@@ -334,4 +343,27 @@ async fn tiles_refuse_update_and_delete() {
             .expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
+}
+
+#[tokio::test]
+async fn tile_record_naming_another_event_is_caught() {
+    let mut scene = scene().await;
+    // Record 3 of tile 0 claims an event id its bytes do not carry.
+    scene
+        .attack(
+            "UPDATE ledger_tiles SET packing = 0, data = (
+                 SELECT string_agg(CASE idx WHEN 3 THEN uuid_send('01941f29-7c00-7000-8000-0000000000ff')
+                                   ELSE uuid_send(event_id) END
+                                   || batch_root || int4send(batch_pos) || int4send(length(leaf)) || leaf,
+                                   ''::bytea ORDER BY idx)
+                 FROM ledger_entries WHERE idx < 256) WHERE tile = 0",
+        )
+        .await;
+    let report = scene.verify().await;
+    assert_caught_saying(
+        &report,
+        3,
+        "bytes do not carry event id 01941f29-7c00-7000-8000-0000000000ff",
+    );
+    assert_caught_saying(&report, 3, "event id differs from its data tile");
 }
