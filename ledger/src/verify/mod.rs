@@ -155,6 +155,9 @@ pub enum Scope {
     Range { from: u64, to: u64 },
 }
 
+/// A batch's signed leaf hashes, or why the batch is not valid.
+type BatchVerdict = Result<Vec<Hash>, String>;
+
 /// The pure core of verification.
 #[derive(Debug)]
 pub struct Checker {
@@ -166,7 +169,7 @@ pub struct Checker {
     /// that root, should there be several).
     batches: HashMap<Vec<u8>, usize>,
     /// Each batch's root with its signed leaf hashes, or why it is not valid.
-    verdicts: Vec<(Vec<u8>, Result<Vec<Hash>, String>)>,
+    verdicts: Vec<(Vec<u8>, BatchVerdict)>,
     /// The batch of the entry checked last: a batch's entries mostly follow
     /// one another, so most entries need no lookup.
     last_batch: Option<usize>,
