@@ -14,7 +14,7 @@
 //! [`Checker`] is pure and fed in index order; [`verify_store`] and
 //! [`crate::export::verify_export`] only feed it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::batch::verify_batch_record;
 use crate::hash::{Hash, hash_from_slice, leaf_hash};
@@ -26,7 +26,10 @@ use crate::tree::{Frontier, frontier_keys};
 
 mod drive;
 mod rows;
+mod signed;
 mod tiles;
+
+use signed::{BatchVerdict, SignedBatches};
 
 pub use tiles::{TileInput, TileRun};
 
@@ -155,9 +158,6 @@ pub enum Scope {
     Range { from: u64, to: u64 },
 }
 
-/// A batch's signed leaf hashes, or why the batch is not valid.
-type BatchVerdict = Result<Vec<Hash>, String>;
-
 /// The pure core of verification.
 #[derive(Debug)]
 pub struct Checker {
@@ -165,13 +165,8 @@ pub struct Checker {
     frontier: Frontier,
     /// Verified checkpoint roots by size.
     checkpoints: BTreeMap<u64, Hash>,
-    /// Batch root -> its place in `verdicts` (the last batch stored with
-    /// that root, should there be several).
-    batches: HashMap<Vec<u8>, usize>,
-    /// Each batch's root with its signed leaf hashes, or why it is not valid.
-    verdicts: Vec<(Vec<u8>, BatchVerdict)>,
-    /// The batch of the entry checked last: a batch's entries mostly follow
-    /// one another, so most entries need no lookup.
+    batches: SignedBatches,
+    /// The batch of the entry checked last ([`SignedBatches::fault`]).
     last_batch: Option<usize>,
     /// Set once the recomputed tree can no longer be trusted (after a gap).
     broken: bool,
@@ -195,8 +190,7 @@ impl Checker {
             start,
             frontier,
             checkpoints: BTreeMap::new(),
-            batches: HashMap::new(),
-            verdicts: Vec::new(),
+            batches: SignedBatches::default(),
             last_batch: None,
             broken: false,
             report: Report::default(),
@@ -246,8 +240,7 @@ impl Checker {
             if verdict.is_ok() {
                 this.report.batches_checked += 1;
             }
-            this.batches.insert(b.root.clone(), this.verdicts.len());
-            this.verdicts.push((b.root.clone(), verdict));
+            this.batches.insert(&b.root, verdict);
         }
         this
     }
@@ -318,41 +311,30 @@ impl Checker {
     /// Everything checked about one entry apart from its place in the tree.
     fn check_entry(&mut self, entry: &EntryRef<'_>, hash: &Hash) {
         if !names_event(entry.leaf, &entry.event_id) {
-            self.unnamed(entry);
+            self.unnamed(entry.index, &entry.event_id);
         }
         self.check_signed(entry, hash);
     }
 
     /// Reports an entry whose bytes do not carry its event id.
-    fn unnamed(&mut self, entry: &EntryRef<'_>) {
+    fn unnamed(&mut self, index: u64, event_id: &uuid::Uuid) {
         self.problem(
-            Some(entry.index),
+            Some(index),
             None,
-            format!("bytes do not carry event id {}", entry.event_id),
+            format!("bytes do not carry event id {event_id}"),
         );
     }
 
     /// Checks an entry against the batch its gateway signed, and against the
     /// level-0 node recorded for it.
     fn check_signed(&mut self, entry: &EntryRef<'_>, hash: &Hash) {
-        let found = match self.last_batch {
-            Some(i) if self.verdicts[i].0 == entry.batch_root => Some(i),
-            _ => self.batches.get(entry.batch_root).copied(),
-        };
-        self.last_batch = found.or(self.last_batch);
-        let signed = match found.map(|i| &self.verdicts[i].1) {
-            None => Err("its batch is not stored (no gateway signed it)".to_string()),
-            Some(Err(why)) => Err(format!("its batch is not validly signed: {why}")),
-            Some(Ok(leaves)) => match leaves.get(entry.batch_pos as usize) {
-                Some(h) if h == hash => Ok(()),
-                Some(_) => Err(format!(
-                    "bytes differ from what the gateway signed (batch position {})",
-                    entry.batch_pos
-                )),
-                None => Err(format!("batch has no position {}", entry.batch_pos)),
-            },
-        };
-        if let Err(why) = signed {
+        let fault = (self.batches).fault(
+            &mut self.last_batch,
+            entry.batch_root,
+            entry.batch_pos,
+            hash,
+        );
+        if let Some(why) = fault {
             self.problem(Some(entry.index), None, why);
         } else if let Some(recorded) = entry.recorded_hash
             && recorded[..] != hash[..]
@@ -433,7 +415,7 @@ pub(crate) fn names_event(bytes: &[u8], id: &uuid::Uuid) -> bool {
 
 /// [`check_batch`] for every batch, on all available cores (a signature
 /// check and a tree over each batch's leaf hashes add up in a large log).
-fn check_batches(trust: &Trust, batches: &[BatchRecord]) -> Vec<Result<Vec<Hash>, String>> {
+fn check_batches(trust: &Trust, batches: &[BatchRecord]) -> Vec<BatchVerdict> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -459,7 +441,7 @@ fn check_batches(trust: &Trust, batches: &[BatchRecord]) -> Vec<Result<Vec<Hash>
     })
 }
 
-fn check_batch(trust: &Trust, b: &BatchRecord) -> Result<Vec<Hash>, String> {
+fn check_batch(trust: &Trust, b: &BatchRecord) -> BatchVerdict {
     let key = trust
         .submitters
         .iter()

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 
 use super::rows::row_record_faults;
-use super::{Checker, EntryRef, MOVED, names_event};
+use super::signed::SignedBatches;
+use super::{Checker, MOVED, names_event};
 use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::store::RowCheckChunk;
 use crate::tile::{
@@ -69,6 +70,9 @@ struct TileDigest<'a> {
     root: Hash,
     /// Positions in the tile of records whose bytes lack their event id.
     unnamed: Vec<usize>,
+    /// Positions in the tile of records that are not what their batch
+    /// signed, with why ([`SignedBatches::fault`]).
+    unsigned: Vec<(usize, String)>,
     row_faults: Vec<(u64, &'static str)>,
 }
 
@@ -79,19 +83,23 @@ impl TileDigest<'_> {
             hashes: Vec::new(),
             root: [0; 32],
             unnamed: Vec::new(),
+            unsigned: Vec::new(),
             row_faults: Vec::new(),
         }
     }
 }
 
+/// What the digests read of the checker: the tile's rows, and the batches.
+#[derive(Clone, Copy)]
+struct Against<'r> {
+    rows: Option<&'r RowCheckChunk>,
+    batches: &'r SignedBatches,
+}
+
 /// Unpacks `t` into `room` (sized by `plain_len`; empty for a plain tile,
 /// which is read where it is), then digests it while it is in this core's
 /// cache.
-fn digest_tile<'a>(
-    t: &TileInput<'a>,
-    room: &'a mut [u8],
-    rows: Option<&RowCheckChunk>,
-) -> TileDigest<'a> {
+fn digest_tile<'a>(t: &TileInput<'a>, room: &'a mut [u8], against: Against<'_>) -> TileDigest<'a> {
     let plain: &'a [u8] = if t.packing == Packing::Plain.code() {
         t.data
     } else {
@@ -110,7 +118,16 @@ fn digest_tile<'a>(
         .filter(|(_, r)| !names_event(r.leaf, &r.event_id))
         .map(|(i, _)| i)
         .collect();
-    let row_faults = rows.map_or_else(Vec::new, |rows| {
+    let mut last = None;
+    let unsigned = (parsed.iter().zip(&hashes).enumerate())
+        .filter_map(|(i, (r, h))| {
+            let fault = against
+                .batches
+                .fault(&mut last, r.batch_root, r.batch_pos, h);
+            fault.map(|why| (i, why))
+        })
+        .collect();
+    let row_faults = against.rows.map_or_else(Vec::new, |rows| {
         let start = first_index(t.tile);
         row_record_faults(
             start,
@@ -124,6 +141,7 @@ fn digest_tile<'a>(
         hashes,
         root,
         unnamed,
+        unsigned,
         row_faults,
     }
 }
@@ -133,7 +151,7 @@ fn digest_tile<'a>(
 fn digest_tiles<'a>(
     tiles: &[TileInput<'a>],
     scratch: &'a mut Vec<u8>,
-    rows: Option<&RowCheckChunk>,
+    against: Against<'_>,
 ) -> Vec<TileDigest<'a>> {
     // A tile whose length cannot be known gets no room; unpacking it then
     // fails with the same reason.
@@ -163,7 +181,7 @@ fn digest_tiles<'a>(
     if threads < 2 || work.len() < 4 {
         return work
             .into_iter()
-            .map(|(t, room)| digest_tile(t, room, rows))
+            .map(|(t, room)| digest_tile(t, room, against))
             .collect();
     }
     let per = work.len().div_ceil(threads);
@@ -178,7 +196,7 @@ fn digest_tiles<'a>(
             .map(|part| {
                 scope.spawn(move || {
                     part.into_iter()
-                        .map(|(t, room)| digest_tile(t, room, rows))
+                        .map(|(t, room)| digest_tile(t, room, against))
                         .collect::<Vec<_>>()
                 })
             })
@@ -219,10 +237,14 @@ impl Checker {
             .take_while(|(k, t)| t.tile == first + *k as u64)
             .count();
         let mut scratch = std::mem::take(&mut self.scratch);
-        let digests = digest_tiles(&tiles[..consecutive], &mut scratch, rows);
-        for (t, digest) in tiles.iter().zip(digests) {
+        let against = Against {
+            rows,
+            batches: &self.batches,
+        };
+        let digests = digest_tiles(&tiles[..consecutive], &mut scratch, against);
+        for (t, mut digest) in tiles.iter().zip(digests) {
             run.consumed += 1;
-            let records = match digest.records {
+            let records = match std::mem::replace(&mut digest.records, Ok(Vec::new())) {
                 Ok(records) => records,
                 Err(e) => {
                     self.problem(
@@ -235,11 +257,9 @@ impl Checker {
                 }
             };
             if rows.is_some() {
-                self.report_row_faults(digest.row_faults);
+                self.report_row_faults(std::mem::take(&mut digest.row_faults));
             }
-            if let Some(leaf_hashes) =
-                self.feed_tile_hashed(t, &records, &digest.hashes, digest.root, &digest.unnamed)
-            {
+            if let Some(leaf_hashes) = self.feed_tile_hashed(t, &records, &digest) {
                 run.compare_leaves.push((t.tile, leaf_hashes));
             }
         }
@@ -251,10 +271,9 @@ impl Checker {
         &mut self,
         t: &TileInput<'_>,
         records: &[TileRecord<'_>],
-        hashes: &[Hash],
-        root: Hash,
-        unnamed: &[usize],
+        digest: &TileDigest<'_>,
     ) -> Option<Vec<Hash>> {
+        let (hashes, root) = (&digest.hashes, digest.root);
         let start = first_index(t.tile);
         if self.broken {
             return None;
@@ -270,20 +289,23 @@ impl Checker {
             self.broken = true;
             return None;
         }
-        let mut unnamed = unnamed.iter().peekable();
-        for (i, (r, h)) in records.iter().zip(hashes).enumerate() {
-            let entry = EntryRef {
-                index: start + i as u64,
-                event_id: r.event_id,
-                leaf: r.leaf,
-                batch_root: r.batch_root,
-                batch_pos: r.batch_pos,
-                recorded_hash: None,
+        // Problems in index order, an entry's event id before its batch.
+        let mut unnamed = digest.unnamed.iter().copied().peekable();
+        let mut unsigned = digest.unsigned.iter().peekable();
+        loop {
+            let i = match (unnamed.peek(), unsigned.peek()) {
+                (None, None) => break,
+                (Some(&u), Some((s, _))) => u.min(*s),
+                (Some(&u), None) => u,
+                (None, Some((s, _))) => *s,
             };
-            if unnamed.next_if_eq(&&i).is_some() {
-                self.unnamed(&entry);
+            let index = start + i as u64;
+            if unnamed.next_if_eq(&i).is_some() {
+                self.unnamed(index, &records[i].event_id);
             }
-            self.check_signed(&entry, h);
+            if let Some((_, why)) = unsigned.next_if(|(s, _)| *s == i) {
+                self.problem(Some(index), None, why.clone());
+            }
         }
         let end = start + TILE_WIDTH;
         if self.checkpoints.range(start + 1..end).next().is_some() {
@@ -299,7 +321,7 @@ impl Checker {
             self.check_root_here();
         }
         match t.recorded_root {
-            Some(stored) if stored != root => Some(hashes.to_vec()),
+            Some(stored) if stored != root => Some(hashes.clone()),
             _ => None,
         }
     }
