@@ -546,11 +546,15 @@ async fn build_hash_tiles(store: &PgStore) -> anyhow::Result<()> {
         "INSERT INTO ledger_hash_tiles (tile_level, tile_index, hashes)
          SELECT level / 8, idx >> 8, string_agg(hash, ''::bytea ORDER BY idx)
          FROM ledger_nodes WHERE level % 8 = 0
-         GROUP BY level, idx >> 8 HAVING count(*) = 256;
-         VACUUM ANALYZE ledger_hash_tiles",
+         GROUP BY level, idx >> 8 HAVING count(*) = 256",
     )
     .execute(store.pool())
     .await?;
+    // On its own: several statements in one simple query run as one
+    // transaction, and VACUUM refuses to run inside one.
+    sqlx::raw_sql("VACUUM ANALYZE ledger_hash_tiles")
+        .execute(store.pool())
+        .await?;
     let tiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_hash_tiles")
         .fetch_one(store.pool())
         .await?;
