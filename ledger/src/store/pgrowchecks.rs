@@ -45,6 +45,17 @@ pub(super) async fn read(
         .min(1 << 20)
         * 100;
     let mut tx = pool.begin().await?;
+    // Rows are read in index order, which is the order they were written in.
+    // A log appended to since its last ANALYZE has no statistics, and the
+    // planner then picks a bitmap scan of the table and a sort (about twice
+    // as slow here); steer it to the index, only-index once VACUUM has marked
+    // the pages all-visible. Planner settings only: the rows read are the same.
+    sqlx::raw_sql(
+        "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; \
+         SET LOCAL enable_sort = off",
+    )
+    .execute(&mut *tx)
+    .await?;
     let copied = copy_all(&mut tx, &sql("verify_record"), spare.take(capacity)).await;
     let buf = match copied {
         Ok(buf) => buf,
