@@ -146,6 +146,39 @@ fn digest_tile<'a>(t: &TileInput<'a>, room: &'a mut [u8], against: Against<'_>) 
     }
 }
 
+/// Most bytes of unpacked tiles held at once. A chunk of 64 tiles of
+/// 527-byte events takes about 9.5 MB; a tile may declare up to
+/// [`crate::tile::MAX_PLAIN_TILE_BYTES`], so tiles that declare more
+/// together are digested in groups, and a damaged store cannot make the
+/// verifier set aside gigabytes.
+const SCRATCH_BUDGET: usize = 64 << 20;
+
+/// Room a tile needs in the scratch buffer: its declared plain length if
+/// packed (none for a plain tile, read where it is, or for one whose length
+/// cannot be known, which then fails to unpack for the same reason).
+fn room_len(t: &TileInput<'_>) -> usize {
+    if t.packing == Packing::Plain.code() {
+        return 0;
+    }
+    plain_len(t.packing, t.data).unwrap_or(0)
+}
+
+/// The end of the group of tiles starting at `from` whose rooms fit in
+/// [`SCRATCH_BUDGET`] together (at least one tile).
+fn group_end(tiles: &[TileInput<'_>], from: usize) -> usize {
+    let mut total = 0;
+    let mut end = from;
+    while end < tiles.len() {
+        let room = room_len(&tiles[end]);
+        if end > from && total + room > SCRATCH_BUDGET {
+            break;
+        }
+        total += room;
+        end += 1;
+    }
+    end
+}
+
 /// [`digest_tile`] for every tile, on all available cores, each tile
 /// unpacked into its own part of `scratch`.
 fn digest_tiles<'a>(
@@ -153,15 +186,7 @@ fn digest_tiles<'a>(
     scratch: &'a mut Vec<u8>,
     against: Against<'_>,
 ) -> Vec<TileDigest<'a>> {
-    // A tile whose length cannot be known gets no room; unpacking it then
-    // fails with the same reason.
-    let lens: Vec<usize> = tiles
-        .iter()
-        .map(|t| match t.packing == Packing::Plain.code() {
-            true => 0,
-            false => plain_len(t.packing, t.data).unwrap_or(0),
-        })
-        .collect();
+    let lens: Vec<usize> = tiles.iter().map(room_len).collect();
     let total: usize = lens.iter().sum();
     if scratch.len() < total {
         // Grown, never shrunk or cleared: unpacking overwrites every byte used.
@@ -236,32 +261,38 @@ impl Checker {
             .enumerate()
             .take_while(|(k, t)| t.tile == first + *k as u64)
             .count();
+        let tiles = &tiles[..consecutive];
         let mut scratch = std::mem::take(&mut self.scratch);
-        let against = Against {
-            rows,
-            batches: &self.batches,
-        };
-        let digests = digest_tiles(&tiles[..consecutive], &mut scratch, against);
-        for (t, mut digest) in tiles.iter().zip(digests) {
-            run.consumed += 1;
-            let records = match std::mem::replace(&mut digest.records, Ok(Vec::new())) {
-                Ok(records) => records,
-                Err(e) => {
-                    self.problem(
-                        Some(first_index(t.tile)),
-                        None,
-                        format!("data tile {} is malformed: {e}", t.tile),
-                    );
-                    run.malformed = Some(t.tile);
-                    break;
-                }
+        let mut at = 0;
+        'groups: while at < tiles.len() {
+            let end = group_end(tiles, at);
+            let against = Against {
+                rows,
+                batches: &self.batches,
             };
-            if rows.is_some() {
-                self.report_row_faults(std::mem::take(&mut digest.row_faults));
+            let digests = digest_tiles(&tiles[at..end], &mut scratch, against);
+            for (t, mut digest) in tiles[at..end].iter().zip(digests) {
+                run.consumed += 1;
+                let records = match std::mem::replace(&mut digest.records, Ok(Vec::new())) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        self.problem(
+                            Some(first_index(t.tile)),
+                            None,
+                            format!("data tile {} is malformed: {e}", t.tile),
+                        );
+                        run.malformed = Some(t.tile);
+                        break 'groups;
+                    }
+                };
+                if rows.is_some() {
+                    self.report_row_faults(std::mem::take(&mut digest.row_faults));
+                }
+                if let Some(leaf_hashes) = self.feed_tile_hashed(t, &records, &digest) {
+                    run.compare_leaves.push((t.tile, leaf_hashes));
+                }
             }
-            if let Some(leaf_hashes) = self.feed_tile_hashed(t, &records, &digest) {
-                run.compare_leaves.push((t.tile, leaf_hashes));
-            }
+            at = end;
         }
         self.scratch = scratch;
         run
@@ -345,6 +376,36 @@ mod tests {
     use super::*;
     use crate::hash::leaf_hash;
     use crate::tree::Frontier;
+
+    #[test]
+    fn tiles_declaring_much_are_digested_in_groups_within_the_budget() {
+        fn input(packing: i16, data: &[u8]) -> TileInput<'_> {
+            TileInput {
+                tile: 0,
+                packing,
+                data,
+                recorded_root: None,
+            }
+        }
+        let declaring = |n: u32| n.to_le_bytes();
+        let (big, small, huge) = (declaring(40 << 20), declaring(1 << 20), declaring(64 << 20));
+        let tiles = [
+            input(1, &small),
+            input(1, &big),
+            input(1, &big),
+            input(0, &big),
+            input(1, &[1]),
+            input(1, &small),
+        ];
+        // 1 + 40 MiB fit; the next 40 starts a group, which the plain tile
+        // and the unreadable one (no room each) and 1 MiB join.
+        assert_eq!(group_end(&tiles, 0), 2);
+        assert_eq!(group_end(&tiles, 2), 6);
+        assert_eq!((room_len(&tiles[3]), room_len(&tiles[4])), (0, 0));
+        // A single tile at the budget still forms a group of its own.
+        let tiles = [input(1, &huge), input(1, &huge)];
+        assert_eq!(group_end(&tiles, 0), 1);
+    }
 
     #[test]
     fn a_pushed_subtree_equals_its_leaves_pushed_one_by_one() {
