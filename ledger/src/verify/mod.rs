@@ -416,27 +416,37 @@ pub(crate) fn names_event(bytes: &[u8], id: &uuid::Uuid) -> bool {
 /// [`check_batch`] for every batch, on all available cores (a signature
 /// check and a tree over each batch's leaf hashes add up in a large log).
 fn check_batches(trust: &Trust, batches: &[BatchRecord]) -> Vec<BatchVerdict> {
+    on_all_cores(batches.iter().collect(), 8, |b| check_batch(trust, b))
+}
+
+/// `f` of every item, in order, the items split evenly over the available
+/// cores (up to 8) when there are at least `min` of them.
+pub(super) fn on_all_cores<T: Send, R: Send>(
+    items: Vec<T>,
+    min: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if threads < 2 || batches.len() < 8 {
-        return batches.iter().map(|b| check_batch(trust, b)).collect();
+    if threads < 2 || items.len() < min.max(2) {
+        return items.into_iter().map(f).collect();
     }
-    let per = batches.len().div_ceil(threads);
+    let per = items.len().div_ceil(threads);
+    let mut parts: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        parts.push(items.by_ref().take(per).collect());
+    }
+    let f = &f;
     std::thread::scope(|scope| {
-        let parts: Vec<_> = batches
-            .chunks(per)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|b| check_batch(trust, b))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
+        let handles: Vec<_> = parts
             .into_iter()
-            .flat_map(|p| p.join().expect("batch checking thread panicked"))
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("verifier thread panicked"))
             .collect()
     })
 }

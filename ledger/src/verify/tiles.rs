@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use super::rows::row_record_faults;
 use super::signed::SignedBatches;
-use super::{Checker, MOVED, names_event};
+use super::{Checker, MOVED, names_event, on_all_cores};
 use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::store::RowCheckChunk;
 use crate::tile::{
@@ -200,37 +200,7 @@ fn digest_tiles<'a>(
         rest = after;
     }
     let work: Vec<(&TileInput<'a>, &'a mut [u8])> = tiles.iter().zip(rooms).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads < 2 || work.len() < 4 {
-        return work
-            .into_iter()
-            .map(|(t, room)| digest_tile(t, room, against))
-            .collect();
-    }
-    let per = work.len().div_ceil(threads);
-    let mut parts: Vec<Vec<(&TileInput<'a>, &'a mut [u8])>> = Vec::new();
-    let mut work = work.into_iter().peekable();
-    while work.peek().is_some() {
-        parts.push(work.by_ref().take(per).collect());
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    part.into_iter()
-                        .map(|(t, room)| digest_tile(t, room, against))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("tile digest thread panicked"))
-            .collect()
-    })
+    on_all_cores(work, 4, |(t, room)| digest_tile(t, room, against))
 }
 
 impl Checker {

@@ -86,3 +86,16 @@ pub fn assert_caught(report: &Report, index: u64) {
         report.problems
     );
 }
+
+/// Caught at `index`, by a problem at that index that says `says`.
+pub fn assert_caught_saying(report: &Report, index: u64, says: &str) {
+    assert_caught(report, index);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.index == Some(index) && p.what.contains(says)),
+        "no problem at {index} saying {says:?}: {:#?}",
+        report.problems
+    );
+}

@@ -4,27 +4,14 @@
 
 use caracal_ledger::store::{Ledger, LedgerStore};
 use caracal_ledger::tile::unpack_tile;
-use caracal_ledger::verify::{Report, Scope, verify_store};
+use caracal_ledger::verify::{Scope, verify_store};
 
-use crate::scene::{Scene, assert_caught};
+use crate::scene::{Scene, assert_caught_saying};
 
 /// A 900-entry log: checkpoints at 300 (inside tile 1), 768 (the end of tile
 /// 2) and 900, so tiles 0..3 are complete and 768..900 are rows only.
 async fn scene() -> Scene {
     Scene::with_steps(&[0..300, 300..768, 768..900]).await
-}
-
-/// Caught at `index`, by a problem at that index that says `says`.
-fn assert_caught_saying(report: &Report, index: u64, says: &str) {
-    assert_caught(report, index);
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.index == Some(index) && p.what.contains(says)),
-        "no problem at {index} saying {says:?}: {:#?}",
-        report.problems
-    );
 }
 
 /// The record of entry `idx` rebuilt from its row (the layout of `tile.rs`).

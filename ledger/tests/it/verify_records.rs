@@ -5,7 +5,7 @@
 
 use caracal_ledger::verify::Report;
 
-use crate::scene::{Scene, assert_caught};
+use crate::scene::{Scene, assert_caught, assert_caught_saying};
 
 /// A 900-entry log with complete tiles 0..3 (as in `tiles.rs`).
 async fn scene() -> Scene {
@@ -147,16 +147,7 @@ async fn second_row_at_an_index_is_caught() {
              FROM ledger_entries WHERE idx = 100;",
         )
         .await;
-    let report = scene.verify().await;
-    assert_caught(&report, 100);
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.index == Some(100) && p.what.contains("more than one entry row")),
-        "{:#?}",
-        report.problems
-    );
+    assert_caught_saying(&scene.verify().await, 100, "more than one entry row");
 }
 
 #[tokio::test]
@@ -170,14 +161,9 @@ async fn row_whose_record_is_null_is_still_named() {
              UPDATE ledger_entries SET leaf = NULL WHERE idx = 100",
         )
         .await;
-    let report = scene.verify().await;
-    assert_caught(&report, 100);
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.index == Some(100) && p.what.contains("bytes differ from its data tile")),
-        "{:#?}",
-        report.problems
+    assert_caught_saying(
+        &scene.verify().await,
+        100,
+        "bytes differ from its data tile",
     );
 }
