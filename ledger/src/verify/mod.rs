@@ -63,30 +63,6 @@ impl<'a> From<&'a EntryRecord> for EntryRef<'a> {
     }
 }
 
-/// Leaf hashes of `count` byte strings, on all available cores when there
-/// are enough of them to be worth a thread.
-pub(crate) fn hash_leaves<'a>(leaves: impl Iterator<Item = &'a [u8]>, count: usize) -> Vec<Hash> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads < 2 || count < 1024 {
-        return leaves.map(leaf_hash).collect();
-    }
-    let leaves: Vec<&[u8]> = leaves.collect();
-    let per = count.div_ceil(threads);
-    let mut out = vec![[0u8; 32]; count];
-    std::thread::scope(|scope| {
-        for (part, slots) in leaves.chunks(per).zip(out.chunks_mut(per)) {
-            scope.spawn(move || {
-                for (leaf, slot) in part.iter().zip(slots) {
-                    *slot = leaf_hash(leaf);
-                }
-            });
-        }
-    });
-    out
-}
-
 /// One thing wrong with the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -271,7 +247,9 @@ impl Checker {
 
     /// Like [`Checker::feed_chunk`], over borrowed entries.
     pub fn feed_refs(&mut self, entries: &[EntryRef<'_>]) {
-        let hashes = hash_leaves(entries.iter().map(|e| e.leaf), entries.len());
+        // Hashing is most of the work: on all cores when there is enough.
+        let leaves = entries.iter().map(|e| e.leaf).collect();
+        let hashes = on_all_cores(leaves, 1024, leaf_hash);
         for (entry, hash) in entries.iter().zip(hashes) {
             self.feed_hashed(entry, hash);
         }
