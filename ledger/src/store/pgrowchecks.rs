@@ -115,7 +115,6 @@ pub(super) async fn read(
     Ok(RowChecks::Records(RowCheckChunk { buf, rows }))
 }
 
-/// What the catalog says about `ledger_entries` and its `verify_record`.
 /// Runs a `COPY ... TO STDOUT` and collects its bytes into `buf`.
 async fn copy_all(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -129,6 +128,7 @@ async fn copy_all(
     Ok(buf)
 }
 
+/// What the catalog says about `ledger_entries` and its `verify_record`.
 struct Definition {
     kind: String,
     row_security: bool,
