@@ -181,6 +181,14 @@ pub(super) fn parse_indexed_row_checks(buf: &[u8]) -> Result<Vec<RowCheckSlot>, 
 mod tests {
     use super::*;
 
+    /// The signature, flags and an empty extension area: what precedes the rows.
+    fn copy_header() -> Vec<u8> {
+        let mut buf = SIGNATURE.to_vec();
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf
+    }
+
     fn field(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
         match bytes {
             Some(b) => {
@@ -193,9 +201,7 @@ mod tests {
 
     #[test]
     fn parses_rows_and_refuses_truncation() {
-        let mut buf = SIGNATURE.to_vec();
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
+        let mut buf = copy_header();
         for (i, recorded) in [(7i64, Some(&[1u8; 32][..])), (8, None)] {
             buf.extend_from_slice(&6i16.to_be_bytes());
             field(&mut buf, Some(&i.to_be_bytes()));
@@ -220,9 +226,7 @@ mod tests {
     #[test]
     fn parses_row_checks_naming_rows_by_their_records() {
         let copy = |records: &[Option<Vec<u8>>]| {
-            let mut buf = SIGNATURE.to_vec();
-            buf.extend_from_slice(&0i32.to_be_bytes());
-            buf.extend_from_slice(&0i32.to_be_bytes());
+            let mut buf = copy_header();
             for record in records {
                 buf.extend_from_slice(&1i16.to_be_bytes());
                 field(&mut buf, record.as_deref());
@@ -250,9 +254,7 @@ mod tests {
 
     #[test]
     fn parses_indexed_row_checks_with_nulls() {
-        let mut buf = SIGNATURE.to_vec();
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
+        let mut buf = copy_header();
         for (i, record) in [(5i64, Some(&[9u8; 92][..])), (6, None)] {
             buf.extend_from_slice(&2i16.to_be_bytes());
             field(&mut buf, Some(&i.to_be_bytes()));
@@ -269,9 +271,7 @@ mod tests {
 
     #[test]
     fn parses_tile_rows_as_ranges() {
-        let mut buf = SIGNATURE.to_vec();
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
+        let mut buf = copy_header();
         for (t, root) in [(3i64, Some(&[4u8; 32][..])), (4, None)] {
             buf.extend_from_slice(&4i16.to_be_bytes());
             field(&mut buf, Some(&t.to_be_bytes()));
