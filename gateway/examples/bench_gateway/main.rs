@@ -148,7 +148,7 @@ fn main() {
     if let Some(role) = arg("--role") {
         let port: u16 = arg("--port").unwrap().parse().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(std::env::var("BENCH_WORKERS").map_or(2, |w| w.parse().unwrap()))
             .enable_all()
             .build()
             .unwrap();
@@ -360,41 +360,35 @@ fn main() {
     }
 }
 
-/// Time to the first byte of a stream, direct and through both gateways.
+/// Time to the first byte of a stream: direct, through the plain proxy and
+/// through both gateways.
 fn stream_ttfb(rt: &tokio::runtime::Runtime, targets: &[(&str, String)], key: &str, seconds: u64) {
     println!("\nstream time to first byte at 200 req/s for {seconds} s:");
-    let ttfb_direct = rt.block_on(open_loop(
-        &targets[0].1,
-        key,
-        true,
-        200,
-        Duration::from_secs(seconds),
-        true,
-    ));
-    show("direct", &ttfb_direct);
-    let ttfb_gw = rt.block_on(open_loop(
-        &targets[2].1,
-        key,
-        true,
-        200,
-        Duration::from_secs(seconds),
-        true,
-    ));
-    show("caracal gateway", &ttfb_gw);
-    println!(
-        "  TTFB added by the gateway: p50 {:+.0} µs, p99 {:+.0} µs",
-        ttfb_gw.p50 - ttfb_direct.p50,
-        ttfb_gw.p99 - ttfb_direct.p99
-    );
-    let ttfb_sr = rt.block_on(open_loop(
-        &targets[3].1,
-        key,
-        true,
-        200,
-        Duration::from_secs(seconds),
-        true,
-    ));
-    show("gateway, ack on write", &ttfb_sr);
+    let ttfb: Vec<_> = targets
+        .iter()
+        .map(|(name, url)| {
+            let l = rt.block_on(open_loop(
+                url,
+                key,
+                true,
+                200,
+                Duration::from_secs(seconds),
+                true,
+            ));
+            show(name, &l);
+            l
+        })
+        .collect();
+    let (direct, proxy) = (&ttfb[0], &ttfb[1]);
+    for (i, label) in [(2, "the gateway"), (3, "the gateway (ack on write)")] {
+        println!(
+            "  TTFB added by {label}: p50 {:+.0} µs, p99 {:+.0} µs vs direct; p50 {:+.0} µs, p99 {:+.0} µs vs plain proxy",
+            ttfb[i].p50 - direct.p50,
+            ttfb[i].p99 - direct.p99,
+            ttfb[i].p50 - proxy.p50,
+            ttfb[i].p99 - proxy.p99
+        );
+    }
 }
 
 /// Saturation throughput and CPU per request under `wrk`.

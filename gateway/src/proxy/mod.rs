@@ -4,17 +4,19 @@
 
 mod authorize;
 mod deny;
+mod detach;
 mod mcp;
 mod model;
 mod record;
 mod stream;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use caracal_api::snapshot::ConfigSnapshot;
 use caracal_ledger::event::Outcome;
 use caracal_policy::{Budgets, Denial, DenyReason};
+use futures::FutureExt;
 use http_body_util::{BodyExt, Limited};
 use hyper::{
     HeaderMap, Request, Response, StatusCode,
@@ -165,19 +167,17 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     let request_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async move {
-        // Run the request in its own task: hyper drops the service future
-        // when the client hangs up, and a call already forwarded must still
-        // be metered, settled and recorded (the provider bills it anyway).
+        // Polled here, on the connection's task; if the client hangs up
+        // first, the request finishes on a task of its own (see `detach`).
         let task = {
             let (gw, request_id) = (gw.clone(), request_id.clone());
-            tokio::spawn(
-                async move { route(&gw, req, &request_id, started).await }.in_current_span(),
-            )
+            let route = async move { route(&gw, req, &request_id, started).await };
+            detach::Detachable::new(AssertUnwindSafe(route.in_current_span()).catch_unwind())
         };
         let mut response = match task.await {
             Ok(response) => response,
-            Err(e) => {
-                tracing::error!(error = %e, "request task failed");
+            Err(_) => {
+                tracing::error!("the request panicked");
                 plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
             }
         };
