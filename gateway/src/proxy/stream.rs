@@ -1,20 +1,27 @@
 //! Relaying an SSE stream while metering it.
 //!
-//! Each upstream chunk is fed to the scanner and then forwarded at once; the
-//! gateway never holds more than the unfinished tail of one event. The
-//! stream is cut, with an error event in the provider's shape, when the
-//! output seen would pass what was reserved. When the upstream ends, the
-//! gateway settles and spools the event *before* it ends the client's
-//! stream, so a client that saw a complete stream has a durable event.
+//! The client's response body *is* the relay: each upstream chunk is fed to
+//! the scanner and handed to hyper from the same poll, so a chunk crosses no
+//! task or channel inside the gateway, and the gateway never holds more than
+//! the unfinished tail of one event. The stream is cut, with an error event
+//! in the provider's shape, when the output seen would pass what was
+//! reserved. When the upstream ends, the gateway settles and spools the
+//! event *before* it ends the client's stream, so a client that saw a
+//! complete stream has a durable event. That ending runs on a task of its
+//! own, which also takes over when the client hangs up (the body is dropped)
+//! mid-stream, so every stream is settled and recorded either way.
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
 
 use bytes::Bytes;
 use caracal_ledger::event::Outcome;
-use futures::stream;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::{Response, StatusCode, body::Frame};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::{Gateway, Record, model::Metering, model::settle};
 use crate::{
@@ -33,15 +40,149 @@ pub(super) fn start(
     record: Record,
 ) -> Response<Body> {
     let (parts, upstream) = response.into_parts();
-    let (tx, rx) = mpsc::channel::<Chunk>(16);
-    tokio::spawn(pump(gw, upstream, tx, metering, record));
-    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    }));
-    let mut out = Response::new(body.boxed());
+    let deadline = tokio::time::Instant::from_std(record.started + gw.limits.max_call_duration);
+    let relay = Relay {
+        upstream: Some(upstream),
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        scanner: SseScanner::new(gw.limits.max_sse_event_bytes),
+        meter: StreamMeter::new(metering.endpoint),
+        finish: Some(Finish {
+            gw,
+            metering,
+            record,
+        }),
+        ending: None,
+    };
+    let mut out = Response::new(relay.boxed());
     *out.status_mut() = parts.status;
     *out.headers_mut() = relayed_headers(&parts.headers);
     out
+}
+
+/// What settling and recording a stream needs once it has ended.
+struct Finish {
+    gw: Arc<Gateway>,
+    metering: Metering,
+    record: Record,
+}
+
+/// The client's response body: the upstream's frames, metered as they pass.
+struct Relay {
+    /// `None` once the stream has ended.
+    upstream: Option<Body>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    scanner: SseScanner,
+    meter: StreamMeter,
+    /// Taken when the stream ends (or the body is dropped before that).
+    finish: Option<Finish>,
+    /// The ending's task: settles, spools, then sends the stream's last
+    /// item (an error event or an error), if any.
+    ending: Option<oneshot::Receiver<Option<Chunk>>>,
+}
+
+impl Relay {
+    /// The stream ended: stop reading the upstream and settle and record it
+    /// on a task of its own.
+    fn end(&mut self, end: End) {
+        self.upstream = None;
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        let meter = std::mem::replace(&mut self.meter, StreamMeter::new(finish.metering.endpoint));
+        let (tail_tx, tail_rx) = oneshot::channel();
+        let task = async move {
+            let tail = finish.run(meter, end).await;
+            let _ = tail_tx.send(tail);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(task);
+            }
+            // Only while the runtime itself shuts down.
+            Err(_) => tracing::warn!("a stream ended outside the runtime; not recorded"),
+        }
+        self.ending = Some(tail_rx);
+    }
+
+    /// Feed a chunk to the scanner and meter; `Err` ends the stream.
+    fn observe(&mut self, data: &Bytes, output_bound: u64) -> Result<(), End> {
+        let mut problem = None;
+        let meter = &mut self.meter;
+        let fed = self.scanner.feed(data, |event| {
+            if problem.is_none()
+                && let Err(e) = meter.observe(&event)
+            {
+                problem = Some(e);
+            }
+        });
+        if let Some(e) = fed.err().or(problem) {
+            return Err(End::InvalidSse(e.to_string()));
+        }
+        if self.meter.observed_output() > output_bound {
+            return Err(End::CutOff);
+        }
+        Ok(())
+    }
+}
+
+impl hyper::body::Body for Relay {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(ending) = &mut this.ending {
+                // A closed channel means the ending task failed: end quietly.
+                let tail = ready!(Pin::new(ending).poll(cx)).ok().flatten();
+                this.ending = None;
+                return Poll::Ready(tail);
+            }
+            let Some(upstream) = &mut this.upstream else {
+                return Poll::Ready(None);
+            };
+            let frame = match Pin::new(upstream).poll_frame(cx) {
+                Poll::Pending => {
+                    ready!(this.deadline.as_mut().poll(cx));
+                    this.end(End::Deadline);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    this.end(End::Complete);
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.end(End::UpstreamReset(e.to_string()));
+                    continue;
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            if let Some(data) = frame.data_ref() {
+                let bound = this
+                    .finish
+                    .as_ref()
+                    .map_or(u64::MAX, |f| f.metering.output_bound);
+                if let Err(end) = this.observe(data, bound) {
+                    this.end(end);
+                    continue;
+                }
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.upstream.is_none() && self.ending.is_none()
+    }
+}
+
+impl Drop for Relay {
+    /// The client went away before the stream ended: record what it got.
+    fn drop(&mut self) {
+        if self.finish.is_some() {
+            self.end(End::ClientGone);
+        }
+    }
 }
 
 /// How a stream ended.
@@ -71,135 +212,94 @@ fn error_event(metering: &Metering, refusal: &Refusal, request_id: &str) -> Byte
     Bytes::from(text)
 }
 
-async fn pump(
-    gw: Arc<Gateway>,
-    mut upstream: Body,
-    tx: mpsc::Sender<Chunk>,
-    metering: Metering,
-    mut record: Record,
-) {
-    let mut scanner = SseScanner::new(gw.limits.max_sse_event_bytes);
-    let mut meter = StreamMeter::new(metering.endpoint);
-    let deadline = tokio::time::Instant::from_std(record.started + gw.limits.max_call_duration);
-    let end = loop {
-        let frame = match tokio::time::timeout_at(deadline, upstream.frame()).await {
-            Err(_) => break End::Deadline,
-            Ok(None) => break End::Complete,
-            Ok(Some(Err(e))) => break End::UpstreamReset(e.to_string()),
-            Ok(Some(Ok(frame))) => frame,
+impl Finish {
+    /// Settle and spool the stream's event; returns what the client's stream
+    /// ends with, if anything.
+    async fn run(self, meter: StreamMeter, end: End) -> Option<Chunk> {
+        let Finish {
+            gw,
+            metering,
+            mut record,
+        } = self;
+        let reported = meter.usage();
+        let observed = meter.observed_output();
+        let (outcome, reason, tail) = match &end {
+            End::Complete if meter.finished() && reported.is_some() => {
+                (Outcome::Allowed, String::new(), None)
+            }
+            End::Complete => (Outcome::Allowed, "usage_missing".to_owned(), None),
+            End::CutOff => {
+                let refusal = Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "stream_cut_off",
+                    "the stream passed the output its reservation pays for",
+                );
+                (Outcome::CutOff, "stream_cut_off".to_owned(), Some(refusal))
+            }
+            End::Deadline => {
+                let refusal = Refusal::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "call_deadline",
+                    "the provider did not finish within the gateway's call deadline",
+                );
+                (
+                    Outcome::UpstreamError,
+                    "call_deadline".to_owned(),
+                    Some(refusal),
+                )
+            }
+            End::InvalidSse(detail) => {
+                let refusal = Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "invalid_upstream_sse",
+                    detail.clone(),
+                );
+                (
+                    Outcome::UpstreamError,
+                    "invalid_upstream_sse".to_owned(),
+                    Some(refusal),
+                )
+            }
+            End::UpstreamReset(_) => (Outcome::UpstreamError, "upstream_reset".to_owned(), None),
+            End::ClientGone => (Outcome::Allowed, "client_disconnected".to_owned(), None),
         };
-        if let Some(data) = frame.data_ref() {
-            let mut problem = None;
-            let fed = scanner.feed(data, |event| {
-                if problem.is_none()
-                    && let Err(e) = meter.observe(&event)
-                {
-                    problem = Some(e);
-                }
-            });
-            if let Some(e) = fed.err().or(problem) {
-                break End::InvalidSse(e.to_string());
-            }
-            if meter.observed_output() > metering.output_bound {
-                break End::CutOff;
-            }
-        }
-        if tx.send(Ok(frame)).await.is_err() {
-            break End::ClientGone;
-        }
-    };
-    drop(upstream);
-
-    let reported = meter.usage();
-    let observed = meter.observed_output();
-    let (outcome, reason, tail) = match &end {
-        End::Complete if meter.finished() && reported.is_some() => {
-            (Outcome::Allowed, String::new(), None)
-        }
-        End::Complete => (Outcome::Allowed, "usage_missing".to_owned(), None),
-        End::CutOff => {
-            let refusal = Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "stream_cut_off",
-                "the stream passed the output its reservation pays for",
-            );
-            (Outcome::CutOff, "stream_cut_off".to_owned(), Some(refusal))
-        }
-        End::Deadline => {
-            let refusal = Refusal::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "call_deadline",
-                "the provider did not finish within the gateway's call deadline",
-            );
-            (
-                Outcome::UpstreamError,
-                "call_deadline".to_owned(),
-                Some(refusal),
-            )
-        }
-        End::InvalidSse(detail) => {
-            let refusal = Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "invalid_upstream_sse",
-                detail.clone(),
-            );
-            (
-                Outcome::UpstreamError,
-                "invalid_upstream_sse".to_owned(),
-                Some(refusal),
-            )
-        }
-        End::UpstreamReset(_) => (Outcome::UpstreamError, "upstream_reset".to_owned(), None),
-        End::ClientGone => (Outcome::Allowed, "client_disconnected".to_owned(), None),
-    };
-    record.cost = match (&end, reported) {
-        (End::Complete, Some(usage)) if meter.finished() => {
-            record.usage = usage;
-            metering.rates.cost(&usage.into())
-        }
-        _ => {
-            if let Some(usage) = reported {
+        record.cost = match (&end, reported) {
+            (End::Complete, Some(usage)) if meter.finished() => {
                 record.usage = usage;
+                metering.rates.cost(&usage.into())
             }
-            record.usage.output_tokens = record
-                .usage
-                .output_tokens
-                .max(observed.saturating_sub(record.usage.reasoning_tokens));
-            metering.fallback_cost(observed, reported)
-        }
-    };
-    record.finish(outcome, reason);
-    let ((), durable) = tokio::join!(
-        settle(&gw, &metering.reservation, record.cost),
-        gw.finish(&record, Some(&metering.snapshot))
-    );
+            _ => {
+                if let Some(usage) = reported {
+                    record.usage = usage;
+                }
+                record.usage.output_tokens = record
+                    .usage
+                    .output_tokens
+                    .max(observed.saturating_sub(record.usage.reasoning_tokens));
+                metering.fallback_cost(observed, reported)
+            }
+        };
+        record.finish(outcome, reason);
+        let ((), durable) = tokio::join!(
+            settle(&gw, &metering.reservation, record.cost),
+            gw.finish(&record, Some(&metering.snapshot))
+        );
 
-    match (&end, durable) {
-        (_, Err(e)) => {
+        match (&end, durable) {
             // Not recorded: do not let the client take the stream as complete.
-            let _ = tx
-                .send(Err(std::io::Error::other(format!(
-                    "metering event not recorded: {e}"
-                ))))
-                .await;
-        }
-        (End::UpstreamReset(detail), Ok(())) => {
-            let _ = tx
-                .send(Err(std::io::Error::other(format!(
-                    "upstream reset: {detail}"
-                ))))
-                .await;
-        }
-        (_, Ok(())) => {
-            if let Some(refusal) = tail {
-                let _ = tx
-                    .send(Ok(Frame::data(error_event(
-                        &metering,
-                        &refusal,
-                        &record.request_id,
-                    ))))
-                    .await;
-            }
+            (_, Err(e)) => Some(Err(std::io::Error::other(format!(
+                "metering event not recorded: {e}"
+            )))),
+            (End::UpstreamReset(detail), Ok(())) => Some(Err(std::io::Error::other(format!(
+                "upstream reset: {detail}"
+            )))),
+            (_, Ok(())) => tail.map(|refusal| {
+                Ok(Frame::data(error_event(
+                    &metering,
+                    &refusal,
+                    &record.request_id,
+                )))
+            }),
         }
     }
 }

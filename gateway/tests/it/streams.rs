@@ -233,6 +233,46 @@ async fn a_stalled_stream_is_ended_at_the_call_deadline() {
     assert!(e.cost > Micros::ZERO && e.cost <= e.reserved, "{e:?}");
 }
 
+/// A client that hangs up mid-stream ends the call there and then (not at
+/// the call deadline, minutes later): the gateway stops reading the
+/// provider, charges the output the client was sent, releases the rest of
+/// the hold and records the call.
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_is_settled_and_recorded_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = FakeUpstream::start(stalling_upstream("text/event-stream", chunk("part"))).await;
+    // The default call deadline (270 s): only the hang-up can end this call.
+    let gw = openai_gateway(&upstream, 10_000_000).await;
+    let body = json!({"model": "gpt-test", "stream": true, "max_tokens": 10}).to_string();
+    let addr = gw.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        gw.bearer(),
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("part") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the first chunk is relayed at once")
+            .unwrap();
+        assert!(n > 0, "the gateway closed the stream");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(conn);
+    // `events` waits at most two seconds.
+    let e = &gw.events(1).await[0];
+    assert_eq!(
+        (e.outcome, e.reason.as_str()),
+        (Outcome::Allowed, "client_disconnected"),
+        "{e:?}"
+    );
+    assert!(e.cost > Micros::ZERO && e.cost < e.reserved, "{e:?}");
+}
+
 /// The same deadline bounds a JSON answer whose body never finishes: the
 /// call is charged its reservation (the provider may bill it) and recorded.
 #[tokio::test]
