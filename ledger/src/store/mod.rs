@@ -9,6 +9,7 @@ mod pgcopy;
 mod pghashtiles;
 mod pgrowchecks;
 mod pgtiles;
+mod pgupkeep;
 mod postgres;
 mod shared_reads;
 mod spare;

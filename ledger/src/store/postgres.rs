@@ -8,13 +8,14 @@
 //! step also writes the data tiles (`pgtiles`) and hash tiles (`pghashtiles`)
 //! it completes.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::pgupkeep::{DEFAULT_VACUUM_FLOOR, VisibilityUpkeep};
 use super::{
     EntryRecord, HashTileRead, LedgerStore, RowChecks, SequenceOutcome, StoreError, SubmitOutcome,
     TileChunk, frontier_from, parse_vkeys, to_i64,
@@ -43,6 +44,8 @@ pub struct PgStore {
     proof_pool: PgPool,
     /// Buffers of earlier tile and verify record reads, for the next ones.
     spare: super::spare::SpareBuffers,
+    /// Vacuums `ledger_entries` behind the sequencer (see `pgupkeep`).
+    upkeep: Arc<VisibilityUpkeep>,
 }
 
 fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError> {
@@ -76,7 +79,17 @@ impl PgStore {
             pool,
             proof_pool,
             spare: Default::default(),
+            upkeep: VisibilityUpkeep::new(DEFAULT_VACUUM_FLOOR),
         })
+    }
+
+    /// How many new entries the sequencer lets pass, at least, before it
+    /// vacuums `ledger_entries` to keep the visibility map (and so full
+    /// verification) current; 2 % of the log when that is more. Default
+    /// 16,384.
+    pub fn with_vacuum_floor(mut self, entries: u64) -> Self {
+        self.upkeep = VisibilityUpkeep::new(entries);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -318,6 +331,7 @@ impl LedgerStore for PgStore {
             .await?;
         tx.commit().await?;
         tracing::debug!(appended = n, size = plan.checkpoint.size, "sequenced");
+        self.upkeep.appended(&self.pool, plan.checkpoint.size);
         Ok(SequenceOutcome {
             appended: n as u64,
             size: plan.checkpoint.size,

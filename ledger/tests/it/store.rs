@@ -7,7 +7,7 @@ use caracal_ledger::keys::KeyPair;
 use caracal_ledger::proof::{
     consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion,
 };
-use caracal_ledger::store::{Ledger, LedgerStore, StoreError};
+use caracal_ledger::store::{Ledger, LedgerStore, PgStore, StoreError};
 use caracal_ledger::tree::{MemoryTree, range_hash, range_keys};
 use caracal_ledger::verify::{Scope, Trust, verify_store};
 
@@ -183,6 +183,48 @@ async fn postgres_refuses_update_delete_truncate() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(ledger.entry_bound().await.unwrap(), 3);
+}
+
+/// Pages of `ledger_entries` that the visibility map marks all-visible
+/// (set by VACUUM, and 0 until the first one).
+async fn all_visible_pages(pg: &PgStore) -> i32 {
+    sqlx::query_scalar("SELECT relallvisible FROM pg_class WHERE oid = 'ledger_entries'::regclass")
+        .fetch_one(pg.pool())
+        .await
+        .unwrap()
+}
+
+/// The sequencer keeps the entry table's visibility map current, so that
+/// full verification reads the verify records from the index alone: once
+/// its floor of new entries has passed it vacuums `ledger_entries` in the
+/// background, and not before.
+#[tokio::test]
+async fn postgres_sequencer_vacuums_the_entries_behind_itself() {
+    let db = TestDb::new().await;
+    let ledger = Ledger::Postgres(PgStore::open(&db.url).await.unwrap().with_vacuum_floor(100));
+    let Ledger::Postgres(pg) = &ledger else {
+        unreachable!()
+    };
+    let (key, gw) = (log_key(), gateway());
+    ledger.register_submitter(gw.public()).await.unwrap();
+    ledger.submit(batch(&gw, 0..99)).await.unwrap();
+    assert_eq!(ledger.sequence_pending(&key).await.unwrap().size, 99);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(all_visible_pages(pg).await, 0, "below the floor: no vacuum");
+
+    ledger.submit(batch(&gw, 99..150)).await.unwrap();
+    assert_eq!(ledger.sequence_pending(&key).await.unwrap().size, 150);
+    let mut waited = 0;
+    while all_visible_pages(pg).await == 0 {
+        assert!(waited < 100, "no vacuum within 5 s of passing the floor");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    // The log verifies as before.
+    let report = verify_store(&ledger, &trust_of(&key, &gw), Scope::Full)
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 #[tokio::test]
