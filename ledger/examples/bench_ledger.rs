@@ -11,7 +11,9 @@
 //!    checkpoint every `BENCH_STEP` events, against raw multi-row INSERT and
 //!    COPY of the same entry rows into a plain table with the same indexes;
 //! 2. full verify from Postgres (through the data tiles) right after the
-//!    append and again after `VACUUM ANALYZE` (as autovacuum leaves a log),
+//!    append (the sequencer vacuums the entries behind itself, but its last
+//!    entries are still unmarked and the table has no statistics) and again
+//!    after a database-wide `VACUUM ANALYZE`,
 //!    against reading the same rows, each half of the verifier's read alone,
 //!    and in memory;
 //! 3. inclusion proofs served (from hash tiles and right-edge nodes) and
@@ -385,9 +387,10 @@ async fn verify_runs(
     Ok(fastest)
 }
 
-/// `fresh`: the log was just appended. It is verified as it is (no VACUUM
-/// has run: no visibility map, no statistics), then again after `VACUUM
-/// ANALYZE`, as autovacuum leaves a log that is not all new.
+/// `fresh`: the log was just appended. It is verified as it is (only the
+/// sequencer's own vacuums have run: its newest entries are not marked in
+/// the visibility map, and there are no statistics), then again after
+/// `VACUUM ANALYZE` of the whole database.
 async fn verify_section(
     ledger: &Ledger,
     trust: &Trust,
@@ -472,14 +475,14 @@ async fn verify_section(
         "verify from Postgres: {:>10.0} entries/s{}",
         rate(events, verify),
         if fresh {
-            "  (right after the append, before any VACUUM)"
+            "  (right after the append: the sequencer's own vacuums only)"
         } else {
             ""
         }
     );
     if let Some(vacuumed) = vacuumed {
         println!(
-            "  after VACUUM:        {:>10.0} entries/s  (as autovacuum leaves a log; the reads below also run after it)",
+            "  after VACUUM:        {:>10.0} entries/s  (VACUUM ANALYZE of the database; the reads below also run after it)",
             rate(events, vacuumed)
         );
     }
