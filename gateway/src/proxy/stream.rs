@@ -141,6 +141,12 @@ impl hyper::body::Body for Relay {
             let Some(upstream) = &mut this.upstream else {
                 return Poll::Ready(None);
             };
+            // Also when the provider always has the next chunk ready (the
+            // timer below is only polled while it has none).
+            if this.deadline.is_elapsed() {
+                this.end(End::Deadline);
+                continue;
+            }
             let frame = match Pin::new(upstream).poll_frame(cx) {
                 Poll::Pending => {
                     ready!(this.deadline.as_mut().poll(cx));
