@@ -77,12 +77,10 @@ mod tests {
     use super::*;
 
     /// A future that sets `done` after a short sleep.
-    fn slow(done: Arc<AtomicBool>) -> impl Future<Output = u32> + Send + 'static {
-        async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            done.store(true, Ordering::SeqCst);
-            7
-        }
+    async fn slow(done: Arc<AtomicBool>) -> u32 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        done.store(true, Ordering::SeqCst);
+        7
     }
 
     #[tokio::test]
