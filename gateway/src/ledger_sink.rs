@@ -78,11 +78,19 @@ impl LedgerSink for SequencingSink {
     fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let signed = sign(&self.signer, batch).await?;
-            self.ledger
-                .submit_and_sequence(signed, &self.log_key)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            // Sequencing plans the tree, signs a checkpoint and builds large
+            // statements between its awaits: all of it runs on a blocking
+            // thread, so that no async worker serving requests is held up
+            // by a batch.
+            let (ledger, key) = (self.ledger.clone(), self.log_key.clone());
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                runtime.block_on(ledger.submit_and_sequence(signed, &key))
+            })
+            .await
+            .map_err(|e| format!("sequencing the batch did not finish: {e}"))?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         })
     }
 }
