@@ -22,6 +22,7 @@ use caracal_ledger::event::Outcome;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode, body::Frame};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{Gateway, Record, model::Metering, model::settle};
 use crate::{
@@ -52,6 +53,7 @@ pub(super) fn start(
             record,
         }),
         ending: None,
+        span: tracing::Span::current(),
     };
     let mut out = Response::new(relay.boxed());
     *out.status_mut() = parts.status;
@@ -78,6 +80,8 @@ struct Relay {
     /// The ending's task: settles, spools, then sends the stream's last
     /// item (an error event or an error), if any.
     ending: Option<oneshot::Receiver<Option<Chunk>>>,
+    /// The request's span, for what the ending logs.
+    span: tracing::Span,
 }
 
 impl Relay {
@@ -96,7 +100,7 @@ impl Relay {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(task);
+                runtime.spawn(task.instrument(self.span.clone()));
             }
             // Only while the runtime itself shuts down.
             Err(_) => tracing::warn!("a stream ended outside the runtime; not recorded"),
