@@ -313,6 +313,21 @@ impl TestGateway {
         format!("Bearer {}", self.key)
     }
 
+    /// Send a chat completion with `body` on a raw connection of its own and
+    /// return the connection, for tests of clients that hang up.
+    pub async fn send_raw_chat(&self, body: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.url.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            self.bearer(),
+            body.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        conn
+    }
+
     /// Wait until the sink holds `n` events (the flusher runs every 20 ms).
     pub async fn events(&self, n: usize) -> Vec<MeteringEvent> {
         for _ in 0..200 {

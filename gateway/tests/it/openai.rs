@@ -198,7 +198,6 @@ async fn cleartext_http2_is_served_on_the_same_port() {
 /// and the ledger must too.
 #[tokio::test]
 async fn a_client_that_hangs_up_is_still_charged_and_recorded() {
-    use tokio::io::AsyncWriteExt;
     let handler: Handler = Arc::new(|_: &Seen| {
         let body = json!({
             "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-test",
@@ -220,14 +219,7 @@ async fn a_client_that_hangs_up_is_still_charged_and_recorded() {
     let upstream = FakeUpstream::start(handler).await;
     let gw = openai_gateway(&upstream, 10_000_000).await;
     let body = json!({"model": "gpt-test", "max_tokens": 10}).to_string();
-    let addr = gw.url.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        gw.bearer(),
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
+    let conn = gw.send_raw_chat(&body).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     drop(conn);
     let e = &gw.events(1).await[0];

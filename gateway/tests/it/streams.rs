@@ -239,19 +239,12 @@ async fn a_stalled_stream_is_ended_at_the_call_deadline() {
 /// the hold and records the call.
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_stream_is_settled_and_recorded_at_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let upstream = FakeUpstream::start(stalling_upstream("text/event-stream", chunk("part"))).await;
     // The default call deadline (270 s): only the hang-up can end this call.
     let gw = openai_gateway(&upstream, 10_000_000).await;
     let body = json!({"model": "gpt-test", "stream": true, "max_tokens": 10}).to_string();
-    let addr = gw.url.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        gw.bearer(),
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut conn = gw.send_raw_chat(&body).await;
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("part") {
         let mut buf = [0u8; 4096];
