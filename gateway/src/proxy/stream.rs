@@ -137,8 +137,15 @@ impl hyper::body::Body for Relay {
         let this = self.get_mut();
         loop {
             if let Some(ending) = &mut this.ending {
-                // A closed channel means the ending task failed: end quietly.
-                let tail = ready!(Pin::new(ending).poll(cx)).ok().flatten();
+                // A closed channel means the ending task did not finish (it
+                // panicked, or the runtime is shutting down): the event may
+                // not be recorded, so the client must not take the stream as
+                // complete.
+                let tail = ready!(Pin::new(ending).poll(cx)).unwrap_or_else(|_| {
+                    Some(Err(std::io::Error::other(
+                        "the stream's metering did not finish",
+                    )))
+                });
                 this.ending = None;
                 return Poll::Ready(tail);
             }
