@@ -13,7 +13,8 @@
 //!      shape: a fresh Postgres ledger database, dropped afterwards, with
 //!      the sequencer in its own process instead of SQLite in the gateway's),
 //!      `--parts latency,ttfb,saturation` (which measurements to run; all by
-//!      default).
+//!      default). Diagnosis only: `BENCH_NULL_LEDGER=1` drops shipped
+//!      batches, `BENCH_WORKERS=N` sets every role's worker threads (2).
 
 mod load;
 mod roles;
@@ -148,7 +149,10 @@ fn main() {
     if let Some(role) = arg("--role") {
         let port: u16 = arg("--port").unwrap().parse().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::env::var("BENCH_WORKERS").map_or(2, |w| w.parse().unwrap()))
+            .worker_threads(std::env::var("BENCH_WORKERS").map_or(2, |w| {
+                w.parse()
+                    .expect("BENCH_WORKERS must be a number of worker threads")
+            }))
             .enable_all()
             .build()
             .unwrap();
