@@ -51,16 +51,27 @@ impl<T: Send + 'static> Drop for Detachable<T> {
         let Some(unfinished) = self.inner.take() else {
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = unfinished.await;
-                });
-            }
-            // Only when the runtime itself is being torn down, which ends
-            // every task anyway.
-            Err(_) => tracing::warn!("an unfinished request was dropped outside the runtime"),
+        spawn_outside_async(
+            async move {
+                let _ = unfinished.await;
+            },
+            "an unfinished request was dropped outside the runtime",
+        );
+    }
+}
+
+/// Spawn `task` from code that is not async (a `Drop`, a body's poll) on
+/// the runtime it runs on. Outside one, which happens only while the runtime
+/// itself is torn down (ending every task anyway), `lost` is logged instead.
+pub(super) fn spawn_outside_async(
+    task: impl Future<Output = ()> + Send + 'static,
+    lost: &'static str,
+) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
         }
+        Err(_) => tracing::warn!("{lost}"),
     }
 }
 

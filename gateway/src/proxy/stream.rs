@@ -24,7 +24,7 @@ use hyper::{Response, StatusCode, body::Frame};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::{Gateway, Record, model::Metering, model::settle};
+use super::{Gateway, Record, detach::spawn_outside_async, model::Metering, model::settle};
 use crate::{
     refusal::{ErrorStyle, Refusal, error_body},
     upstream::{Body, relayed_headers},
@@ -98,13 +98,10 @@ impl Relay {
             let tail = finish.run(meter, end).await;
             let _ = tail_tx.send(tail);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(task.instrument(self.span.clone()));
-            }
-            // Only while the runtime itself shuts down.
-            Err(_) => tracing::warn!("a stream ended outside the runtime; not recorded"),
-        }
+        spawn_outside_async(
+            task.instrument(self.span.clone()),
+            "a stream ended outside the runtime; not recorded",
+        );
         self.ending = Some(tail_rx);
     }
 
