@@ -224,15 +224,29 @@ async fn fetch_nodes(
     keys: &[NodeKey],
 ) -> Result<HashMap<NodeKey, Hash>, StoreError> {
     let mut out = HashMap::with_capacity(keys.len());
-    for key in keys {
-        let hash: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT hash FROM ledger_nodes WHERE level = ?1 AND idx = ?2")
-                .bind(i64::from(key.level))
-                .bind(to_i64(key.index))
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(hash) = hash.as_deref().and_then(hash_from_slice) {
-            out.insert(*key, hash);
+    // One statement per chunk of keys, not one per key: every statement is
+    // a trip to the connection's worker thread, and a frontier alone has up
+    // to one key per bit of the log's size.
+    for chunk in statement_chunks(keys) {
+        let sql = format!(
+            "SELECT n.level, n.idx, n.hash FROM (VALUES {}) AS k
+             JOIN ledger_nodes n ON n.level = k.column1 AND n.idx = k.column2",
+            placeholders(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in chunk {
+            query = query.bind(i64::from(key.level)).bind(to_i64(key.index));
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let hash: Vec<u8> = row.try_get("hash")?;
+            let Some(hash) = hash_from_slice(&hash) else {
+                continue;
+            };
+            let key = NodeKey {
+                level: row.try_get::<i64, _>("level")? as u8,
+                index: row.try_get::<i64, _>("idx")? as u64,
+            };
+            out.insert(key, hash);
         }
     }
     Ok(out)
@@ -258,13 +272,13 @@ async fn take_write_lock(
 async fn tree_head(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
 ) -> Result<(u64, Frontier), StoreError> {
-    let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries")
-        .fetch_one(&mut **tx)
-        .await?;
+    let (size, signed): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries),
+                (SELECT MAX(size) FROM ledger_checkpoints)",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     let size = size as u64;
-    let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM ledger_checkpoints")
-        .fetch_one(&mut **tx)
-        .await?;
     if signed.map_or(0, |s| s as u64) != size {
         return Err(StoreError::Inconsistent(format!(
             "{size} entries stored but the latest checkpoint has size {}",
