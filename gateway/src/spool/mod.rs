@@ -16,6 +16,8 @@
 //! durably *before* truncating so that a crash in between only re-ships.
 
 mod format;
+mod gather;
+mod mark;
 mod writer;
 
 use std::{
@@ -65,10 +67,15 @@ pub struct SpoolConfig {
     pub batch_records: usize,
     /// How long the flusher waits between attempts when idle or failing.
     pub flush_interval: Duration,
-    /// How long the flusher lets events gather before it ships less than
-    /// a full batch. Each batch costs a signature and a store transaction,
-    /// so shipping every event on its own would cost far more under load;
-    /// this bounds how far the ledger lags behind the spool.
+    /// Events worth a batch of their own: the flusher ships as soon as this
+    /// many wait (see `gather`). Each batch costs a signature and a store
+    /// transaction, so shipping every event on its own would cost far more
+    /// under load; a large batch is one long burst of work that delays the
+    /// requests queued behind it.
+    pub ship_records: usize,
+    /// How long the flusher lets fewer than [`Self::ship_records`] events
+    /// gather before it ships them anyway; this bounds how far the ledger
+    /// lags behind the spool.
     pub ship_delay: Duration,
     /// Truncate the file once everything in it is shipped and it is at
     /// least this long.
@@ -100,6 +107,7 @@ impl SpoolConfig {
             dir: dir.into(),
             max_pending_bytes: 64 << 20,
             batch_records: 512,
+            ship_records: 32,
             flush_interval: Duration::from_millis(200),
             ship_delay: Duration::from_millis(50),
             compact_after_bytes: 4 << 20,
@@ -259,13 +267,24 @@ async fn flush_loop(
     sink: Arc<dyn LedgerSink>,
 ) {
     loop {
-        let pending = shared.pending_records.load(Ordering::Acquire);
-        if pending > 0 && pending < config.batch_records as u64 {
-            // Let a fuller batch gather rather than sign and store a few
-            // events at a time.
-            tokio::time::sleep(config.ship_delay).await;
+        // Let a fuller batch gather rather than sign and store a few events
+        // at a time.
+        let gathering = tokio::time::Instant::now();
+        while let Some(pause) = gather::gather_for(
+            shared.pending_records.load(Ordering::Acquire),
+            gathering.elapsed(),
+            &config,
+        ) {
+            tokio::time::sleep(pause).await;
         }
         let Some(strong) = file.upgrade() else { return };
+        // Only durable records ship: let the ones counted above become
+        // durable first (at once with `AckAfter::Fsync`, within one sync
+        // interval with `AckAfter::Write`), so that a batch is not cut short
+        // by a record still in its fsync.
+        strong
+            .durable_past(shared.written.load(Ordering::Acquire))
+            .await;
         let shipped = {
             let _one_shipper = shipping.lock().await;
             ship_one_batch(&strong, &config, sink.as_ref()).await

@@ -22,7 +22,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{AckAfter, Shared, SpoolConfig, SpoolError, format};
+use super::{AckAfter, Shared, SpoolConfig, SpoolError, format, mark::MarkFile};
 
 /// Bytes read per attempt when shipping (about 1,500 metering events).
 const READ_WINDOW: u64 = 1 << 20;
@@ -104,8 +104,7 @@ pub(super) struct SpoolFile {
     log: File,
     tail: Mutex<Tail>,
     log_path: PathBuf,
-    mark_path: PathBuf,
-    dir: PathBuf,
+    mark: MarkFile,
     shared: Arc<Shared>,
     signal: Arc<SyncSignal>,
     durable: watch::Receiver<Durable>,
@@ -144,13 +143,7 @@ impl SpoolFile {
             .map_err(io(&log_path))?;
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io(&log_path))?;
-        let mark = match std::fs::read_to_string(&mark_path) {
-            // An unreadable mark (a crash while replacing it) reads as 0:
-            // everything is shipped again, never skipped.
-            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io(&mark_path)(e)),
-        };
+        let (mark_file, mark) = MarkFile::open(&mark_path).map_err(io(&mark_path))?;
         // A mark past the valid data cannot be trusted: re-ship everything.
         let whole = format::scan(&bytes, usize::MAX);
         let mark = if mark as usize > whole.valid_len {
@@ -204,8 +197,7 @@ impl SpoolFile {
                 written: valid,
             }),
             log_path,
-            mark_path,
-            dir,
+            mark: mark_file,
             shared,
             signal,
             durable,
@@ -265,6 +257,13 @@ impl SpoolFile {
         })
     }
 
+    /// Wait until everything before logical position `upto` is durable, or
+    /// an fsync failed, or the sync thread stopped.
+    pub(super) async fn durable_past(&self, upto: u64) {
+        let mut durable = self.durable.clone();
+        let _ = durable.wait_for(|d| d.failed || d.upto >= upto).await;
+    }
+
     /// Read up to `max` durable, unshipped records and the logical position
     /// just past them. Reads a bounded window (grown only when one record is
     /// larger), so a long backlog is never pulled into memory whole.
@@ -290,24 +289,15 @@ impl SpoolFile {
         }
     }
 
-    /// Replace the shipped mark (a file offset). `durable` syncs the file
-    /// and the folder; only the mark written before a truncation needs that.
-    /// An ordinary mark lost in a crash leaves an older (smaller) mark or an
-    /// unreadable file, which reads as 0: events are shipped again, which the
-    /// ledger accepts idempotently, and none is skipped.
+    /// Replace the shipped mark (a file offset) in place. `durable` syncs
+    /// it; only the mark written before a truncation needs that. An ordinary
+    /// mark lost in a crash leaves an older (smaller) mark or one that does
+    /// not check out, which reads as 0: events are shipped again, which the
+    /// ledger accepts idempotently, and none is skipped (see `mark`).
     fn write_mark(&self, offset: u64, durable: bool) -> Result<(), SpoolError> {
-        let tmp = self.dir.join("shipped.offset.tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(offset.to_string().as_bytes())
-            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.mark_path).map_err(io(&self.mark_path))?;
-        if !durable {
-            return Ok(());
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))
+        self.mark
+            .write(offset, durable)
+            .map_err(io(self.mark.path()))
     }
 
     /// Record that everything before logical position `end` (`count`
