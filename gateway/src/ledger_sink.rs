@@ -77,14 +77,15 @@ impl SequencingSink {
 impl LedgerSink for SequencingSink {
     fn submit<'a>(&'a self, batch: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let signed = sign(&self.signer, batch).await?;
-            // Sequencing plans the tree, signs a checkpoint and builds large
-            // statements between its awaits: all of it runs on a blocking
-            // thread, so that no async worker serving requests is held up
-            // by a batch.
+            // Signing hashes every event, and sequencing plans the tree,
+            // signs a checkpoint and builds large statements between its
+            // awaits: all of it runs on one blocking thread, so that no
+            // async worker serving requests is held up by a batch.
             let (ledger, key) = (self.ledger.clone(), self.log_key.clone());
+            let (signer, events) = (self.signer.clone(), batch.to_vec());
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
+                let signed = signer.sign_encoded(events);
                 runtime.block_on(ledger.submit_and_sequence(signed, &key))
             })
             .await
