@@ -14,7 +14,10 @@
 //!      the sequencer in its own process instead of SQLite in the gateway's),
 //!      `--parts latency,ttfb,saturation` (which measurements to run; all by
 //!      default). Diagnosis only: `BENCH_NULL_LEDGER=1` drops shipped
-//!      batches, `BENCH_WORKERS=N` sets every role's worker threads (2).
+//!      batches (with `BENCH_BURN_US=N`, spins N µs per batch instead; see
+//!      `roles::NullSink`), `BENCH_WORKERS=N` sets every role's worker
+//!      threads (2), `BENCH_SHIP_RECORDS` and `BENCH_SHIP_DELAY_MS` set when
+//!      the spool ships (32 events, 50 ms).
 
 mod load;
 mod roles;
@@ -286,8 +289,15 @@ fn main() {
             "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte):"
         );
         let mut lat = Vec::new();
-        for (name, url) in &targets {
+        let servers = [
+            None,
+            Some(proxy.0.id()),
+            Some(gw_pid),
+            Some(gateway_write.0.id()),
+        ];
+        for ((name, url), server) in targets.iter().zip(servers) {
             let ticks = cpu_ticks();
+            let cpu_before = server.map_or(0.0, cpu_us);
             let l = rt.block_on(open_loop(
                 url,
                 key,
@@ -297,6 +307,12 @@ fn main() {
                 false,
             ));
             show(name, &l);
+            if let Some(pid) = server {
+                println!(
+                    "    this server's CPU per request at this rate: {:.0} µs",
+                    (cpu_us(pid) - cpu_before) / l.count.max(1) as f64
+                );
+            }
             let steal = steal_percent(ticks, cpu_ticks());
             if steal >= 0.5 {
                 println!(

@@ -33,7 +33,12 @@ use hyper_util::{
 use tokio::net::TcpListener;
 
 /// A sink that drops batches (set `BENCH_NULL_LEDGER` to isolate the
-/// ledger store's cost; never used for the recorded figures).
+/// ledger store's cost; never used for the recorded figures). With
+/// `BENCH_BURN_US=N` each batch instead spins a blocking thread for N µs: a
+/// stand-in for the ledger's CPU burst, to see what a burst of a given
+/// length does to the requests' latency. `BENCH_BURN_POLICY=idle` or `nice`
+/// first moves that thread to `SCHED_IDLE` or nice 19 (with `chrt` or
+/// `renice`), to see whether priority alone shields the requests.
 struct NullSink;
 
 impl caracal_gateway::spool::LedgerSink for NullSink {
@@ -41,7 +46,48 @@ impl caracal_gateway::spool::LedgerSink for NullSink {
         &'a self,
         _batch: &'a [Vec<u8>],
     ) -> futures::future::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
+        let burn = env_number("BENCH_BURN_US").unwrap_or(0);
+        Box::pin(async move {
+            if burn > 0 {
+                let _ = tokio::task::spawn_blocking(move || burn_cpu(burn)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A whole-number environment variable (diagnosis settings).
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number"))
+    })
+}
+
+/// Spin the calling thread for `micros`, after moving it to the scheduling
+/// class `BENCH_BURN_POLICY` names.
+fn burn_cpu(micros: u64) {
+    let thread = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    let tid = thread
+        .file_name()
+        .and_then(|t| t.to_str())
+        .unwrap_or_default();
+    let priority = match std::env::var("BENCH_BURN_POLICY").as_deref() {
+        Ok("idle") => Some(("chrt", vec!["-i", "-p", "0", tid])),
+        Ok("nice") => Some(("renice", vec!["-n", "19", "-p", tid])),
+        _ => None,
+    };
+    if let Some((tool, args)) = priority {
+        let status = std::process::Command::new(tool)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(status.success(), "{tool} failed");
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_micros(micros) {
+        std::hint::spin_loop();
     }
 }
 
@@ -210,6 +256,13 @@ pub async fn gateway(
             ))
         };
     let mut spool_config = SpoolConfig::new(state.join("spool"));
+    // Diagnosis: when the flusher ships (see `spool::SpoolConfig`).
+    if let Some(ms) = env_number("BENCH_SHIP_DELAY_MS") {
+        spool_config.ship_delay = Duration::from_millis(ms);
+    }
+    if let Some(records) = env_number("BENCH_SHIP_RECORDS") {
+        spool_config.ship_records = records as usize;
+    }
     if ack_on_write {
         spool_config.ack_after = caracal_gateway::spool::AckAfter::Write;
     }
