@@ -7,7 +7,8 @@
 //! with the load generator. The machine has 2 cores shared by everything.
 //!
 //! Run: `cargo run --release -p caracal-gateway --example bench_gateway`
-//!      options: `--rates 1000,3000` `--seconds 10`
+//!      options: `--rates 1000,3000` `--seconds 10` `--rounds N` (repeat
+//!      the latency runs N times and give the median added p99)
 //!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory),
 //!      `--postgres postgres://postgres@127.0.0.1:5432/postgres` (cluster
 //!      shape: a fresh Postgres ledger database, dropped afterwards, with
@@ -284,62 +285,47 @@ fn main() {
             false,
         ));
     }
+    // The process serving each target (none for the direct call), whose CPU
+    // time each run reads.
+    let servers = [
+        None,
+        Some(proxy.0.id()),
+        Some(gw_pid),
+        Some(gateway_write.0.id()),
+    ];
+    let rounds: usize = arg("--rounds").map_or(1, |r| {
+        r.parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("--rounds takes a whole number of rounds, at least 1")
+    });
     for rate in rates.iter().filter(|_| part("latency")) {
-        println!(
-            "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte):"
-        );
-        let mut lat = Vec::new();
-        let servers = [
-            None,
-            Some(proxy.0.id()),
-            Some(gw_pid),
-            Some(gateway_write.0.id()),
-        ];
-        for ((name, url), server) in targets.iter().zip(servers) {
-            let ticks = cpu_ticks();
-            let cpu_before = server.map_or(0.0, cpu_us);
-            let l = rt.block_on(open_loop(
-                url,
-                key,
-                false,
-                *rate,
-                Duration::from_secs(seconds),
-                false,
-            ));
-            show(name, &l);
-            if let Some(pid) = server {
-                println!(
-                    "    this server's CPU per request at this rate: {:.0} µs",
-                    (cpu_us(pid) - cpu_before) / l.count.max(1) as f64
-                );
-            }
-            let steal = steal_percent(ticks, cpu_ticks());
-            if steal >= 0.5 {
-                println!(
-                    "    ({steal:.1} % of CPU time was stolen by the hypervisor during this run)"
-                );
-            }
-            lat.push(l);
+        // Added p99 vs direct per round: (fsync gateway, ack-on-write gateway).
+        let mut added = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let of = if rounds > 1 {
+                format!(", round {round} of {rounds}")
+            } else {
+                String::new()
+            };
+            println!(
+                "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte{of}):"
+            );
+            let lat = latency_round(&rt, &targets, servers, key, *rate, seconds);
+            added.0.push(lat[2].p99 - lat[0].p99);
+            added.1.push(lat[3].p99 - lat[0].p99);
+            println!(
+                "  gateway peak RSS so far: {} MB",
+                rss_kb(gw_pid, "VmHWM:") / 1024
+            );
         }
-        println!(
-            "  added by the gateway vs direct:       p50 {:+.0} µs, p99 {:+.0} µs",
-            lat[2].p50 - lat[0].p50,
-            lat[2].p99 - lat[0].p99
-        );
-        println!(
-            "  added by the gateway vs plain proxy:  p50 {:+.0} µs, p99 {:+.0} µs",
-            lat[2].p50 - lat[1].p50,
-            lat[2].p99 - lat[1].p99
-        );
-        println!(
-            "  added by the gateway (ack on write) vs direct: p50 {:+.0} µs, p99 {:+.0} µs",
-            lat[3].p50 - lat[0].p50,
-            lat[3].p99 - lat[0].p99
-        );
-        println!(
-            "  gateway peak RSS so far: {} MB",
-            rss_kb(gw_pid, "VmHWM:") / 1024
-        );
+        if rounds > 1 {
+            println!(
+                "  added p99 vs direct over {rounds} rounds at {rate} req/s: gateway {}; ack on write {}",
+                spread(&mut added.0),
+                spread(&mut added.1)
+            );
+        }
     }
     let load_rss = rss_kb(gw_pid, "VmHWM:");
 
@@ -347,16 +333,7 @@ fn main() {
         stream_ttfb(&rt, &targets, key, seconds);
     }
     if part("saturation") {
-        saturation(
-            &targets,
-            key,
-            seconds,
-            &state,
-            &upstream,
-            &proxy,
-            gw_pid,
-            &gateway_write,
-        );
+        saturation(&targets, key, seconds, &state, &upstream, servers);
     }
     println!(
         "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after all runs {} MB",
@@ -378,6 +355,78 @@ fn main() {
         );
         let _ = Command::new("sh").arg("-c").arg(script).status();
     }
+}
+
+/// One latency run of each target in turn at `rate`, with what the gateways
+/// added; returns the runs in `targets` order.
+fn latency_round(
+    rt: &tokio::runtime::Runtime,
+    targets: &[(&str, String)],
+    servers: [Option<u32>; 4],
+    key: &str,
+    rate: u64,
+    seconds: u64,
+) -> Vec<Latency> {
+    let mut lat = Vec::new();
+    for ((name, url), server) in targets.iter().zip(servers) {
+        let ticks = cpu_ticks();
+        let cpu_before = server.map_or(0.0, cpu_us);
+        let l = rt.block_on(open_loop(
+            url,
+            key,
+            false,
+            rate,
+            Duration::from_secs(seconds),
+            false,
+        ));
+        show(name, &l);
+        if let Some(pid) = server {
+            println!(
+                "    this server's CPU per request at this rate: {:.0} µs",
+                (cpu_us(pid) - cpu_before) / l.count.max(1) as f64
+            );
+        }
+        let steal = steal_percent(ticks, cpu_ticks());
+        if steal >= 0.5 {
+            println!("    ({steal:.1} % of CPU time was stolen by the hypervisor during this run)");
+        }
+        lat.push(l);
+    }
+    println!(
+        "  added by the gateway vs direct:       p50 {:+.0} µs, p99 {:+.0} µs",
+        lat[2].p50 - lat[0].p50,
+        lat[2].p99 - lat[0].p99
+    );
+    println!(
+        "  added by the gateway vs plain proxy:  p50 {:+.0} µs, p99 {:+.0} µs",
+        lat[2].p50 - lat[1].p50,
+        lat[2].p99 - lat[1].p99
+    );
+    println!(
+        "  added by the gateway (ack on write) vs direct: p50 {:+.0} µs, p99 {:+.0} µs",
+        lat[3].p50 - lat[0].p50,
+        lat[3].p99 - lat[0].p99
+    );
+    lat
+}
+
+/// "median +X µs (+A to +B)" of per-round figures. A single run's p99 on
+/// a shared 2-core machine moves by hundreds of microseconds with what else
+/// the machine does; the median of several rounds, each measuring every
+/// target, is what decides whether a change helped.
+fn spread(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    format!(
+        "median {median:+.0} µs ({:+.0} to {:+.0})",
+        values[0],
+        values[n - 1]
+    )
 }
 
 /// Time to the first byte of a stream: direct, through the plain proxy and
@@ -412,25 +461,16 @@ fn stream_ttfb(rt: &tokio::runtime::Runtime, targets: &[(&str, String)], key: &s
 }
 
 /// Saturation throughput and CPU per request under `wrk`.
-#[allow(clippy::too_many_arguments)]
 fn saturation(
     targets: &[(&str, String)],
     key: &str,
     seconds: u64,
     state: &std::path::Path,
     upstream: &Role,
-    proxy: &Role,
-    gw_pid: u32,
-    gateway_write: &Role,
+    servers: [Option<u32>; 4],
 ) {
     println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s):");
     let mut rps = Vec::new();
-    let servers = [
-        None,
-        Some(proxy.0.id()),
-        Some(gw_pid),
-        Some(gateway_write.0.id()),
-    ];
     for ((name, url), server) in targets.iter().zip(servers) {
         let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
         let r = wrk(url, key, 64, seconds as u32, state);

@@ -5,28 +5,39 @@
 //! shipping events one by one would cost far more under load than shipping
 //! them together. But a large batch is also one long burst of CPU work (in
 //! `caracal dev`, the in-process sequencer's), and on a small machine a
-//! burst of a few milliseconds holds up the requests that wake behind it: at
-//! 3,000 req/s, batches gathered for a fixed 50 ms (150 events) doubled the
-//! gateway's p99 compared with batches of about 30 (docs/benchmarks.md). So
-//! the flusher ships when [`SpoolConfig::ship_records`] events wait, and
-//! waits at most [`SpoolConfig::ship_delay`] for a slow trickle to gather.
+//! burst of a few milliseconds holds up the requests that wake behind it (a
+//! 3 ms burst per batch added about 2 ms to the p99 at 3,000 req/s; see
+//! docs/benchmarks.md). So the flusher ships when
+//! [`SpoolConfig::ship_records`] events wait, and waits at most
+//! [`SpoolConfig::ship_delay`] for a slow trickle to gather. It sleeps while
+//! it gathers; the append that makes enough wakes it.
 
 use std::time::Duration;
 
 use super::SpoolConfig;
 
-/// How often a gathering flusher looks at how many events wait.
-pub(super) const GATHER_POLL: Duration = Duration::from_millis(2);
+/// Events that make a batch worth shipping at once under `config`.
+pub(super) fn enough(config: &SpoolConfig) -> u64 {
+    config.ship_records.clamp(1, config.batch_records.max(1)) as u64
+}
 
-/// How long the flusher should sleep before looking again, with `pending`
+/// How much longer the flusher should let events gather, with `pending`
 /// events waiting and `waited` since it began gathering them; `None` means
-/// ship now (or, with nothing pending, look for work now).
+/// ship now (or, with nothing pending, look for work now). The flusher
+/// sleeps that long or until the append that makes [`enough`] wakes it.
 pub(super) fn gather_for(pending: u64, waited: Duration, config: &SpoolConfig) -> Option<Duration> {
-    let enough = config.ship_records.clamp(1, config.batch_records.max(1)) as u64;
-    if pending == 0 || pending >= enough || waited >= config.ship_delay {
+    if pending == 0 || pending >= enough(config) || waited >= config.ship_delay {
         return None;
     }
-    Some(GATHER_POLL.min(config.ship_delay - waited))
+    Some(config.ship_delay - waited)
+}
+
+/// Whether the append that found `before` events pending should wake the
+/// flusher: the first one (the flusher may be idle) and the one that makes
+/// [`enough`]. Every other append leaves it alone, so a gathering flusher is
+/// not woken once per request.
+pub(super) fn wakes_flusher(before: u64, config: &SpoolConfig) -> bool {
+    before == 0 || before + 1 == enough(config)
 }
 
 #[cfg(test)]
@@ -45,19 +56,18 @@ mod tests {
     #[test]
     fn ships_when_enough_wait_or_the_first_has_waited_long_enough() {
         let ms = Duration::from_millis;
-        let poll = Some(GATHER_POLL);
         let cases = [
             // (pending, waited, ship_records, batch_records, want)
             (0, ms(0), 32, 512, None),
-            (1, ms(0), 32, 512, poll),
-            (31, ms(10), 32, 512, poll),
+            (1, ms(0), 32, 512, Some(ms(50))),
+            (31, ms(10), 32, 512, Some(ms(40))),
             (32, ms(0), 32, 512, None),
             (500, ms(0), 32, 512, None),
             (1, ms(49), 32, 512, Some(ms(1))),
             (1, ms(50), 32, 512, None),
             (1, ms(80), 32, 512, None),
             // A threshold above the batch size means a full batch.
-            (511, ms(0), 1000, 512, poll),
+            (511, ms(0), 1000, 512, Some(ms(50))),
             (512, ms(0), 1000, 512, None),
             // A threshold of 0 or 1 ships every event at once.
             (1, ms(0), 0, 512, None),
@@ -68,6 +78,29 @@ mod tests {
                 gather_for(pending, waited, &config(ship, batch)),
                 want,
                 "{pending} pending after {waited:?}, ship at {ship}, batches of {batch}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_first_and_the_enough_making_appends_wake_the_flusher() {
+        let cases = [
+            // (pending before the append, ship_records, wakes)
+            (0, 32, true),
+            (1, 32, false),
+            (30, 32, false),
+            (31, 32, true),
+            (32, 32, false),
+            (600, 32, false),
+            (511, 1000, true),
+            (0, 1, true),
+            (1, 1, false),
+        ];
+        for (before, ship, want) in cases {
+            assert_eq!(
+                wakes_flusher(before, &config(ship, 512)),
+                want,
+                "{before} pending, ship at {ship}"
             );
         }
     }

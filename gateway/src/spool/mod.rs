@@ -196,9 +196,8 @@ impl Spool {
     /// [`SpoolConfig::ack_after`] asks.
     pub async fn append(&self, record: Vec<u8>) -> Result<(), SpoolError> {
         self.check_room()?;
-        self.file.append(&record).await?;
-        self.file.shared().notify.notify_one();
-        Ok(())
+        // The write wakes the flusher when it should (see `gather`).
+        self.file.append(&record).await
     }
 
     pub fn status(&self) -> SpoolStatus {
@@ -275,7 +274,7 @@ async fn flush_loop(
             gathering.elapsed(),
             &config,
         ) {
-            tokio::time::sleep(pause).await;
+            let _ = tokio::time::timeout(pause, shared.notify.notified()).await;
         }
         let Some(strong) = file.upgrade() else { return };
         // Only durable records ship: let the ones counted above become

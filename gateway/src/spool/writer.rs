@@ -22,7 +22,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{AckAfter, Shared, SpoolConfig, SpoolError, format, mark::MarkFile};
+use super::{AckAfter, Shared, SpoolConfig, SpoolError, format, gather, mark::MarkFile};
 
 /// Bytes read per attempt when shipping (about 1,500 metering events).
 const READ_WINDOW: u64 = 1 << 20;
@@ -110,6 +110,8 @@ pub(super) struct SpoolFile {
     durable: watch::Receiver<Durable>,
     compact_after_bytes: u64,
     ack_after: AckAfter,
+    /// When appends wake the flusher (see `gather`).
+    ship: SpoolConfig,
 }
 
 impl std::fmt::Debug for SpoolFile {
@@ -203,6 +205,7 @@ impl SpoolFile {
             durable,
             compact_after_bytes: config.compact_after_bytes,
             ack_after: config.ack_after,
+            ship: config.clone(),
         })
     }
 
@@ -231,7 +234,10 @@ impl SpoolFile {
         }
         tail.written += buf.len() as u64;
         self.shared.written.store(tail.written, Ordering::Release);
-        self.shared.pending_records.fetch_add(1, Ordering::AcqRel);
+        let before = self.shared.pending_records.fetch_add(1, Ordering::AcqRel);
+        if gather::wakes_flusher(before, &self.ship) {
+            self.shared.notify.notify_one();
+        }
         Ok(tail.written)
     }
 
@@ -315,19 +321,28 @@ impl SpoolFile {
         if end - base < self.compact_after_bytes {
             return Ok(());
         }
-        // Appends wait while the file is cut; none can land in between.
-        let mut tail = self.tail();
-        if tail.written != end {
+        if self.tail().written != end {
+            // Appended to since: not everything is shipped.
             return Ok(());
         }
-        // Mark first, truncate second: a crash between re-ships, never loses.
+        // Mark first, truncate second: a crash between re-ships, never
+        // loses. The mark's fsync runs before the append lock is taken, so
+        // requests appending meanwhile never wait for the disk here.
         self.write_mark(0, true)?;
-        self.log
-            .set_len(0)
-            .and_then(|()| self.log.sync_all())
-            .map_err(io(&self.log_path))?;
+        let mut tail = self.tail();
+        if tail.written != end {
+            // An append came in during the fsync: keep the file, and put
+            // the real mark back (a crash before that reads 0, re-shipping).
+            drop(tail);
+            return self.write_mark(end - base, false);
+        }
+        // Appends wait while the file is cut; none can land in between.
+        self.log.set_len(0).map_err(io(&self.log_path))?;
         tail.base = tail.written;
-        Ok(())
+        drop(tail);
+        // With `AckAfter::Fsync` the next append's fsync also covers the
+        // cut; this one covers it when the next appends only `write(2)`.
+        self.log.sync_all().map_err(io(&self.log_path))
     }
 }
 
