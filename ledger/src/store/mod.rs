@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::batch::{Batch, BatchError};
-use crate::hash::Hash;
+use crate::hash::{Hash, hash_from_slice};
 use crate::hashtile::TileKey;
 use crate::keys::{KeyPair, PublicKey};
 use crate::tree::NodeKey;
@@ -206,6 +206,16 @@ pub(crate) fn frontier_from(
         })?;
     crate::tree::Frontier::from_hashes(size, &hashes)
         .ok_or_else(|| StoreError::Inconsistent("frontier has the wrong shape".into()))
+}
+
+/// A node row as read back from either store: `None` for a hash of the
+/// wrong length, which the callers treat as a missing node.
+pub(crate) fn node_from_row(level: i64, idx: i64, hash: &[u8]) -> Option<(NodeKey, Hash)> {
+    let key = NodeKey {
+        level: level as u8,
+        index: idx as u64,
+    };
+    hash_from_slice(hash).map(|h| (key, h))
 }
 
 /// A count or index as the `BIGINT` the stores keep it in (saturating; no

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::pgupkeep::{DEFAULT_VACUUM_FLOOR, VisibilityUpkeep};
 use super::{
     EntryRecord, HashTileRead, LedgerStore, RowChecks, SequenceOutcome, StoreError, SubmitOutcome,
-    TileChunk, frontier_from, parse_vkeys, to_i64,
+    TileChunk, frontier_from, node_from_row, parse_vkeys, to_i64,
 };
 use crate::batch::Batch;
 use crate::hash::{Hash, hash_from_slice};
@@ -123,14 +123,8 @@ async fn fetch_nodes<'e>(
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let hash: Vec<u8> = row.try_get("hash")?;
-        let Some(hash) = hash_from_slice(&hash) else {
-            continue;
-        };
-        let key = NodeKey {
-            level: row.try_get::<i16, _>("level")? as u8,
-            index: row.try_get::<i64, _>("idx")? as u64,
-        };
-        out.insert(key, hash);
+        let level = i64::from(row.try_get::<i16, _>("level")?);
+        out.extend(node_from_row(level, row.try_get("idx")?, &hash));
     }
     Ok(out)
 }

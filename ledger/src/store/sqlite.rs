@@ -18,10 +18,10 @@ use uuid::Uuid;
 
 use super::{
     EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, frontier_from,
-    parse_vkeys, to_i64,
+    node_from_row, parse_vkeys, to_i64,
 };
 use crate::batch::{Batch, CheckedEvent};
-use crate::hash::{Hash, hash_from_slice, leaf_hash};
+use crate::hash::{Hash, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::sequencer::{AppendPlan, MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
 use crate::tree::{Frontier, NodeKey, frontier_keys};
@@ -239,14 +239,11 @@ async fn fetch_nodes(
         }
         for row in query.fetch_all(&mut *conn).await? {
             let hash: Vec<u8> = row.try_get("hash")?;
-            let Some(hash) = hash_from_slice(&hash) else {
-                continue;
-            };
-            let key = NodeKey {
-                level: row.try_get::<i64, _>("level")? as u8,
-                index: row.try_get::<i64, _>("idx")? as u64,
-            };
-            out.insert(key, hash);
+            out.extend(node_from_row(
+                row.try_get("level")?,
+                row.try_get("idx")?,
+                &hash,
+            ));
         }
     }
     Ok(out)
