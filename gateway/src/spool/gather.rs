@@ -34,10 +34,10 @@ pub(super) fn gather_for(pending: u64, waited: Duration, config: &SpoolConfig) -
 
 /// Whether the append that found `before` events pending should wake the
 /// flusher: the first one (the flusher may be idle) and the one that makes
-/// [`enough`]. Every other append leaves it alone, so a gathering flusher is
-/// not woken once per request.
-pub(super) fn wakes_flusher(before: u64, config: &SpoolConfig) -> bool {
-    before == 0 || before + 1 == enough(config)
+/// `enough` (see [`enough`]). Every other append leaves it alone, so a
+/// gathering flusher is not woken once per request.
+pub(super) fn wakes_flusher(before: u64, enough: u64) -> bool {
+    before == 0 || before + 1 == enough
 }
 
 #[cfg(test)]
@@ -98,7 +98,7 @@ mod tests {
         ];
         for (before, ship, want) in cases {
             assert_eq!(
-                wakes_flusher(before, &config(ship, 512)),
+                wakes_flusher(before, enough(&config(ship, 512))),
                 want,
                 "{before} pending, ship at {ship}"
             );

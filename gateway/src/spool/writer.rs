@@ -110,8 +110,9 @@ pub(super) struct SpoolFile {
     durable: watch::Receiver<Durable>,
     compact_after_bytes: u64,
     ack_after: AckAfter,
-    /// When appends wake the flusher (see `gather`).
-    ship: SpoolConfig,
+    /// Pending events that make a batch worth shipping at once; the append
+    /// that makes them wakes the flusher (see `gather`).
+    ship_at: u64,
 }
 
 impl std::fmt::Debug for SpoolFile {
@@ -205,7 +206,7 @@ impl SpoolFile {
             durable,
             compact_after_bytes: config.compact_after_bytes,
             ack_after: config.ack_after,
-            ship: config.clone(),
+            ship_at: gather::enough(config),
         })
     }
 
@@ -235,7 +236,7 @@ impl SpoolFile {
         tail.written += buf.len() as u64;
         self.shared.written.store(tail.written, Ordering::Release);
         let before = self.shared.pending_records.fetch_add(1, Ordering::AcqRel);
-        if gather::wakes_flusher(before, &self.ship) {
+        if gather::wakes_flusher(before, self.ship_at) {
             self.shared.notify.notify_one();
         }
         Ok(tail.written)
