@@ -63,7 +63,6 @@ impl MarkFile {
     /// Open (creating if needed) the mark file at `path` and read its
     /// offset: 0 when it is new or does not check out.
     pub(super) fn open(path: &Path) -> std::io::Result<(MarkFile, u64)> {
-        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -85,9 +84,10 @@ impl MarkFile {
             file,
             path: path.to_owned(),
         };
-        if !existed || bytes.len() != MARK_LEN {
-            // A whole line from the start, and a directory entry that
-            // survives a crash, so later writes can be in place.
+        if bytes.len() != MARK_LEN {
+            // New, or not one line: a whole line from the start, and a
+            // directory entry that survives a crash, so later writes can be
+            // in place.
             mark.file.set_len(0)?;
             mark.write(offset, true)?;
             if let Some(dir) = path.parent() {

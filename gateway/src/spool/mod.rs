@@ -281,7 +281,9 @@ async fn flush_loop(
         // durable first (at once with `AckAfter::Fsync`, within one sync
         // interval with `AckAfter::Write`), so that a batch is not cut short
         // by a record still in its fsync.
-        strong
+        // Without a sync thread (stopped) nothing more becomes durable, and
+        // shipping reads only durable records either way.
+        let _ = strong
             .durable_past(shared.written.load(Ordering::Acquire))
             .await;
         let shipped = {

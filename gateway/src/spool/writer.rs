@@ -250,11 +250,7 @@ impl SpoolFile {
             return Ok(());
         }
         self.signal.written();
-        let mut durable = self.durable.clone();
-        let state = durable
-            .wait_for(|d| d.failed || d.upto >= end)
-            .await
-            .map_err(|_| SpoolError::Stopped)?;
+        let state = self.durable_past(end).await?;
         if state.upto >= end {
             return Ok(());
         }
@@ -264,11 +260,16 @@ impl SpoolFile {
         })
     }
 
-    /// Wait until everything before logical position `upto` is durable, or
-    /// an fsync failed, or the sync thread stopped.
-    pub(super) async fn durable_past(&self, upto: u64) {
+    /// Wait until everything before logical position `upto` is durable or
+    /// an fsync failed, and return how far the file is durable then; an
+    /// error once the sync thread has stopped.
+    pub(super) async fn durable_past(&self, upto: u64) -> Result<Durable, SpoolError> {
         let mut durable = self.durable.clone();
-        let _ = durable.wait_for(|d| d.failed || d.upto >= upto).await;
+        let state = durable
+            .wait_for(|d| d.failed || d.upto >= upto)
+            .await
+            .map_err(|_| SpoolError::Stopped)?;
+        Ok(*state)
     }
 
     /// Read up to `max` durable, unshipped records and the logical position
