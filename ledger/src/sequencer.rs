@@ -44,6 +44,9 @@ pub struct AppendPlan {
     pub checkpoint: Checkpoint,
     /// The signed note for `checkpoint`.
     pub note: String,
+    /// The tree's right edge after the append: the next step's starting
+    /// point, for a store that keeps it between steps.
+    pub frontier: Frontier,
 }
 
 /// Plans the append of `pending` (already in arrival order, duplicates of
@@ -71,6 +74,7 @@ pub fn plan_append(mut frontier: Frontier, pending: &[PendingEvent], key: &KeyPa
         nodes,
         checkpoint,
         note,
+        frontier,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use super::{
     EntryRecord, LedgerStore, SequenceOutcome, StoreError, SubmitOutcome, frontier_from,
     node_from_row, parse_vkeys, to_i64,
 };
-use crate::batch::{Batch, CheckedEvent};
+use crate::batch::{Batch, CheckedBatch, CheckedEvent};
 use crate::hash::{Hash, leaf_hash};
 use crate::keys::{KeyPair, PublicKey};
 use crate::sequencer::{AppendPlan, MAX_EVENTS_PER_STEP, PendingEvent, plan_append};
@@ -32,6 +33,33 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Every write goes through this one connection (SQLite takes one
+    /// writer at a time anyway), so its page cache stays current: a batch
+    /// written through whichever connection was idle would first read back
+    /// the pages the previous batch changed through another.
+    writer: SqlitePool,
+    remembered: Arc<Mutex<Remembered>>,
+}
+
+/// What [`SqliteStore::submit_and_sequence`] keeps from one batch to the
+/// next, to spare a batch trips to SQLite's worker thread. Both only grow
+/// (the tables are append-only), and neither is trusted blindly: the right
+/// edge is used only while the log's size and latest checkpoint root are
+/// the ones it gives, and a batch signed by a key missing here reads the
+/// keys again.
+#[derive(Debug, Default)]
+struct Remembered {
+    submitters: Arc<Vec<PublicKey>>,
+    frontier: Option<Frontier>,
+}
+
+/// The log as a sequencing transaction finds it.
+struct Head {
+    size: u64,
+    /// Root of the latest checkpoint (none while the log is empty).
+    latest_root: Option<Vec<u8>>,
+    /// Events submitted but not yet sequenced are waiting.
+    queued: bool,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -93,18 +121,69 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10));
+        // A connection to a local file cannot go stale; the default ping
+        // before each use would cost a trip to its worker thread.
+        let pool_options = || SqlitePoolOptions::new().test_before_acquire(false);
         // An in-memory database exists per connection, so it gets exactly one.
-        let max = if url.contains(":memory:") || url.contains("mode=memory") {
-            1
-        } else {
-            4
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = pool_options()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let writer = if in_memory {
+            pool.clone()
+        } else {
+            pool_options()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?
+        };
+        MIGRATOR.run(&writer).await?;
+        Ok(Self {
+            pool,
+            writer,
+            remembered: Arc::default(),
+        })
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The registered submitter keys, read again only when `batch` names a
+    /// key this process has not seen registered.
+    async fn submitters_for(&self, batch: &Batch) -> Result<Arc<Vec<PublicKey>>, StoreError> {
+        let known = self.remembered().submitters.clone();
+        if known.iter().any(|k| k.key_id() == batch.key_id) {
+            return Ok(known);
+        }
+        let fresh = Arc::new(parse_vkeys(&self.submitter_keys().await?)?);
+        self.remembered().submitters = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The right edge of the log `head` describes: the one kept from this
+    /// process's last append when it still describes it, else read.
+    async fn frontier_at(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        head: &Head,
+    ) -> Result<Frontier, StoreError> {
+        if head.size == 0 {
+            return Ok(Frontier::new());
+        }
+        let kept = self.remembered().frontier.clone();
+        if let Some(kept) = kept
+            .filter(|f| f.size() == head.size && head.latest_root.as_deref() == Some(&f.root()[..]))
+        {
+            return Ok(kept);
+        }
+        let found = fetch_nodes(tx, &frontier_keys(head.size)).await?;
+        frontier_from(head.size, &found)
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -123,30 +202,24 @@ impl SqliteStore {
         batch: Batch,
         key: &KeyPair,
     ) -> Result<SequenceOutcome, StoreError> {
-        let queued: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_pending)")
-            .fetch_one(&self.pool)
-            .await?;
-        if queued {
-            self.submit(batch).await?;
-            return self.sequence_all_pending(key).await;
-        }
-        let submitters = parse_vkeys(&self.submitter_keys().await?)?;
+        let submitters = self.submitters_for(&batch).await?;
         // Hashing and decoding a batch takes a while; keep it off the async
         // workers that serve requests.
         let checked = tokio::task::spawn_blocking(move || batch.check(&submitters))
             .await
             .map_err(|e| StoreError::Inconsistent(format!("batch check did not finish: {e}")))??;
-        let mut tx = self.pool.begin().await?;
-        take_write_lock(&mut tx, key).await?;
+        // `BEGIN IMMEDIATE` takes SQLite's write lock at once, so no other
+        // writer slips in between reading the tree and appending to it.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let head = read_head(&mut tx).await?;
+        if head.queued {
+            // Keep arrival order: queue behind what waits, then sequence it all.
+            insert_pending(&mut tx, &checked).await?;
+            tx.commit().await?;
+            return self.sequence_all_pending(key).await;
+        }
+        let frontier = self.frontier_at(&mut tx, &head).await?;
         let root = checked.root.to_vec();
-        sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&root)
-            .bind(checked.key_id.to_vec())
-            .bind(&checked.signature)
-            .bind(checked.leaf_hashes_blob())
-            .execute(&mut *tx)
-            .await?;
-        let (size, frontier) = tree_head(&mut tx).await?;
         let mut logged = HashSet::new();
         for chunk in statement_chunks(&checked.events) {
             let sql = format!(
@@ -166,8 +239,12 @@ impl SqliteStore {
             .filter(|(_, e)| !logged.contains(&e.event.id))
             .collect();
         if new.is_empty() {
+            insert_batch(&mut tx, &checked).await?;
             tx.commit().await?;
-            return Ok(SequenceOutcome::nothing_appended(size, frontier.root()));
+            return Ok(SequenceOutcome::nothing_appended(
+                head.size,
+                frontier.root(),
+            ));
         }
         let pending: Vec<PendingEvent> = new
             .iter()
@@ -195,8 +272,33 @@ impl SqliteStore {
             }
             query.execute(&mut *tx).await?;
         }
-        write_nodes_and_checkpoint(&mut tx, &plan, key).await?;
+        insert_nodes(&mut tx, &plan).await?;
+        // The fixed-shape rest in one statement list, one trip: the log key,
+        // the batch record and the signed checkpoint. Plain `?` parameters,
+        // bound in order: sqlx binds a statement's unused numbers as if they
+        // were plain ones, so numbered parameters shared across statements
+        // can shift past the end and be left unbound.
+        let log_key_id = key.key_id().to_vec();
+        sqlx::query(
+            "INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?, ?);
+             INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes)
+                 VALUES (?, ?, ?, ?);
+             INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?, ?, ?, ?);",
+        )
+        .bind(&log_key_id)
+        .bind(key.public().to_vkey())
+        .bind(&root)
+        .bind(checked.key_id.to_vec())
+        .bind(&checked.signature)
+        .bind(checked.leaf_hashes_blob())
+        .bind(to_i64(plan.checkpoint.size))
+        .bind(plan.checkpoint.root.to_vec())
+        .bind(&log_key_id)
+        .bind(&plan.note)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        self.remembered().frontier = Some(plan.frontier);
         Ok(SequenceOutcome {
             appended: plan.entries.len() as u64,
             size: plan.checkpoint.size,
@@ -249,6 +351,81 @@ async fn fetch_nodes(
     Ok(out)
 }
 
+/// The log's size, latest checkpoint root and whether events are queued, in
+/// one statement; refuses a log whose latest checkpoint does not cover
+/// exactly its entries.
+async fn read_head(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<Head, StoreError> {
+    let (size, signed, latest_root, queued): (i64, Option<i64>, Option<Vec<u8>>, bool) =
+        sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries),
+                    (SELECT MAX(size) FROM ledger_checkpoints),
+                    (SELECT root FROM ledger_checkpoints ORDER BY size DESC LIMIT 1),
+                    EXISTS (SELECT 1 FROM ledger_pending)",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+    let size = size as u64;
+    if signed.map_or(0, |s| s as u64) != size {
+        return Err(StoreError::Inconsistent(format!(
+            "{size} entries stored but the latest checkpoint has size {}",
+            signed.unwrap_or(0)
+        )));
+    }
+    Ok(Head {
+        size,
+        latest_root,
+        queued,
+    })
+}
+
+/// The batch record (kept once, whoever resubmits it).
+async fn insert_batch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    checked: &CheckedBatch,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
+        .bind(checked.root.to_vec())
+        .bind(checked.key_id.to_vec())
+        .bind(&checked.signature)
+        .bind(checked.leaf_hashes_blob())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Queues a checked batch's events that are not logged yet (with the batch
+/// record); how many were queued.
+async fn insert_pending(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    checked: &CheckedBatch,
+) -> Result<usize, StoreError> {
+    insert_batch(tx, checked).await?;
+    let mut accepted = 0;
+    let root = checked.root.to_vec();
+    let rows: Vec<_> = checked.events.iter().enumerate().collect();
+    for chunk in statement_chunks(&rows) {
+        let sql = format!(
+            "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
+             FROM (VALUES {}) AS v
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = v.column1)",
+            placeholders(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (pos, e) in chunk {
+            query = query
+                .bind(e.event.id)
+                .bind(root.clone())
+                .bind(*pos as i64)
+                .bind(&e.bytes)
+                .bind(micros(e.event.time))
+                .bind(e.event.agent.to_string());
+        }
+        accepted += query.execute(&mut **tx).await?.rows_affected() as usize;
+    }
+    Ok(accepted)
+}
+
 /// A sequencing step's first statement: a write (recording the log key),
 /// which takes SQLite's write lock for the rest of the transaction, so no
 /// other writer slips in between reading the tree and appending to it.
@@ -286,11 +463,10 @@ async fn tree_head(
     Ok((size, frontier_from(size, &found)?))
 }
 
-/// The tree nodes and the signed checkpoint of a planned append.
-async fn write_nodes_and_checkpoint(
+/// The tree nodes of a planned append.
+async fn insert_nodes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     plan: &AppendPlan,
-    key: &KeyPair,
 ) -> Result<(), StoreError> {
     for chunk in statement_chunks(&plan.nodes) {
         let sql = format!(
@@ -306,6 +482,16 @@ async fn write_nodes_and_checkpoint(
         }
         query.execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// The tree nodes and the signed checkpoint of a planned append.
+async fn write_nodes_and_checkpoint(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    plan: &AppendPlan,
+    key: &KeyPair,
+) -> Result<(), StoreError> {
+    insert_nodes(tx, plan).await?;
     sqlx::query(
         "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
     )
@@ -323,46 +509,17 @@ impl LedgerStore for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO ledger_submitters (key_id, vkey) VALUES (?1, ?2)")
             .bind(key.key_id().to_vec())
             .bind(key.to_vkey())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(events = batch.events.len()))]
     async fn submit(&self, batch: Batch) -> Result<SubmitOutcome, StoreError> {
-        let submitters = parse_vkeys(&self.submitter_keys().await?)?;
+        let submitters = self.submitters_for(&batch).await?;
         let checked = batch.check(&submitters)?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
-            .bind(checked.root.to_vec())
-            .bind(checked.key_id.to_vec())
-            .bind(&checked.signature)
-            .bind(checked.leaf_hashes_blob())
-            .execute(&mut *tx)
-            .await?;
-        let mut accepted = 0;
-        let root = checked.root.to_vec();
-        let rows: Vec<_> = checked.events.iter().enumerate().collect();
-        for chunk in statement_chunks(&rows) {
-            let sql = format!(
-                "INSERT OR IGNORE INTO ledger_pending (event_id, batch_root, batch_pos, leaf, event_time, agent)
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6
-                 FROM (VALUES {}) AS v
-                 WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.event_id = v.column1)",
-                placeholders(chunk.len(), 6)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (pos, e) in chunk {
-                query = query
-                    .bind(e.event.id)
-                    .bind(root.clone())
-                    .bind(*pos as i64)
-                    .bind(&e.bytes)
-                    .bind(micros(e.event.time))
-                    .bind(e.event.agent.to_string());
-            }
-            accepted += query.execute(&mut *tx).await?.rows_affected() as usize;
-        }
+        let mut tx = self.writer.begin().await?;
+        let accepted = insert_pending(&mut tx, &checked).await?;
         tx.commit().await?;
         Ok(SubmitOutcome {
             accepted,
@@ -372,7 +529,7 @@ impl LedgerStore for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         take_write_lock(&mut tx, key).await?;
         sqlx::query(
             "DELETE FROM ledger_pending WHERE EXISTS
@@ -515,7 +672,53 @@ impl LedgerStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{ROWS_PER_STATEMENT, placeholders, statement_chunks};
+    use super::{ROWS_PER_STATEMENT, SqliteStore, placeholders, statement_chunks};
+    use crate::batch::BatchSigner;
+    use crate::event::MeteringEvent;
+    use crate::hash::leaf_hash;
+    use crate::keys::KeyPair;
+    use crate::store::LedgerStore;
+    use crate::tree::{Frontier, MemoryTree};
+
+    /// The right edge kept between batches is used only while it describes
+    /// the log: one of another tree of the same size (as if the database
+    /// were replaced under the process) is read again from the stored nodes.
+    #[tokio::test]
+    async fn a_kept_right_edge_that_does_not_describe_the_log_is_not_used() {
+        let path = std::env::temp_dir().join(format!(
+            "caracal-sqlite-unit-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let store = SqliteStore::open(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        let events: Vec<MeteringEvent> = (0..7).map(MeteringEvent::example).collect();
+        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
+        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
+        store.register_submitter(gateway.public()).await.unwrap();
+        let first = gateway.sign_events(&events[..4]).unwrap();
+        store.submit_and_sequence(first, &log_key).await.unwrap();
+
+        let mut other = Frontier::new();
+        for n in 100..104 {
+            other.push(leaf_hash(&MeteringEvent::example(n).encode().unwrap()));
+        }
+        store.remembered().frontier = Some(other);
+        let second = gateway.sign_events(&events[4..]).unwrap();
+        let out = store.submit_and_sequence(second, &log_key).await.unwrap();
+
+        let mut want = MemoryTree::new();
+        for e in &events {
+            want.push(leaf_hash(&e.encode().unwrap()));
+        }
+        assert_eq!((out.size, out.root), (7, want.root()));
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            std::fs::remove_file(p).ok();
+        }
+    }
 
     #[test]
     fn statement_chunks_are_full_then_powers_of_two_in_order() {

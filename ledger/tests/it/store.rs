@@ -379,6 +379,40 @@ async fn sqlite_submit_and_sequence_appends_in_order() {
     submit_and_sequence_appends_in_order(Ledger::open(&file.url()).await.unwrap()).await;
 }
 
+/// Two processes appending to one SQLite file in turn: each reads the right
+/// edge the other left instead of reusing its own from its last batch.
+#[tokio::test]
+async fn sqlite_submit_and_sequence_by_turns_from_two_stores() {
+    let file = TestFile::new();
+    let (one, two) = (
+        Ledger::open(&file.url()).await.unwrap(),
+        Ledger::open(&file.url()).await.unwrap(),
+    );
+    let key = log_key();
+    let gw = gateway();
+    one.register_submitter(gw.public()).await.unwrap();
+    let mut root = None;
+    for (ledger, range) in [(&one, 0..5), (&two, 5..9), (&one, 9..12), (&two, 12..13)] {
+        let end = range.end;
+        let out = ledger
+            .submit_and_sequence(batch(&gw, range), &key)
+            .await
+            .unwrap();
+        assert_eq!(out.size, end);
+        root = Some(out.root);
+    }
+    let mut mem = MemoryTree::new();
+    for e in events(0..13) {
+        mem.push(leaf_hash(&e.encode().unwrap()));
+    }
+    assert_eq!(one.status().await.unwrap().entries, 13);
+    let report = verify_store(&two, &trust_of(&key, &gw), Scope::Full)
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(root, Some(mem.root()));
+}
+
 #[tokio::test]
 async fn postgres_submit_and_sequence_appends_in_order() {
     let db = TestDb::new().await;
