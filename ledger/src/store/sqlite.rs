@@ -441,28 +441,6 @@ async fn take_write_lock(
     Ok(())
 }
 
-/// The log's size and right edge, inside a sequencing transaction; refuses
-/// a log whose latest checkpoint does not cover exactly its entries.
-async fn tree_head(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-) -> Result<(u64, Frontier), StoreError> {
-    let (size, signed): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entries),
-                (SELECT MAX(size) FROM ledger_checkpoints)",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let size = size as u64;
-    if signed.map_or(0, |s| s as u64) != size {
-        return Err(StoreError::Inconsistent(format!(
-            "{size} entries stored but the latest checkpoint has size {}",
-            signed.unwrap_or(0)
-        )));
-    }
-    let found = fetch_nodes(tx, &frontier_keys(size)).await?;
-    Ok((size, frontier_from(size, &found)?))
-}
-
 /// The tree nodes of a planned append.
 async fn insert_nodes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -537,7 +515,8 @@ impl LedgerStore for SqliteStore {
         )
         .execute(&mut *tx)
         .await?;
-        let (size, frontier) = tree_head(&mut tx).await?;
+        let head = read_head(&mut tx).await?;
+        let (size, frontier) = (head.size, self.frontier_at(&mut tx, &head).await?);
         let rows =
             sqlx::query("SELECT event_id, leaf FROM ledger_pending ORDER BY arrival LIMIT ?1")
                 .bind(MAX_EVENTS_PER_STEP as i64)
@@ -587,6 +566,7 @@ impl LedgerStore for SqliteStore {
         }
         write_nodes_and_checkpoint(&mut tx, &plan, key).await?;
         tx.commit().await?;
+        self.remembered().frontier = Some(plan.frontier);
         Ok(SequenceOutcome {
             appended,
             size: plan.checkpoint.size,
