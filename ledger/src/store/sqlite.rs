@@ -1,7 +1,7 @@
 //! The SQLite store: the embedded default for `caracal dev`.
 //!
 //! Same tables and meaning as Postgres. The sequencer's lock is SQLite's own
-//! write lock: each step's transaction starts with a write, so from then on no
+//! write lock: each step's transaction starts with `BEGIN IMMEDIATE`, so no
 //! other writer can slip in between reading the tree size and appending.
 //! Times are stored as microseconds since the Unix epoch.
 
@@ -272,31 +272,7 @@ impl SqliteStore {
             }
             query.execute(&mut *tx).await?;
         }
-        insert_nodes(&mut tx, &plan).await?;
-        // The fixed-shape rest in one statement list, one trip: the log key,
-        // the batch record and the signed checkpoint. Plain `?` parameters,
-        // bound in order: sqlx binds a statement's unused numbers as if they
-        // were plain ones, so numbered parameters shared across statements
-        // can shift past the end and be left unbound.
-        let log_key_id = key.key_id().to_vec();
-        sqlx::query(
-            "INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?, ?);
-             INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes)
-                 VALUES (?, ?, ?, ?);
-             INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?, ?, ?, ?);",
-        )
-        .bind(&log_key_id)
-        .bind(key.public().to_vkey())
-        .bind(&root)
-        .bind(checked.key_id.to_vec())
-        .bind(&checked.signature)
-        .bind(checked.leaf_hashes_blob())
-        .bind(to_i64(plan.checkpoint.size))
-        .bind(plan.checkpoint.root.to_vec())
-        .bind(&log_key_id)
-        .bind(&plan.note)
-        .execute(&mut *tx)
-        .await?;
+        write_nodes_and_checkpoint(&mut tx, &plan, key, Some(&checked)).await?;
         tx.commit().await?;
         self.remembered().frontier = Some(plan.frontier);
         Ok(SequenceOutcome {
@@ -378,16 +354,40 @@ async fn read_head(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<Head,
     })
 }
 
+/// Statements shared by the sequencing paths, with plain `?` parameters so
+/// they can share a statement list (sqlx binds a statement's unused numbers
+/// as if they were plain ones, so numbered parameters shared across
+/// statements can shift past the end and be left unbound).
+macro_rules! insert_batch_sql {
+    () => {
+        "INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes)
+         VALUES (?, ?, ?, ?);"
+    };
+}
+macro_rules! insert_checkpoint_sql {
+    () => {
+        "INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?, ?);
+         INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?, ?, ?, ?);"
+    };
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds [`insert_batch_sql`]'s parameters.
+fn bind_batch<'q>(query: SqliteQuery<'q>, checked: &'q CheckedBatch) -> SqliteQuery<'q> {
+    query
+        .bind(checked.root.to_vec())
+        .bind(checked.key_id.to_vec())
+        .bind(&checked.signature)
+        .bind(checked.leaf_hashes_blob())
+}
+
 /// The batch record (kept once, whoever resubmits it).
 async fn insert_batch(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     checked: &CheckedBatch,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT OR IGNORE INTO ledger_batches (root, key_id, signature, leaf_hashes) VALUES (?1, ?2, ?3, ?4)")
-        .bind(checked.root.to_vec())
-        .bind(checked.key_id.to_vec())
-        .bind(&checked.signature)
-        .bind(checked.leaf_hashes_blob())
+    bind_batch(sqlx::query(insert_batch_sql!()), checked)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -426,21 +426,6 @@ async fn insert_pending(
     Ok(accepted)
 }
 
-/// A sequencing step's first statement: a write (recording the log key),
-/// which takes SQLite's write lock for the rest of the transaction, so no
-/// other writer slips in between reading the tree and appending to it.
-async fn take_write_lock(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    key: &KeyPair,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT OR IGNORE INTO ledger_log_keys (key_id, vkey) VALUES (?1, ?2)")
-        .bind(key.key_id().to_vec())
-        .bind(key.public().to_vkey())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// The tree nodes of a planned append.
 async fn insert_nodes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -463,22 +448,32 @@ async fn insert_nodes(
     Ok(())
 }
 
-/// The tree nodes and the signed checkpoint of a planned append.
+/// The tree nodes of a planned append, then in one statement list the log
+/// key, the signed checkpoint and, for a batch appended straight into the
+/// log, the batch record.
 async fn write_nodes_and_checkpoint(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     plan: &AppendPlan,
     key: &KeyPair,
+    batch: Option<&CheckedBatch>,
 ) -> Result<(), StoreError> {
     insert_nodes(tx, plan).await?;
-    sqlx::query(
-        "INSERT INTO ledger_checkpoints (size, root, key_id, note) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .bind(to_i64(plan.checkpoint.size))
-    .bind(plan.checkpoint.root.to_vec())
-    .bind(key.key_id().to_vec())
-    .bind(&plan.note)
-    .execute(&mut **tx)
-    .await?;
+    let sql = match batch {
+        Some(_) => concat!(insert_checkpoint_sql!(), insert_batch_sql!()),
+        None => insert_checkpoint_sql!(),
+    };
+    let log_key_id = key.key_id().to_vec();
+    let mut query = sqlx::query(sql)
+        .bind(&log_key_id)
+        .bind(key.public().to_vkey())
+        .bind(to_i64(plan.checkpoint.size))
+        .bind(plan.checkpoint.root.to_vec())
+        .bind(&log_key_id)
+        .bind(&plan.note);
+    if let Some(checked) = batch {
+        query = bind_batch(query, checked);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -507,8 +502,7 @@ impl LedgerStore for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn sequence_pending(&self, key: &KeyPair) -> Result<SequenceOutcome, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        take_write_lock(&mut tx, key).await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "DELETE FROM ledger_pending WHERE EXISTS
              (SELECT 1 FROM ledger_entries e WHERE e.event_id = ledger_pending.event_id)",
@@ -564,7 +558,7 @@ impl LedgerStore for SqliteStore {
             }
             query.execute(&mut *tx).await?;
         }
-        write_nodes_and_checkpoint(&mut tx, &plan, key).await?;
+        write_nodes_and_checkpoint(&mut tx, &plan, key, None).await?;
         tx.commit().await?;
         self.remembered().frontier = Some(plan.frontier);
         Ok(SequenceOutcome {
