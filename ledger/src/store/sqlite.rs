@@ -256,7 +256,7 @@ impl SqliteStore {
         let plan = plan_append(frontier, &pending, key);
         for (rows, entries) in statement_chunks(&new).zip(statement_chunks(&plan.entries)) {
             let sql = format!(
-                "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent) VALUES {}",
+                "INSERT OR FAIL INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent) VALUES {}",
                 placeholders(rows.len(), 7)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -433,7 +433,7 @@ async fn insert_nodes(
 ) -> Result<(), StoreError> {
     for chunk in statement_chunks(&plan.nodes) {
         let sql = format!(
-            "INSERT INTO ledger_nodes (level, idx, hash) VALUES {}",
+            "INSERT OR FAIL INTO ledger_nodes (level, idx, hash) VALUES {}",
             placeholders(chunk.len(), 3)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -531,7 +531,7 @@ impl LedgerStore for SqliteStore {
         let appended = plan.entries.len() as u64;
         for chunk in statement_chunks(&plan.entries) {
             let sql = format!(
-                "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+                "INSERT OR FAIL INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
                  SELECT v.column1, p.event_id, p.leaf, p.batch_root, p.batch_pos, p.event_time, p.agent
                  FROM (VALUES {}) AS v JOIN ledger_pending p ON p.event_id = v.column2",
                 placeholders(chunk.len(), 2)
@@ -686,6 +686,62 @@ mod tests {
             want.push(leaf_hash(&e.encode().unwrap()));
         }
         assert_eq!((out.size, out.root), (7, want.root()));
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            std::fs::remove_file(p).ok();
+        }
+    }
+
+    /// The multi-row inserts use `OR FAIL` (no statement journal), so a
+    /// statement that fails part-way keeps its earlier rows until the
+    /// transaction is rolled back: the whole batch must still leave nothing.
+    #[tokio::test]
+    async fn a_batch_whose_insert_fails_part_way_leaves_nothing_behind() {
+        let path = std::env::temp_dir().join(format!(
+            "caracal-sqlite-unit-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let store = SqliteStore::open(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        let events: Vec<MeteringEvent> = (0..7).map(MeteringEvent::example).collect();
+        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
+        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
+        store.register_submitter(gateway.public()).await.unwrap();
+        let first = gateway.sign_events(&events[..4]).unwrap();
+        store.submit_and_sequence(first, &log_key).await.unwrap();
+        // A stray leaf node where the next batch's second leaf goes: its
+        // node insert fails after the rows before it were written.
+        sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (0, 5, zeroblob(32))")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let second = gateway.sign_events(&events[4..]).unwrap();
+        assert!(store.submit_and_sequence(second, &log_key).await.is_err());
+
+        let count = |sql: &'static str| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT count(*) FROM ledger_entries").await, 4);
+        assert_eq!(
+            count("SELECT count(*) FROM ledger_nodes WHERE idx >= 2 AND level = 1").await,
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM ledger_nodes WHERE level = 0").await,
+            5,
+            "the four leaves and the stray one, not the batch's first"
+        );
+        assert_eq!(count("SELECT max(size) FROM ledger_checkpoints").await, 4);
+        assert_eq!(count("SELECT count(*) FROM ledger_batches").await, 1);
         drop(store);
         for suffix in ["", "-wal", "-shm"] {
             let mut p = path.clone().into_os_string();
