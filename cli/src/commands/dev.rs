@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context;
 use caracal_gateway::{
     config::Provider,
-    ledger_sink::SequencingSink,
+    ledger_sink::{SequencingSink, calm_lane_suits},
     live::{Live, LiveSender},
     mtls::TlsServer,
     proxy::Gateway,
@@ -185,13 +185,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
 
     // This process is its own sequencer: each shipped batch lands in the log
-    // under a signed checkpoint at once.
-    let sink = Arc::new(SequencingSink::new(
+    // under a signed checkpoint at once. With a SQLite ledger and
+    // `spoolAck: write` that work runs at idle CPU priority while there is
+    // idle CPU (docs/gateway.md, "caracal dev's ledger writes").
+    let spool_config = file.spool_config(state_dir.join("spool"));
+    let mut sink = SequencingSink::new(
         ledger.clone(),
         BatchSigner::new(gateway_key),
         log_key.clone(),
-    ));
-    let spool = Spool::open(file.spool_config(state_dir.join("spool")), sink.clone())?;
+    );
+    if calm_lane_suits(&database_url, spool_config.ack_after) {
+        sink = sink.with_calm_lane(&database_url).await;
+    }
+    let sink = Arc::new(sink);
+    let spool = Spool::open(spool_config, sink.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

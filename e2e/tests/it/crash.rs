@@ -62,12 +62,24 @@ fn client_loop(port: u16, key: String, stop: Arc<AtomicBool>, delivered: Arc<Ato
 
 #[test]
 fn sigkill_under_load_loses_no_delivered_event() {
-    let dir = scratch_dir("crash");
+    sigkill_under_load("crash", "");
+}
+
+/// The same with `spoolAck: write`, where `caracal dev` stores batches from
+/// its idle-priority ledger thread with a second connection to the SQLite
+/// file whenever it can (gateway/src/ledger_sink/calm.rs).
+#[test]
+fn sigkill_under_load_loses_no_delivered_event_with_write_acks() {
+    sigkill_under_load("crash-write", "spoolAck: write\n");
+}
+
+fn sigkill_under_load(name: &str, extra_config: &str) {
+    let dir = scratch_dir(name);
     let upstream = FakeUpstream::start(&dir);
     let mut dev = Dev::start(
         &dir,
         &agent_with_budget("team", "bot", "100.00", ""),
-        &config_yaml(&upstream),
+        &format!("{}{extra_config}", config_yaml(&upstream)),
         &[],
         true,
     );

@@ -18,7 +18,9 @@
 //!      batches (with `BENCH_BURN_US=N`, spins N µs per batch instead; see
 //!      `roles::NullSink`), `BENCH_WORKERS=N` sets every role's worker
 //!      threads (2), `BENCH_SHIP_RECORDS` and `BENCH_SHIP_DELAY_MS` set when
-//!      the spool ships (32 events, 50 ms).
+//!      the spool ships (32 events, 50 ms), `BENCH_NORMAL_PRIORITY_LEDGER=1`
+//!      stores every batch at normal CPU priority (no idle-priority lane,
+//!      see `caracal_gateway::ledger_sink`).
 
 mod load;
 mod roles;

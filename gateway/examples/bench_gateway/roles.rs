@@ -8,11 +8,11 @@ use bytes::Bytes;
 use caracal_gateway::{
     config::{Limits, Provider, ProviderKind},
     identity::{KeyTable, digest},
-    ledger_sink::{SequencingSink, SignedSink},
+    ledger_sink::{SequencingSink, SignedSink, calm_lane_suits},
     live::{self, Live},
     proxy::Gateway,
     server,
-    spool::{Spool, SpoolConfig},
+    spool::{AckAfter, Spool, SpoolConfig},
     upstream::{Body, full},
 };
 use caracal_ledger::{
@@ -238,23 +238,37 @@ pub async fn gateway(
         .register_submitter(gateway_key.public())
         .await
         .unwrap();
-    let sink: Arc<dyn caracal_gateway::spool::LedgerSink> =
-        if std::env::var("BENCH_NULL_LEDGER").is_ok() {
-            // Diagnosis only: ship batches nowhere, to see the ledger's share.
-            Arc::new(NullSink)
-        } else if in_process {
-            // As caracal dev: each batch is sequenced as it is shipped.
-            Arc::new(SequencingSink::new(
-                ledger.clone(),
-                BatchSigner::new(gateway_key),
-                KeyPair::generate("bench-log").unwrap(),
-            ))
+    let sink: Arc<dyn caracal_gateway::spool::LedgerSink> = if std::env::var("BENCH_NULL_LEDGER")
+        .is_ok()
+    {
+        // Diagnosis only: ship batches nowhere, to see the ledger's share.
+        Arc::new(NullSink)
+    } else if in_process {
+        // As caracal dev: each batch is sequenced as it is shipped, with
+        // `spoolAck: write` from an idle-priority thread while there is
+        // idle CPU (`BENCH_NORMAL_PRIORITY_LEDGER` turns that off, for
+        // comparison).
+        let sink = SequencingSink::new(
+            ledger.clone(),
+            BatchSigner::new(gateway_key),
+            KeyPair::generate("bench-log").unwrap(),
+        );
+        let ack = if ack_on_write {
+            AckAfter::Write
         } else {
-            Arc::new(SignedSink::new(
-                ledger.clone(),
-                BatchSigner::new(gateway_key),
-            ))
+            AckAfter::Fsync
         };
+        if calm_lane_suits(&url, ack) && std::env::var("BENCH_NORMAL_PRIORITY_LEDGER").is_err() {
+            Arc::new(sink.with_calm_lane(&url).await)
+        } else {
+            Arc::new(sink)
+        }
+    } else {
+        Arc::new(SignedSink::new(
+            ledger.clone(),
+            BatchSigner::new(gateway_key),
+        ))
+    };
     let mut spool_config = SpoolConfig::new(state.join("spool"));
     // Diagnosis: when the flusher ships (see `spool::SpoolConfig`).
     if let Some(ms) = env_number("BENCH_SHIP_DELAY_MS") {
@@ -264,7 +278,7 @@ pub async fn gateway(
         spool_config.ship_records = records as usize;
     }
     if ack_on_write {
-        spool_config.ack_after = caracal_gateway::spool::AckAfter::Write;
+        spool_config.ack_after = AckAfter::Write;
     }
     let spool = Spool::open(spool_config, sink).unwrap();
     let provider = Provider {

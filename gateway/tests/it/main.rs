@@ -5,6 +5,7 @@ mod anthropic;
 mod enforcement;
 mod harness;
 mod jwt_rs256;
+mod ledger_sink;
 mod mcp;
 mod mtls;
 mod openai;
