@@ -654,11 +654,17 @@ mod tests {
     use crate::store::LedgerStore;
     use crate::tree::{Frontier, MemoryTree};
 
-    /// The right edge kept between batches is used only while it describes
-    /// the log: one of another tree of the same size (as if the database
-    /// were replaced under the process) is read again from the stored nodes.
-    #[tokio::test]
-    async fn a_kept_right_edge_that_does_not_describe_the_log_is_not_used() {
+    /// A store in a fresh file with the first four of seven example events
+    /// logged by `gateway` under checkpoints signed with `log_key`.
+    struct Logged {
+        path: std::path::PathBuf,
+        store: SqliteStore,
+        events: Vec<MeteringEvent>,
+        gateway: BatchSigner,
+        log_key: KeyPair,
+    }
+
+    async fn four_of_seven_logged() -> Logged {
         let path = std::env::temp_dir().join(format!(
             "caracal-sqlite-unit-{}.db",
             uuid::Uuid::now_v7().simple()
@@ -672,26 +678,52 @@ mod tests {
         store.register_submitter(gateway.public()).await.unwrap();
         let first = gateway.sign_events(&events[..4]).unwrap();
         store.submit_and_sequence(first, &log_key).await.unwrap();
+        Logged {
+            path,
+            store,
+            events,
+            gateway,
+            log_key,
+        }
+    }
+
+    impl Logged {
+        /// Close the store and delete its files.
+        fn remove(self) {
+            drop(self.store);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::remove_file(p).ok();
+            }
+        }
+    }
+
+    /// The right edge kept between batches is used only while it describes
+    /// the log: one of another tree of the same size (as if the database
+    /// were replaced under the process) is read again from the stored nodes.
+    #[tokio::test]
+    async fn a_kept_right_edge_that_does_not_describe_the_log_is_not_used() {
+        let logged = four_of_seven_logged().await;
 
         let mut other = Frontier::new();
         for n in 100..104 {
             other.push(leaf_hash(&MeteringEvent::example(n).encode().unwrap()));
         }
-        store.remembered().frontier = Some(other);
-        let second = gateway.sign_events(&events[4..]).unwrap();
-        let out = store.submit_and_sequence(second, &log_key).await.unwrap();
+        logged.store.remembered().frontier = Some(other);
+        let second = logged.gateway.sign_events(&logged.events[4..]).unwrap();
+        let out = logged
+            .store
+            .submit_and_sequence(second, &logged.log_key)
+            .await
+            .unwrap();
 
         let mut want = MemoryTree::new();
-        for e in &events {
+        for e in &logged.events {
             want.push(leaf_hash(&e.encode().unwrap()));
         }
         assert_eq!((out.size, out.root), (7, want.root()));
-        drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            std::fs::remove_file(p).ok();
-        }
+        logged.remove();
     }
 
     /// The multi-row inserts use `OR FAIL` (no statement journal), so a
@@ -699,27 +731,21 @@ mod tests {
     /// transaction is rolled back: the whole batch must still leave nothing.
     #[tokio::test]
     async fn a_batch_whose_insert_fails_part_way_leaves_nothing_behind() {
-        let path = std::env::temp_dir().join(format!(
-            "caracal-sqlite-unit-{}.db",
-            uuid::Uuid::now_v7().simple()
-        ));
-        let store = SqliteStore::open(&format!("sqlite:{}", path.display()))
-            .await
-            .unwrap();
-        let events: Vec<MeteringEvent> = (0..7).map(MeteringEvent::example).collect();
-        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
-        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
-        store.register_submitter(gateway.public()).await.unwrap();
-        let first = gateway.sign_events(&events[..4]).unwrap();
-        store.submit_and_sequence(first, &log_key).await.unwrap();
+        let logged = four_of_seven_logged().await;
+        let store = &logged.store;
         // A stray leaf node where the next batch's second leaf goes: its
         // node insert fails after the rows before it were written.
         sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (0, 5, zeroblob(32))")
             .execute(store.pool())
             .await
             .unwrap();
-        let second = gateway.sign_events(&events[4..]).unwrap();
-        assert!(store.submit_and_sequence(second, &log_key).await.is_err());
+        let second = logged.gateway.sign_events(&logged.events[4..]).unwrap();
+        assert!(
+            store
+                .submit_and_sequence(second, &logged.log_key)
+                .await
+                .is_err()
+        );
 
         let count = |sql: &'static str| {
             let pool = store.pool().clone();
@@ -742,12 +768,7 @@ mod tests {
         );
         assert_eq!(count("SELECT max(size) FROM ledger_checkpoints").await, 4);
         assert_eq!(count("SELECT count(*) FROM ledger_batches").await, 1);
-        drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            std::fs::remove_file(p).ok();
-        }
+        logged.remove();
     }
 
     #[test]
