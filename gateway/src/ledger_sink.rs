@@ -14,13 +14,16 @@ use futures::future::BoxFuture;
 use crate::spool::{AckAfter, LedgerSink};
 
 /// Whether `caracal dev` should give batches to the idle-priority thread
-/// (`calm`): only for a SQLite ledger, whose work runs in this process, and
-/// only when the spool acknowledges after `write(2)`. When requests wait for
-/// the spool's fsync, an idle-priority thread writing SQLite on the same
-/// filesystem holds those fsyncs up behind it: +11 to +13 ms of p99 at
-/// 3,000 req/s instead of +2.0 to +2.6 ms (docs/benchmarks.md).
+/// (`calm`): only for a SQLite ledger in a file, whose work runs in this
+/// process (an in-memory database exists per connection, so a second
+/// connection would be another ledger), and only when the spool
+/// acknowledges after `write(2)`. When requests wait for the spool's fsync,
+/// an idle-priority thread writing SQLite on the same filesystem holds those
+/// fsyncs up behind it: +11 to +13 ms of p99 at 3,000 req/s instead of +2.0
+/// to +2.6 ms (docs/benchmarks.md).
 pub fn calm_lane_suits(database_url: &str, ack_after: AckAfter) -> bool {
-    database_url.starts_with("sqlite:") && ack_after == AckAfter::Write
+    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+    database_url.starts_with("sqlite:") && !in_memory && ack_after == AckAfter::Write
 }
 
 /// Signs each batch with the gateway's key and submits it to a store.
@@ -96,7 +99,12 @@ impl SequencingSink {
     /// [`SequencingSink::new`], and the reason is logged.
     pub async fn with_calm_lane(mut self, url: &str) -> Self {
         match calm::CalmLane::start(url, self.signer.clone(), self.log_key.clone()).await {
-            Ok(lane) => self.calm = Some(lane),
+            Ok(lane) => {
+                tracing::info!(
+                    "ledger batches are stored at idle CPU priority while there is idle CPU"
+                );
+                self.calm = Some(lane);
+            }
             Err(e) => tracing::warn!(
                 error = %e,
                 "ledger batches run at normal CPU priority only"
@@ -149,7 +157,13 @@ mod tests {
     fn the_calm_lane_is_for_a_sqlite_ledger_behind_write_acks() {
         let cases = [
             ("sqlite:/var/lib/caracal/ledger.db", AckAfter::Write, true),
-            ("sqlite::memory:", AckAfter::Write, true),
+            ("sqlite:ledger.db?mode=rwc", AckAfter::Write, true),
+            ("sqlite::memory:", AckAfter::Write, false),
+            (
+                "sqlite:file:ledger?mode=memory&cache=shared",
+                AckAfter::Write,
+                false,
+            ),
             ("sqlite:/var/lib/caracal/ledger.db", AckAfter::Fsync, false),
             ("postgres://caracal@db/caracal", AckAfter::Write, false),
             ("postgresql://caracal@db/caracal", AckAfter::Fsync, false),

@@ -187,7 +187,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // This process is its own sequencer: each shipped batch lands in the log
     // under a signed checkpoint at once. With a SQLite ledger and
     // `spoolAck: write` that work runs at idle CPU priority while there is
-    // idle CPU (docs/gateway.md, "caracal dev's ledger writes").
+    // idle CPU (docs/gateway.md, `caracal dev`).
     let spool_config = file.spool_config(state_dir.join("spool"));
     let mut sink = SequencingSink::new(
         ledger.clone(),
