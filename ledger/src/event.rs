@@ -176,7 +176,11 @@ impl MeteringEvent {
             gateway_id: Cow::Borrowed(&self.gateway_id),
             request_id: Cow::Borrowed(&self.request_id),
         };
-        serde_json::to_vec(&wire).map_err(|e| EventError::Parse(e.to_string()))
+        // Sized for a typical event (about 500 bytes), so that the buffer is
+        // not grown several times over while the event is written.
+        let mut bytes = Vec::with_capacity(768);
+        serde_json::to_writer(&mut bytes, &wire).map_err(|e| EventError::Parse(e.to_string()))?;
+        Ok(bytes)
     }
 
     /// Parses canonical bytes, refusing anything that is not byte-for-byte canonical.

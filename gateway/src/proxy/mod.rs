@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::{
     HeaderMap, Request, Response, StatusCode,
     body::Incoming,
-    header::{HeaderValue, RETRY_AFTER},
+    header::{HeaderName, HeaderValue, RETRY_AFTER},
 };
 use tracing::Instrument;
 
@@ -182,8 +182,12 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             }
         };
         if let Ok(v) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", v.clone());
-            response.headers_mut().insert("request-id", v);
+            // Named by constants: a name given as a string is copied into a
+            // new allocation for every response.
+            const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+            const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+            response.headers_mut().insert(X_REQUEST_ID, v.clone());
+            response.headers_mut().insert(REQUEST_ID, v);
         }
         tracing::info!(
             status = response.status().as_u16(),

@@ -11,7 +11,11 @@ use caracal_api::{Micros, snapshot::ConfigSnapshot};
 use caracal_ledger::event::Outcome;
 use caracal_policy::{Call, ModelRates, Pricing, Request as PolicyRequest, Reservation};
 use http_body_util::{BodyExt, Limited};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header::HeaderValue};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{HeaderName, HeaderValue},
+};
 use serde_json::Value;
 
 use super::{
@@ -300,10 +304,9 @@ async fn relay_whole(
     let mut out = Response::new(full(bytes));
     *out.status_mut() = parts.status;
     *out.headers_mut() = relayed_headers(&parts.headers);
-    out.headers_mut().insert(
-        "x-caracal-cost-micros",
-        HeaderValue::from(record.cost.get()),
-    );
+    const COST: HeaderName = HeaderName::from_static("x-caracal-cost-micros");
+    out.headers_mut()
+        .insert(COST, HeaderValue::from(record.cost.get()));
     Ok(out)
 }
 

@@ -88,7 +88,16 @@ impl State {
     }
 
     fn counter(&mut self, line: &BudgetLine, now: DateTime<Utc>) -> &mut Counter {
-        let counter = self.counters.entry(line.key.to_string()).or_default();
+        // Looked up first, so that the key is copied only for a new counter
+        // (this runs under the store's lock on every reserve and settle).
+        if !self.counters.contains_key(&*line.key) {
+            self.counters
+                .insert(line.key.to_string(), Counter::default());
+        }
+        let counter = self
+            .counters
+            .get_mut(&*line.key)
+            .expect("inserted just above when missing");
         if counter.expires_at.is_some_and(|t| t <= now) {
             *counter = Counter::default();
         }
