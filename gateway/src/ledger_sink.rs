@@ -128,14 +128,28 @@ impl SequencingSink {
         let (signer, events) = (self.signer.clone(), batch.to_vec());
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let signed = signer.sign_encoded(events);
-            runtime.block_on(ledger.submit_and_sequence(signed, &key))
+            sign_and_sequence(&ledger, &signer, &key, events, &runtime)
         })
         .await
         .map_err(|e| format!("sequencing the batch did not finish: {e}"))?
+    }
+}
+
+/// Sign `events` as one batch and append it to the log under a checkpoint
+/// signed with `log_key`, blocking the calling thread (never an async
+/// worker) until it is stored.
+fn sign_and_sequence(
+    ledger: &Ledger,
+    signer: &BatchSigner,
+    log_key: &KeyPair,
+    events: Vec<Vec<u8>>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), String> {
+    let signed = signer.sign_encoded(events);
+    runtime
+        .block_on(ledger.submit_and_sequence(signed, log_key))
         .map(|_| ())
         .map_err(|e| e.to_string())
-    }
 }
 
 impl LedgerSink for SequencingSink {

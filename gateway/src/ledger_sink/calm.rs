@@ -188,11 +188,7 @@ fn serve(
         if job.claimed.swap(true, Ordering::AcqRel) {
             continue; // taken back by the sender
         }
-        let signed = signer.sign_encoded(job.events);
-        let stored = runtime
-            .block_on(ledger.submit_and_sequence(signed, log_key))
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        let stored = super::sign_and_sequence(ledger, signer, log_key, job.events, runtime);
         let _ = job.reply.send(stored);
     }
 }
