@@ -7,7 +7,7 @@ use std::sync::Arc;
 use caracal_ledger::{
     batch::{Batch, BatchSigner},
     keys::KeyPair,
-    store::{Ledger, LedgerStore},
+    store::{Ledger, LedgerStore, SqliteStore},
 };
 use futures::future::BoxFuture;
 
@@ -22,8 +22,9 @@ use crate::spool::{AckAfter, LedgerSink};
 /// fsyncs up behind it: +11 to +13 ms of p99 at 3,000 req/s instead of +2.0
 /// to +2.6 ms (docs/benchmarks.md).
 pub fn calm_lane_suits(database_url: &str, ack_after: AckAfter) -> bool {
-    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-    database_url.starts_with("sqlite:") && !in_memory && ack_after == AckAfter::Write
+    database_url.starts_with("sqlite:")
+        && !SqliteStore::is_in_memory(database_url)
+        && ack_after == AckAfter::Write
 }
 
 /// Signs each batch with the gateway's key and submits it to a store.

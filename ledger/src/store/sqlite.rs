@@ -125,7 +125,7 @@ impl SqliteStore {
         // before each use would cost a trip to its worker thread.
         let pool_options = || SqlitePoolOptions::new().test_before_acquire(false);
         // An in-memory database exists per connection, so it gets exactly one.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let in_memory = Self::is_in_memory(url);
         let pool = pool_options()
             .max_connections(if in_memory { 1 } else { 4 })
             .connect_with(options.clone())
@@ -146,6 +146,13 @@ impl SqliteStore {
             writer,
             remembered: Arc::default(),
         })
+    }
+
+    /// Whether `url` names an in-memory database, which exists per
+    /// connection: a second connection (or store) opened with it sees
+    /// another, empty database.
+    pub fn is_in_memory(url: &str) -> bool {
+        url.contains(":memory:") || url.contains("mode=memory")
     }
 
     fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
