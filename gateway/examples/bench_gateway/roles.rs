@@ -238,6 +238,11 @@ pub async fn gateway(
         .register_submitter(gateway_key.public())
         .await
         .unwrap();
+    let ack = if ack_on_write {
+        AckAfter::Write
+    } else {
+        AckAfter::Fsync
+    };
     let sink: Arc<dyn caracal_gateway::spool::LedgerSink> = if std::env::var("BENCH_NULL_LEDGER")
         .is_ok()
     {
@@ -253,11 +258,6 @@ pub async fn gateway(
             BatchSigner::new(gateway_key),
             KeyPair::generate("bench-log").unwrap(),
         );
-        let ack = if ack_on_write {
-            AckAfter::Write
-        } else {
-            AckAfter::Fsync
-        };
         if calm_lane_suits(&url, ack) && std::env::var("BENCH_NORMAL_PRIORITY_LEDGER").is_err() {
             Arc::new(sink.with_calm_lane(&url).await)
         } else {
@@ -277,9 +277,7 @@ pub async fn gateway(
     if let Some(records) = env_number("BENCH_SHIP_RECORDS") {
         spool_config.ship_records = records as usize;
     }
-    if ack_on_write {
-        spool_config.ack_after = AckAfter::Write;
-    }
+    spool_config.ack_after = ack;
     let spool = Spool::open(spool_config, sink).unwrap();
     let provider = Provider {
         name: "openai".into(),
