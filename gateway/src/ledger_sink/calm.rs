@@ -15,8 +15,11 @@
 //! a preference (see [`lane`]): a batch the lane has not picked up within
 //! [`START_GRACE`] is taken back and stored at normal priority, and so is
 //! every large batch (a backlog to catch up on) and every batch for
-//! [`REST`] after the lane was slow. Batches still go one at a time: the
-//! spool's flusher waits for each, whichever lane stores it.
+//! [`REST`] after the lane was slow. Should the thread ever stop (a panic
+//! inside a batch), the lane is given up for good: that batch and every
+//! later one are stored at normal priority, and it is logged once. Batches
+//! still go one at a time: the spool's flusher waits for each, whichever
+//! lane stores it.
 
 use std::{
     future::Future,
@@ -52,9 +55,14 @@ pub(crate) enum Lane {
 }
 
 /// The lane for a batch of `events`, the calm lane resting until
-/// `resting_until`.
-pub(crate) fn lane(events: usize, resting_until: Option<Instant>, now: Instant) -> Lane {
-    if events > CALM_MAX_EVENTS || resting_until.is_some_and(|t| now < t) {
+/// `resting_until`, or given up for good when its thread has `stopped`.
+pub(crate) fn lane(
+    events: usize,
+    resting_until: Option<Instant>,
+    stopped: bool,
+    now: Instant,
+) -> Lane {
+    if stopped || events > CALM_MAX_EVENTS || resting_until.is_some_and(|t| now < t) {
         Lane::Normal
     } else {
         Lane::Calm
@@ -74,6 +82,8 @@ pub(crate) struct Job {
 pub(crate) struct CalmLane {
     jobs: mpsc::Sender<Job>,
     resting_until: Mutex<Option<Instant>>,
+    /// The thread has stopped; never offered anything again.
+    stopped: AtomicBool,
 }
 
 impl CalmLane {
@@ -81,6 +91,7 @@ impl CalmLane {
         CalmLane {
             jobs,
             resting_until: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -132,6 +143,15 @@ impl CalmLane {
         *self.resting_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
+    /// Give the lane up for good, saying so once.
+    fn give_up(&self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "the idle-priority ledger thread has stopped; every batch is stored at normal priority from now on"
+            );
+        }
+    }
+
     /// Store `batch` on the calm lane if [`lane`] allows and the lane picks
     /// it up in time; otherwise with `normal`.
     pub(crate) async fn store<F>(
@@ -143,7 +163,8 @@ impl CalmLane {
         F: Future<Output = Result<(), String>>,
     {
         let offered = Instant::now();
-        if lane(batch.len(), self.resting_until(), offered) == Lane::Normal {
+        let stopped = self.stopped.load(Ordering::Acquire);
+        if lane(batch.len(), self.resting_until(), stopped, offered) == Lane::Normal {
             return normal().await;
         }
         let claimed = Arc::new(AtomicBool::new(false));
@@ -154,8 +175,7 @@ impl CalmLane {
             reply,
         };
         if self.jobs.send(job).is_err() {
-            tracing::warn!("the calm ledger thread has stopped; storing at normal priority");
-            self.rest();
+            self.give_up();
             return normal().await;
         }
         tokio::pin!(answer);
@@ -171,7 +191,16 @@ impl CalmLane {
         if offered.elapsed() > SLOW {
             self.rest();
         }
-        answered.unwrap_or_else(|_| Err("the calm ledger thread stopped".into()))
+        match answered {
+            Ok(stored) => stored,
+            // The thread claimed the batch and stopped without an answer. If
+            // it got as far as the log, storing again is harmless: logged
+            // events are skipped.
+            Err(_) => {
+                self.give_up();
+                normal().await
+            }
+        }
     }
 }
 
@@ -222,18 +251,24 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_millis(10);
         let cases = [
-            // (events, resting until, want)
-            (1, None, Lane::Calm),
-            (32, None, Lane::Calm),
-            (CALM_MAX_EVENTS, None, Lane::Calm),
-            (CALM_MAX_EVENTS + 1, None, Lane::Normal),
-            (512, None, Lane::Normal),
-            (32, Some(later), Lane::Normal),
-            (32, Some(now), Lane::Calm),
-            (32, Some(now - Duration::from_millis(1)), Lane::Calm),
+            // (events, resting until, stopped, want)
+            (1, None, false, Lane::Calm),
+            (32, None, false, Lane::Calm),
+            (CALM_MAX_EVENTS, None, false, Lane::Calm),
+            (CALM_MAX_EVENTS + 1, None, false, Lane::Normal),
+            (512, None, false, Lane::Normal),
+            (32, Some(later), false, Lane::Normal),
+            (32, Some(now), false, Lane::Calm),
+            (32, Some(now - Duration::from_millis(1)), false, Lane::Calm),
+            (1, None, true, Lane::Normal),
+            (32, Some(now - Duration::from_millis(1)), true, Lane::Normal),
         ];
-        for (events, resting, want) in cases {
-            assert_eq!(lane(events, resting, now), want, "{events} {resting:?}");
+        for (events, resting, stopped, want) in cases {
+            assert_eq!(
+                lane(events, resting, stopped, now),
+                want,
+                "{events} {resting:?} {stopped}"
+            );
         }
     }
 
@@ -313,6 +348,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(normal.load(Ordering::SeqCst), 1);
+    }
+
+    /// A calm thread that claims a batch and stops without answering (a
+    /// panic inside the batch): that batch is stored at normal priority at
+    /// once, and the lane is never offered anything again, even after
+    /// [`REST`] would have passed.
+    #[tokio::test]
+    async fn a_thread_that_stops_mid_batch_is_given_up_for_good() {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let lane = CalmLane::new(jobs);
+        let died = std::thread::spawn(move || {
+            let job = queue.recv().unwrap();
+            assert!(!job.claimed.swap(true, Ordering::AcqRel));
+            drop(job.reply);
+            queue // kept, so that later offers would be seen
+        });
+        let normal = AtomicUsize::new(0);
+        lane.store(&[b"e".to_vec()], || counting_normal(&normal))
+            .await
+            .unwrap();
+        assert_eq!(normal.load(Ordering::SeqCst), 1);
+        let queue = died.join().unwrap();
+
+        *lane.resting_until.lock().unwrap() = Some(Instant::now() - REST);
+        lane.store(&[b"f".to_vec()], || counting_normal(&normal))
+            .await
+            .unwrap();
+        assert_eq!(normal.load(Ordering::SeqCst), 2);
+        assert!(
+            queue.try_recv().is_err(),
+            "nothing offered to a stopped lane"
+        );
     }
 
     #[tokio::test]
