@@ -147,8 +147,8 @@ fn sign_and_sequence(
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), String> {
     let signed = signer.sign_encoded(events);
-    runtime
-        .block_on(ledger.submit_and_sequence(signed, log_key))
+    ledger
+        .submit_and_sequence_blocking(signed, log_key, runtime)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

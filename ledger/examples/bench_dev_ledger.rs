@@ -12,7 +12,10 @@
 //! checkpoint, SQLite — against a baseline measured in the same run: the
 //! same event bytes inserted into a plain SQLite table (an id and the
 //! bytes, one transaction per batch, the same multi-row statements and the
-//! same journal settings). It prints CPU time (the whole process, every
+//! same journal settings). The path runs on a blocking thread per batch, as
+//! in `caracal dev`, and is measured twice: with the batch checked on that
+//! thread (`submit_and_sequence_blocking`, what `caracal dev` calls) and
+//! through the async call, which hands the check to another thread. It prints CPU time (the whole process, every
 //! thread) and wall time per event and per batch, and the ratio to the
 //! baseline. Each run uses fresh database files in the temporary folder.
 
@@ -103,19 +106,34 @@ where
 }
 
 /// Signing and sequencing `batches` batches of `size` events, as
-/// `caracal dev` ships its spool.
-async fn sequencing(encoded: &[Vec<Vec<u8>>], gateway: &str) -> anyhow::Result<Cost> {
+/// `caracal dev` ships its spool: each batch on a blocking thread, which
+/// either checks the batch itself (`check_here`, as `caracal dev` does since
+/// the tenth session) or drives the async call, which hands the check to
+/// another blocking thread (as before).
+async fn sequencing(
+    encoded: &[Vec<Vec<u8>>],
+    gateway: &str,
+    check_here: bool,
+) -> anyhow::Result<Cost> {
     let db = TempDb::new("dev-ledger");
-    let ledger = Ledger::open(&db.url()).await?;
+    let ledger = std::sync::Arc::new(Ledger::open(&db.url()).await?);
     let signer = BatchSigner::new(KeyPair::generate(gateway)?);
     ledger.register_submitter(signer.public()).await?;
     let log_key = KeyPair::generate("caracal.bench/dev")?;
+    let runtime = tokio::runtime::Handle::current();
     measure(
         |b| {
             let batch = signer.sign_encoded(encoded[b as usize].clone());
-            let (ledger, log_key) = (&ledger, &log_key);
+            let (ledger, log_key, runtime) = (ledger.clone(), log_key.clone(), runtime.clone());
             async move {
-                ledger.submit_and_sequence(batch, log_key).await?;
+                tokio::task::spawn_blocking(move || {
+                    if check_here {
+                        ledger.submit_and_sequence_blocking(batch, &log_key, &runtime)
+                    } else {
+                        runtime.block_on(ledger.submit_and_sequence(batch, &log_key))
+                    }
+                })
+                .await??;
                 Ok(())
             }
         },
@@ -189,10 +207,18 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?;
         let (n, batches) = (size * encoded.len() as u64, encoded.len() as u64);
         let raw = raw_inserts(&encoded).await?;
-        let dev = sequencing(&encoded, &gateway).await?;
+        let from_task = sequencing(&encoded, &gateway, false).await?;
+        let dev = sequencing(&encoded, &gateway, true).await?;
         println!("batches of {size}:");
         println!("  {}", raw.line("raw INSERT (baseline)", n, batches));
-        println!("  {}", dev.line("sign + check + sequence", n, batches));
+        println!(
+            "  {}",
+            from_task.line("sign + check + sequence, async", n, batches)
+        );
+        println!(
+            "  {}",
+            dev.line("the same, blocking (caracal dev)", n, batches)
+        );
         println!(
             "  ratio to the baseline: CPU {:.2}, wall {:.2}",
             dev.cpu.as_secs_f64() / raw.cpu.as_secs_f64(),

@@ -385,6 +385,23 @@ impl Ledger {
             }
         }
     }
+
+    /// [`Self::submit_and_sequence`] for a caller on a thread that may block
+    /// (never an async worker), with `runtime` driving the connections.
+    /// SQLite checks the batch on the calling thread
+    /// ([`SqliteStore::submit_and_sequence_blocking`]), one hand-off to
+    /// another thread less per batch.
+    pub fn submit_and_sequence_blocking(
+        &self,
+        batch: Batch,
+        key: &KeyPair,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<SequenceOutcome, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.submit_and_sequence_blocking(batch, key, runtime),
+            Self::Postgres(_) => runtime.block_on(self.submit_and_sequence(batch, key)),
+        }
+    }
 }
 
 macro_rules! dispatch {

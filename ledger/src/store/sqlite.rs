@@ -215,6 +215,34 @@ impl SqliteStore {
         let checked = tokio::task::spawn_blocking(move || batch.check(&submitters))
             .await
             .map_err(|e| StoreError::Inconsistent(format!("batch check did not finish: {e}")))??;
+        self.sequence_checked(checked, key).await
+    }
+
+    /// [`Self::submit_and_sequence`] for a caller on a thread that may block
+    /// (a blocking-pool thread or one of its own, never an async worker),
+    /// driving `runtime`'s connections from it: the batch is checked on the
+    /// calling thread instead of being handed to another, one hand-off less
+    /// per batch (and the check runs at the calling thread's priority).
+    pub fn submit_and_sequence_blocking(
+        &self,
+        batch: Batch,
+        key: &KeyPair,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<SequenceOutcome, StoreError> {
+        runtime.block_on(async {
+            let submitters = self.submitters_for(&batch).await?;
+            let checked = batch.check(&submitters)?;
+            self.sequence_checked(checked, key).await
+        })
+    }
+
+    /// Appends a checked batch's new events under a checkpoint signed by
+    /// `key` (see [`Self::submit_and_sequence`]).
+    async fn sequence_checked(
+        &self,
+        checked: CheckedBatch,
+        key: &KeyPair,
+    ) -> Result<SequenceOutcome, StoreError> {
         // `BEGIN IMMEDIATE` takes SQLite's write lock at once, so no other
         // writer slips in between reading the tree and appending to it.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;

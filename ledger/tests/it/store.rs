@@ -1,13 +1,13 @@
 //! Both stores against the same expectations: submission, idempotency,
 //! sequencing, proofs from stored nodes, append-only triggers.
 
-use caracal_ledger::batch::BatchSigner;
+use caracal_ledger::batch::{Batch, BatchSigner};
 use caracal_ledger::hash::leaf_hash;
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::proof::{
     consistency_ranges, inclusion_ranges, verify_consistency, verify_inclusion,
 };
-use caracal_ledger::store::{Ledger, LedgerStore, PgStore, StoreError};
+use caracal_ledger::store::{Ledger, LedgerStore, PgStore, SequenceOutcome, StoreError};
 use caracal_ledger::tree::{MemoryTree, range_hash, range_keys};
 use caracal_ledger::verify::{Scope, Trust, verify_store};
 
@@ -310,18 +310,47 @@ async fn requeued_logged_event_is_dropped_not_appended() {
     );
 }
 
+/// How a test calls `Ledger::submit_and_sequence`: from the async task, or
+/// through `submit_and_sequence_blocking` from a thread that may block.
+#[derive(Clone, Copy)]
+enum Caller {
+    Async,
+    Blocking,
+}
+
+impl Caller {
+    async fn submit_and_sequence(
+        self,
+        ledger: &Ledger,
+        batch: Batch,
+        key: &KeyPair,
+    ) -> Result<SequenceOutcome, StoreError> {
+        match self {
+            Caller::Async => ledger.submit_and_sequence(batch, key).await,
+            Caller::Blocking => {
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::block_in_place(|| {
+                    ledger.submit_and_sequence_blocking(batch, key, &runtime)
+                })
+            }
+        }
+    }
+}
+
 /// `Ledger::submit_and_sequence`, the path of a process that is its own
 /// sequencer: SQLite writes straight into the log, Postgres queues and steps.
-async fn submit_and_sequence_appends_in_order(ledger: Ledger) {
+async fn submit_and_sequence_appends_in_order(ledger: Ledger, caller: Caller) {
     let key = log_key();
     let gw = gateway();
-    let refused = ledger.submit_and_sequence(batch(&gw, 0..3), &key).await;
+    let refused = caller
+        .submit_and_sequence(&ledger, batch(&gw, 0..3), &key)
+        .await;
     assert!(matches!(refused, Err(StoreError::Batch(_))), "{refused:?}");
     assert_eq!(ledger.status().await.unwrap().entries, 0);
     ledger.register_submitter(gw.public()).await.unwrap();
 
-    let first = ledger
-        .submit_and_sequence(batch(&gw, 0..5), &key)
+    let first = caller
+        .submit_and_sequence(&ledger, batch(&gw, 0..5), &key)
         .await
         .unwrap();
     assert_eq!((first.appended, first.size), (5, 5));
@@ -329,28 +358,28 @@ async fn submit_and_sequence_appends_in_order(ledger: Ledger) {
 
     // Events queued by plain `submit` go first, so arrival order holds.
     ledger.submit(batch(&gw, 5..8)).await.unwrap();
-    let after_queue = ledger
-        .submit_and_sequence(batch(&gw, 8..10), &key)
+    let after_queue = caller
+        .submit_and_sequence(&ledger, batch(&gw, 8..10), &key)
         .await
         .unwrap();
     assert_eq!(after_queue.size, 10);
     assert_eq!(ledger.status().await.unwrap().pending, 0);
 
     // Resubmitting adds only what is new; a full repeat signs nothing.
-    let overlap = ledger
-        .submit_and_sequence(batch(&gw, 8..12), &key)
+    let overlap = caller
+        .submit_and_sequence(&ledger, batch(&gw, 8..12), &key)
         .await
         .unwrap();
     assert_eq!((overlap.appended, overlap.size), (2, 12));
-    let repeat = ledger
-        .submit_and_sequence(batch(&gw, 8..12), &key)
+    let repeat = caller
+        .submit_and_sequence(&ledger, batch(&gw, 8..12), &key)
         .await
         .unwrap();
     assert_eq!((repeat.appended, repeat.checkpoint), (0, None));
 
     // More rows than one multi-row statement holds.
-    let big = ledger
-        .submit_and_sequence(batch(&gw, 12..312), &key)
+    let big = caller
+        .submit_and_sequence(&ledger, batch(&gw, 12..312), &key)
         .await
         .unwrap();
     assert_eq!((big.appended, big.size), (300, 312));
@@ -376,7 +405,16 @@ async fn submit_and_sequence_appends_in_order(ledger: Ledger) {
 #[tokio::test]
 async fn sqlite_submit_and_sequence_appends_in_order() {
     let file = TestFile::new();
-    submit_and_sequence_appends_in_order(Ledger::open(&file.url()).await.unwrap()).await;
+    let ledger = Ledger::open(&file.url()).await.unwrap();
+    submit_and_sequence_appends_in_order(ledger, Caller::Async).await;
+}
+
+/// The same from a thread that may block, as `caracal dev` stores batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_submit_and_sequence_blocking_appends_in_order() {
+    let file = TestFile::new();
+    let ledger = Ledger::open(&file.url()).await.unwrap();
+    submit_and_sequence_appends_in_order(ledger, Caller::Blocking).await;
 }
 
 /// Two processes appending to one SQLite file in turn: each reads the right
@@ -416,5 +454,6 @@ async fn sqlite_submit_and_sequence_by_turns_from_two_stores() {
 #[tokio::test]
 async fn postgres_submit_and_sequence_appends_in_order() {
     let db = TestDb::new().await;
-    submit_and_sequence_appends_in_order(Ledger::open(&db.url).await.unwrap()).await;
+    let ledger = Ledger::open(&db.url).await.unwrap();
+    submit_and_sequence_appends_in_order(ledger, Caller::Async).await;
 }
