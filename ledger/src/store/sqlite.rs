@@ -108,6 +108,35 @@ fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Row counts of the append path's padded statements (see [`padded_chunks`]).
+const PADDED_SIZES: [usize; 3] = [8, 32, ROWS_PER_STATEMENT];
+
+/// `items` in pieces of at most [`ROWS_PER_STATEMENT`], each with the row
+/// count of the statement that carries it: the smallest of [`PADDED_SIZES`]
+/// that holds it. The rows past a piece are bound as NULLs and skipped by the
+/// statement, so a piece of any length costs one trip to SQLite's worker
+/// thread, through one of three prepared texts per statement. On the append
+/// path a trip costs far more than binding and skipping empty rows
+/// (docs/benchmarks.md, tenth session); [`statement_chunks`] would send a
+/// 63-row piece as six statements.
+fn padded_chunks<T>(items: &[T]) -> impl Iterator<Item = (&[T], usize)> {
+    items.chunks(ROWS_PER_STATEMENT).map(|piece| {
+        let rows = PADDED_SIZES
+            .into_iter()
+            .find(|&size| size >= piece.len())
+            .unwrap_or(ROWS_PER_STATEMENT);
+        (piece, rows)
+    })
+}
+
+/// Binds `count` NULLs: the empty rows of a padded statement.
+fn bind_nulls(mut query: SqliteQuery<'_>, count: usize) -> SqliteQuery<'_> {
+    for _ in 0..count {
+        query = query.bind(None::<i64>);
+    }
+    query
+}
+
 /// `(?, ?), (?, ?)` for `rows` rows of `columns` values.
 fn placeholders(rows: usize, columns: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
@@ -256,14 +285,17 @@ impl SqliteStore {
         let frontier = self.frontier_at(&mut tx, &head).await?;
         let root = checked.root.to_vec();
         let mut logged = HashSet::new();
-        for chunk in statement_chunks(&checked.events) {
+        for (chunk, rows) in padded_chunks(&checked.events) {
             let sql = format!(
                 "SELECT event_id FROM ledger_entries WHERE event_id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                vec!["?"; rows].join(", ")
             );
             let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 query = query.bind(e.event.id);
+            }
+            for _ in chunk.len()..rows {
+                query = query.bind(None::<Uuid>);
             }
             logged.extend(query.fetch_all(&mut *tx).await?);
         }
@@ -289,10 +321,13 @@ impl SqliteStore {
             })
             .collect();
         let plan = plan_append(frontier, &pending, key);
-        for (rows, entries) in statement_chunks(&new).zip(statement_chunks(&plan.entries)) {
+        for ((rows, padded), (entries, _)) in padded_chunks(&new).zip(padded_chunks(&plan.entries))
+        {
             let sql = format!(
-                "INSERT OR FAIL INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent) VALUES {}",
-                placeholders(rows.len(), 7)
+                "INSERT OR FAIL INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+                 SELECT column1, column2, column3, column4, column5, column6, column7
+                 FROM (VALUES {}) WHERE column1 IS NOT NULL",
+                placeholders(padded, 7)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for ((pos, e), entry) in rows.iter().zip(entries) {
@@ -305,7 +340,9 @@ impl SqliteStore {
                     .bind(micros(e.event.time))
                     .bind(e.event.agent.to_string());
             }
-            query.execute(&mut *tx).await?;
+            bind_nulls(query, (padded - rows.len()) * 7)
+                .execute(&mut *tx)
+                .await?;
         }
         write_nodes_and_checkpoint(&mut tx, &plan, key, Some(&checked)).await?;
         tx.commit().await?;
@@ -466,10 +503,11 @@ async fn insert_nodes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     plan: &AppendPlan,
 ) -> Result<(), StoreError> {
-    for chunk in statement_chunks(&plan.nodes) {
+    for (chunk, rows) in padded_chunks(&plan.nodes) {
         let sql = format!(
-            "INSERT OR FAIL INTO ledger_nodes (level, idx, hash) VALUES {}",
-            placeholders(chunk.len(), 3)
+            "INSERT OR FAIL INTO ledger_nodes (level, idx, hash)
+             SELECT column1, column2, column3 FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            placeholders(rows, 3)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (k, h) in chunk {
@@ -478,7 +516,9 @@ async fn insert_nodes(
                 .bind(to_i64(k.index))
                 .bind(h.to_vec());
         }
-        query.execute(&mut **tx).await?;
+        bind_nulls(query, (rows - chunk.len()) * 3)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -681,7 +721,7 @@ impl LedgerStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{ROWS_PER_STATEMENT, SqliteStore, placeholders, statement_chunks};
+    use super::{ROWS_PER_STATEMENT, SqliteStore, padded_chunks, placeholders, statement_chunks};
     use crate::batch::BatchSigner;
     use crate::event::MeteringEvent;
     use crate::hash::leaf_hash;
@@ -819,6 +859,32 @@ mod tests {
             assert!(rest.iter().all(|s| s.is_power_of_two()), "{sizes:?}");
             assert!(rest.windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
             assert_eq!(rest.len() as u32, (n % ROWS_PER_STATEMENT).count_ones());
+        }
+    }
+
+    #[test]
+    fn padded_chunks_are_full_then_one_padded_piece() {
+        // (items, want: (piece length, padded rows) in order)
+        let cases: [(usize, &[(usize, usize)]); 8] = [
+            (0, &[]),
+            (1, &[(1, 8)]),
+            (8, &[(8, 8)]),
+            (9, &[(9, 32)]),
+            (63, &[(63, 128)]),
+            (128, &[(128, 128)]),
+            (130, &[(128, 128), (2, 8)]),
+            (300, &[(128, 128), (128, 128), (44, 128)]),
+        ];
+        for (n, want) in cases {
+            let items: Vec<usize> = (0..n).collect();
+            let got: Vec<(usize, usize)> = padded_chunks(&items)
+                .map(|(piece, rows)| (piece.len(), rows))
+                .collect();
+            assert_eq!(got, want, "{n} items");
+            let flat: Vec<usize> = padded_chunks(&items)
+                .flat_map(|(piece, _)| piece.iter().copied())
+                .collect();
+            assert_eq!(flat, items, "every item once, in order");
         }
     }
 
