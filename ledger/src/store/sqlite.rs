@@ -290,14 +290,16 @@ impl SqliteStore {
                 "SELECT event_id FROM ledger_entries WHERE event_id IN ({})",
                 vec!["?"; rows].join(", ")
             );
-            let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 query = query.bind(e.event.id);
             }
-            for _ in chunk.len()..rows {
-                query = query.bind(None::<Uuid>);
+            for row in bind_nulls(query, rows - chunk.len())
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                logged.insert(row.try_get::<Uuid, _>(0)?);
             }
-            logged.extend(query.fetch_all(&mut *tx).await?);
         }
         let new: Vec<(usize, &CheckedEvent)> = checked
             .events
