@@ -108,6 +108,18 @@ fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Page size of a database this store creates. A batch writes mostly new
+/// pages at the right edge of each table, each page costing two `pwrite`s
+/// to the WAL (frame header and page) and later two more to copy it into
+/// the database file; 16 KiB pages do that work in a quarter of the calls
+/// (docs/benchmarks.md, eleventh session). SQLite fixes the size when it
+/// creates the file, so a database made with 4 KiB pages keeps them.
+///
+/// `temp_store = memory` beside it keeps a statement's journal in memory:
+/// a large batch's multi-row inserts otherwise spill it to a temporary
+/// file, one more `pwrite` per page they touch.
+const NEW_DATABASE_PAGE_SIZE: u32 = 16 * 1024;
+
 /// Row counts of the append path's padded statements (see [`padded_chunks`]).
 const PADDED_SIZES: [usize; 3] = [8, 32, ROWS_PER_STATEMENT];
 
@@ -149,6 +161,8 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .page_size(NEW_DATABASE_PAGE_SIZE)
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         // A connection to a local file cannot go stale; the default ping
         // before each use would cost a trip to its worker thread.
@@ -762,6 +776,80 @@ mod tests {
             gateway,
             log_key,
         }
+    }
+
+    async fn pragma(store: &SqliteStore, name: &'static str) -> i64 {
+        let sql = match name {
+            "page_size" => "PRAGMA page_size",
+            "temp_store" => "PRAGMA temp_store",
+            other => panic!("no query for pragma {other}"),
+        };
+        sqlx::query_scalar(sql)
+            .fetch_one(&store.writer)
+            .await
+            .unwrap()
+    }
+
+    /// A new ledger gets 16 KiB pages, and a statement journal never
+    /// reaches a temporary file (temp_store 2 = memory).
+    #[tokio::test]
+    async fn a_new_ledger_has_large_pages_and_keeps_statement_journals_in_memory() {
+        let logged = four_of_seven_logged().await;
+        assert_eq!(
+            pragma(&logged.store, "page_size").await,
+            super::NEW_DATABASE_PAGE_SIZE as i64
+        );
+        assert_eq!(pragma(&logged.store, "temp_store").await, 2);
+        logged.remove();
+    }
+
+    /// A ledger file made with 4 KiB pages (as every ledger was before the
+    /// eleventh session) opens, keeps its pages and takes new batches.
+    #[tokio::test]
+    async fn a_ledger_made_with_small_pages_keeps_them_and_still_appends() {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+        use std::str::FromStr;
+        let path = std::env::temp_dir().join(format!(
+            "caracal-sqlite-small-pages-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let url = format!("sqlite:{}", path.display());
+        let made_before = sqlx::SqlitePool::connect_with(
+            SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true)
+                .page_size(4096)
+                .journal_mode(SqliteJournalMode::Wal),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE made_before (x)")
+            .execute(&made_before)
+            .await
+            .unwrap();
+        made_before.close().await;
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(pragma(&store, "page_size").await, 4096);
+        let events: Vec<MeteringEvent> = (0..300).map(MeteringEvent::example).collect();
+        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
+        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
+        store.register_submitter(gateway.public()).await.unwrap();
+        let batch = gateway.sign_events(&events).unwrap();
+        let out = store.submit_and_sequence(batch, &log_key).await.unwrap();
+        let mut want = MemoryTree::new();
+        for e in &events {
+            want.push(leaf_hash(&e.encode().unwrap()));
+        }
+        assert_eq!((out.size, out.root), (300, want.root()));
+        Logged {
+            path,
+            store,
+            events,
+            gateway,
+            log_key,
+        }
+        .remove();
     }
 
     impl Logged {
