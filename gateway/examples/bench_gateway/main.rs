@@ -8,7 +8,8 @@
 //!
 //! Run: `cargo run --release -p caracal-gateway --example bench_gateway`
 //!      options: `--rates 1000,3000` `--seconds 10` `--rounds N` (repeat
-//!      the latency runs N times and give the median added p99)
+//!      the latency and saturation runs N times and give the median added
+//!      p99 and the median ratio to the proxy's rate)
 //!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory),
 //!      `--postgres postgres://postgres@127.0.0.1:5432/postgres` (cluster
 //!      shape: a fresh Postgres ledger database, dropped afterwards, with
@@ -335,7 +336,7 @@ fn main() {
         stream_ttfb(&rt, &targets, key, seconds);
     }
     if part("saturation") {
-        saturation(&targets, key, seconds, &state, &upstream, servers);
+        saturation(&targets, key, seconds, rounds, &state, &upstream, servers);
     }
     println!(
         "\ngateway memory: idle RSS {} MB, peak RSS after latency runs {} MB, after all runs {} MB",
@@ -412,11 +413,11 @@ fn latency_round(
     lat
 }
 
-/// "median +X µs (+A to +B)" of per-round figures. A single run's p99 on
-/// a shared 2-core machine moves by hundreds of microseconds with what else
-/// the machine does; the median of several rounds, each measuring every
-/// target, is what decides whether a change helped.
-fn spread(values: &mut [f64]) -> String {
+/// Median, lowest and highest of per-round figures. A single run on a
+/// shared 2-core machine moves with what else the machine does; the median
+/// of several rounds, each measuring every target, is what decides whether
+/// a change helped.
+fn median_and_range(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     let median = if n % 2 == 1 {
@@ -424,11 +425,13 @@ fn spread(values: &mut [f64]) -> String {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     };
-    format!(
-        "median {median:+.0} µs ({:+.0} to {:+.0})",
-        values[0],
-        values[n - 1]
-    )
+    (median, values[0], values[n - 1])
+}
+
+/// "median +X µs (+A to +B)" of per-round added latencies.
+fn spread(values: &mut [f64]) -> String {
+    let (median, lo, hi) = median_and_range(values);
+    format!("median {median:+.0} µs ({lo:+.0} to {hi:+.0})")
 }
 
 /// Time to the first byte of a stream: direct, through the plain proxy and
@@ -462,35 +465,53 @@ fn stream_ttfb(rt: &tokio::runtime::Runtime, targets: &[(&str, String)], key: &s
     }
 }
 
-/// Saturation throughput and CPU per request under `wrk`.
+/// Saturation throughput and CPU per request under `wrk`, in `rounds`
+/// rounds that each run every target in turn. This machine's speed drifts
+/// by a third for tens of seconds at a time (the fake provider's own CPU per
+/// request moves with it), so each gateway is compared with the proxy run
+/// of its own round, and the median of those ratios is the result.
 fn saturation(
     targets: &[(&str, String)],
     key: &str,
     seconds: u64,
+    rounds: usize,
     state: &std::path::Path,
     upstream: &Role,
     servers: [Option<u32>; 4],
 ) {
-    println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s):");
-    let mut rps = Vec::new();
-    for ((name, url), server) in targets.iter().zip(servers) {
-        let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
-        let r = wrk(url, key, 64, seconds as u32, state);
-        let requests = r * seconds as f64;
-        let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
-        let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
+    println!("\nsaturation throughput (wrk -t1 -c64, {seconds} s per target, {rounds} round(s)):");
+    // Per round: (gateway / proxy, ack-on-write gateway / proxy).
+    let mut ratios = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("  round {round} of {rounds}:");
+        }
+        let mut rps = Vec::new();
+        for ((name, url), server) in targets.iter().zip(servers) {
+            let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
+            let r = wrk(url, key, 64, seconds as u32, state);
+            let requests = r * seconds as f64;
+            let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
+            let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
+            println!(
+                "  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs"
+            );
+            rps.push(r);
+        }
         println!(
-            "  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs"
+            "  gateway / plain proxy: {:.2}   gateway / direct: {:.2}   gateway (ack on write) / plain proxy: {:.2}",
+            rps[2] / rps[1],
+            rps[2] / rps[0],
+            rps[3] / rps[1]
         );
-        rps.push(r);
+        ratios.0.push(rps[2] / rps[1]);
+        ratios.1.push(rps[3] / rps[1]);
     }
-    println!(
-        "  gateway / plain proxy: {:.2}   gateway / direct: {:.2}",
-        rps[2] / rps[1],
-        rps[2] / rps[0]
-    );
-    println!(
-        "  gateway (ack on write) / plain proxy: {:.2}",
-        rps[3] / rps[1]
-    );
+    if rounds > 1 {
+        let (m, lo, hi) = median_and_range(&mut ratios.0);
+        let (mw, low, hiw) = median_and_range(&mut ratios.1);
+        println!(
+            "  over {rounds} rounds, of the proxy's rate: gateway median {m:.2} ({lo:.2} to {hi:.2}); ack on write median {mw:.2} ({low:.2} to {hiw:.2})"
+        );
+    }
 }
