@@ -9,6 +9,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::IsTerminal,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -73,8 +74,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colour codes only for a terminal: a log file or pipe gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // One JSON object per line (request id included) for log pipelines.
     if std::env::var("CARACAL_LOG_FORMAT").is_ok_and(|f| f == "json") {

@@ -62,6 +62,9 @@ pub struct Dev {
     pub dir: PathBuf,
     pub process: Process,
     pub extra: Vec<String>,
+    /// `RUST_LOG` for the process (`warn` unless started with
+    /// [`Dev::start_logging`]).
+    pub log_filter: String,
 }
 
 impl Dev {
@@ -74,6 +77,18 @@ impl Dev {
         extra: &[&str],
         expect_ready: bool,
     ) -> Dev {
+        Dev::start_logging(dir, manifests, config, extra, expect_ready, "warn")
+    }
+
+    /// [`Dev::start`] with `RUST_LOG` set to `log_filter`.
+    pub fn start_logging(
+        dir: &Path,
+        manifests: &str,
+        config: &str,
+        extra: &[&str],
+        expect_ready: bool,
+        log_filter: &str,
+    ) -> Dev {
         fs::create_dir_all(dir.join("manifests")).unwrap();
         fs::write(dir.join("manifests/agents.yaml"), manifests).unwrap();
         fs::write(dir.join("gateway.yaml"), config).unwrap();
@@ -81,8 +96,9 @@ impl Dev {
         let mut dev = Dev {
             port,
             dir: dir.to_owned(),
-            process: Dev::spawn_at(dir, port, extra),
+            process: Dev::spawn_at(dir, port, extra, log_filter),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_filter: log_filter.to_owned(),
         };
         if expect_ready {
             wait_for_status(
@@ -104,7 +120,7 @@ impl Dev {
         dev
     }
 
-    fn spawn_at(dir: &Path, port: u16, extra: &[&str]) -> Process {
+    fn spawn_at(dir: &Path, port: u16, extra: &[&str], log_filter: &str) -> Process {
         let mut cmd = Command::new(caracal_binary());
         cmd.arg("dev")
             .arg("--manifests")
@@ -118,7 +134,7 @@ impl Dev {
             .args(extra)
             .env("FAKE_OPENAI_KEY", "sk-fake-openai")
             .env("FAKE_ANTHROPIC_KEY", "sk-fake-anthropic")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", log_filter);
         Process::spawn(
             "caracal dev",
             cmd,
@@ -129,7 +145,7 @@ impl Dev {
     /// Start again on the same port and state (after a crash or stop).
     pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.process = Dev::spawn_at(&self.dir, self.port, &extra);
+        self.process = Dev::spawn_at(&self.dir, self.port, &extra, &self.log_filter);
         wait_for_status(
             &mut self.process,
             self.port,

@@ -5,4 +5,5 @@ mod crash;
 mod dev;
 mod fail_closed;
 mod harness;
+mod logs;
 mod sdk;
