@@ -21,7 +21,8 @@
 //!      threads (2), `BENCH_SHIP_RECORDS` and `BENCH_SHIP_DELAY_MS` set when
 //!      the spool ships (32 events, 50 ms), `BENCH_NORMAL_PRIORITY_LEDGER=1`
 //!      stores every batch at normal CPU priority (no idle-priority lane,
-//!      see `caracal_gateway::ledger_sink`).
+//!      see `caracal_gateway::ledger_sink`), `BENCH_LOG=text|json` has the
+//!      gateways log every request as `caracal dev` does (to stderr).
 
 mod load;
 mod roles;
@@ -152,6 +153,25 @@ fn show(name: &str, l: &Latency) {
     );
 }
 
+/// With `BENCH_LOG=text` (or `json`), the gateway role logs as `caracal
+/// dev` does by default: every request's line at `info`, to stderr (the
+/// benchmark's own stderr). Without it the role installs no subscriber, so
+/// the figures leave out what logging costs.
+fn log_like_caracal_dev() {
+    let Ok(format) = std::env::var("BENCH_LOG") else {
+        return;
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "json" => logs.json().init(),
+        "text" => logs.init(),
+        other => panic!("BENCH_LOG is text or json, not {other:?}"),
+    }
+}
+
 fn main() {
     if let Some(role) = arg("--role") {
         let port: u16 = arg("--port").unwrap().parse().unwrap();
@@ -169,6 +189,7 @@ fn main() {
                 "proxy" => roles::plain_proxy(port, arg("--upstream").unwrap()).await,
                 "sequencer" => roles::sequencer(arg("--ledger-url").unwrap()).await,
                 "gateway" => {
+                    log_like_caracal_dev();
                     let redis = arg("--redis").map(|url| {
                         (
                             url,
