@@ -764,18 +764,14 @@ mod tests {
             .await
             .unwrap();
         let events: Vec<MeteringEvent> = (0..7).map(MeteringEvent::example).collect();
-        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
-        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
-        store.register_submitter(gateway.public()).await.unwrap();
-        let first = gateway.sign_events(&events[..4]).unwrap();
-        store.submit_and_sequence(first, &log_key).await.unwrap();
-        Logged {
-            path,
-            store,
-            events,
-            gateway,
-            log_key,
-        }
+        let logged = Logged::prepare(path, store, events).await;
+        let first = logged.gateway.sign_events(&logged.events[..4]).unwrap();
+        logged
+            .store
+            .submit_and_sequence(first, &logged.log_key)
+            .await
+            .unwrap();
+        logged
     }
 
     async fn pragma(store: &SqliteStore, name: &'static str) -> i64 {
@@ -832,27 +828,41 @@ mod tests {
         let store = SqliteStore::open(&url).await.unwrap();
         assert_eq!(pragma(&store, "page_size").await, 4096);
         let events: Vec<MeteringEvent> = (0..300).map(MeteringEvent::example).collect();
-        let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
-        let log_key = KeyPair::generate("caracal.test/unit").unwrap();
-        store.register_submitter(gateway.public()).await.unwrap();
-        let batch = gateway.sign_events(&events).unwrap();
-        let out = store.submit_and_sequence(batch, &log_key).await.unwrap();
+        let logged = Logged::prepare(path, store, events).await;
+        let batch = logged.gateway.sign_events(&logged.events).unwrap();
+        let out = logged
+            .store
+            .submit_and_sequence(batch, &logged.log_key)
+            .await
+            .unwrap();
         let mut want = MemoryTree::new();
-        for e in &events {
+        for e in &logged.events {
             want.push(leaf_hash(&e.encode().unwrap()));
         }
         assert_eq!((out.size, out.root), (300, want.root()));
-        Logged {
-            path,
-            store,
-            events,
-            gateway,
-            log_key,
-        }
-        .remove();
+        logged.remove();
     }
 
     impl Logged {
+        /// `events`, none logged yet, for `store` (in the file at `path`),
+        /// whose gateway key is registered with it.
+        async fn prepare(
+            path: std::path::PathBuf,
+            store: SqliteStore,
+            events: Vec<MeteringEvent>,
+        ) -> Logged {
+            let gateway = BatchSigner::new(KeyPair::generate(&events[0].gateway_id).unwrap());
+            let log_key = KeyPair::generate("caracal.test/unit").unwrap();
+            store.register_submitter(gateway.public()).await.unwrap();
+            Logged {
+                path,
+                store,
+                events,
+                gateway,
+                log_key,
+            }
+        }
+
         /// Close the store and delete its files.
         fn remove(self) {
             drop(self.store);
