@@ -8,8 +8,8 @@
 //!
 //! Run: `cargo run --release -p caracal-gateway --example bench_gateway`
 //!      options: `--rates 1000,3000` `--seconds 10` `--rounds N` (repeat
-//!      the latency and saturation runs N times and give the median added
-//!      p99 and the median ratio to the proxy's rate)
+//!      the latency, stream and saturation runs N times and give the median
+//!      added p99s and the median ratio to the proxy's rate)
 //!      `--redis redis://127.0.0.1:6379` (Redis budgets instead of memory),
 //!      `--postgres postgres://postgres@127.0.0.1:5432/postgres` (cluster
 //!      shape: a fresh Postgres ledger database, dropped afterwards, with
@@ -354,7 +354,7 @@ fn main() {
     let load_rss = rss_kb(gw_pid, "VmHWM:");
 
     if part("ttfb") {
-        stream_ttfb(&rt, &targets, key, seconds);
+        stream_ttfb(&rt, &targets, key, seconds, rounds);
     }
     if part("saturation") {
         saturation(&targets, key, seconds, rounds, &state, &upstream, servers);
@@ -455,33 +455,58 @@ fn spread(values: &mut [f64]) -> String {
     format!("median {median:+.0} µs ({lo:+.0} to {hi:+.0})")
 }
 
-/// Time to the first byte of a stream: direct, through the plain proxy and
-/// through both gateways.
-fn stream_ttfb(rt: &tokio::runtime::Runtime, targets: &[(&str, String)], key: &str, seconds: u64) {
-    println!("\nstream time to first byte at 200 req/s for {seconds} s:");
-    let ttfb: Vec<_> = targets
-        .iter()
-        .map(|(name, url)| {
-            let l = rt.block_on(open_loop(
-                url,
-                key,
-                true,
-                200,
-                Duration::from_secs(seconds),
-                true,
-            ));
-            show(name, &l);
-            l
-        })
-        .collect();
-    let (direct, proxy) = (&ttfb[0], &ttfb[1]);
-    for (i, label) in [(2, "the gateway"), (3, "the gateway (ack on write)")] {
+/// Stream time to first byte at 200 req/s, direct, through the proxy and
+/// through both gateways, in `rounds` rounds (each measuring every target);
+/// with several rounds, the median and range of each gateway's added p99.
+fn stream_ttfb(
+    rt: &tokio::runtime::Runtime,
+    targets: &[(&str, String)],
+    key: &str,
+    seconds: u64,
+    rounds: usize,
+) {
+    // Added p99 vs direct per round: (fsync gateway, ack-on-write gateway).
+    let mut added = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let of = if rounds > 1 {
+            format!(", round {round} of {rounds}")
+        } else {
+            String::new()
+        };
+        println!("\nstream time to first byte at 200 req/s for {seconds} s{of}:");
+        let ttfb: Vec<_> = targets
+            .iter()
+            .map(|(name, url)| {
+                let l = rt.block_on(open_loop(
+                    url,
+                    key,
+                    true,
+                    200,
+                    Duration::from_secs(seconds),
+                    true,
+                ));
+                show(name, &l);
+                l
+            })
+            .collect();
+        let (direct, proxy) = (&ttfb[0], &ttfb[1]);
+        for (i, label) in [(2, "the gateway"), (3, "the gateway (ack on write)")] {
+            println!(
+                "  TTFB added by {label}: p50 {:+.0} µs, p99 {:+.0} µs vs direct; p50 {:+.0} µs, p99 {:+.0} µs vs plain proxy",
+                ttfb[i].p50 - direct.p50,
+                ttfb[i].p99 - direct.p99,
+                ttfb[i].p50 - proxy.p50,
+                ttfb[i].p99 - proxy.p99
+            );
+        }
+        added.0.push(ttfb[2].p99 - direct.p99);
+        added.1.push(ttfb[3].p99 - direct.p99);
+    }
+    if rounds > 1 {
         println!(
-            "  TTFB added by {label}: p50 {:+.0} µs, p99 {:+.0} µs vs direct; p50 {:+.0} µs, p99 {:+.0} µs vs plain proxy",
-            ttfb[i].p50 - direct.p50,
-            ttfb[i].p99 - direct.p99,
-            ttfb[i].p50 - proxy.p50,
-            ttfb[i].p99 - proxy.p99
+            "  TTFB p99 added vs direct over {rounds} rounds: gateway {}; ack on write {}",
+            spread(&mut added.0),
+            spread(&mut added.1)
         );
     }
 }
