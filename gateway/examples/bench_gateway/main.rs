@@ -327,11 +327,7 @@ fn main() {
         // Added p99 vs direct per round: (fsync gateway, ack-on-write gateway).
         let mut added = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let of = if rounds > 1 {
-                format!(", round {round} of {rounds}")
-            } else {
-                String::new()
-            };
+            let of = round_label(round, rounds);
             println!(
                 "\nlatency at {rate} req/s for {seconds} s (open loop, from scheduled send to last byte{of}):"
             );
@@ -449,6 +445,15 @@ fn median_and_range(values: &mut [f64]) -> (f64, f64, f64) {
     (median, values[0], values[n - 1])
 }
 
+/// ", round R of N" for a heading, or nothing when there is one round.
+fn round_label(round: usize, rounds: usize) -> String {
+    if rounds > 1 {
+        format!(", round {round} of {rounds}")
+    } else {
+        String::new()
+    }
+}
+
 /// "median +X µs (+A to +B)" of per-round added latencies.
 fn spread(values: &mut [f64]) -> String {
     let (median, lo, hi) = median_and_range(values);
@@ -468,11 +473,7 @@ fn stream_ttfb(
     // Added p99 vs direct per round: (fsync gateway, ack-on-write gateway).
     let mut added = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let of = if rounds > 1 {
-            format!(", round {round} of {rounds}")
-        } else {
-            String::new()
-        };
+        let of = round_label(round, rounds);
         println!("\nstream time to first byte at 200 req/s for {seconds} s{of}:");
         let ttfb: Vec<_> = targets
             .iter()
