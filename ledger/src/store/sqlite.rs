@@ -110,8 +110,9 @@ fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
 
 /// Page size of a database this store creates. A batch writes mostly new
 /// pages at the right edge of each table, each page costing two `pwrite`s
-/// to the WAL (frame header and page) and later two more to copy it into
-/// the database file; 16 KiB pages do that work in a quarter of the calls
+/// to the WAL (frame header and page) and, at a checkpoint, a read and a
+/// write to copy it into the database file; 16 KiB pages move the same
+/// bytes in fewer calls
 /// (docs/benchmarks.md, eleventh session). SQLite fixes the size when it
 /// creates the file, so a database made with 4 KiB pages keeps them.
 ///
