@@ -1,5 +1,13 @@
 //! `caracal`: the Caracal command line (see `caracal --help`).
 
+/// jemalloc rather than glibc's allocator: the gateway's request tasks move
+/// between worker threads, so buffers are often freed on another thread
+/// than the one that allocated them, and glibc then takes the other arena's
+/// lock. At saturation that was about one futex call per request; see
+/// docs/gateway.md, Memory, for the measurements.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     caracal_cli::main()
 }

@@ -27,6 +27,11 @@
 mod load;
 mod roles;
 
+/// Every role runs on the allocator `caracal` uses (jemalloc), the plain
+/// proxy too, so the ratios compare request paths rather than allocators.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
