@@ -139,19 +139,22 @@ pub async fn open_loop(
 }
 
 /// Saturation throughput with wrk (one thread, `connections` connections).
+/// Run `wrk` against `url`; returns its requests per second and the CPU
+/// time (µs) `wrk` itself used, which shares the machine with the servers.
 pub fn wrk(
     url: &str,
     key: &str,
     connections: u32,
     seconds: u32,
     script_dir: &std::path::Path,
-) -> f64 {
+) -> (f64, f64) {
     let script = script_dir.join("post.lua");
     let lua = format!(
         "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {key}\"\n",
         request_body(false)
     );
     std::fs::write(&script, lua).unwrap();
+    let cpu_before = crate::waited_children_cpu_us();
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -163,12 +166,15 @@ pub fn wrk(
         .arg(url)
         .output()
         .expect("wrk (apt-get install wrk)");
+    let wrk_cpu = crate::waited_children_cpu_us() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Non-2xx") {
         eprintln!("wrk saw errors:\n{text}");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or(0.0);
+    (rps, wrk_cpu)
 }

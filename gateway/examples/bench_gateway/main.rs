@@ -93,19 +93,34 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 
 /// CPU time (user + system) a process has used, in microseconds. Unlike
 /// latency on a shared machine, this does not depend on what else runs.
-fn cpu_us(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
+/// Two clock-tick fields of a `/proc/.../stat` file, added, in µs.
+/// `first` counts from 1 as in proc(5).
+fn stat_ticks_us(path: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ",
+    // which is field 3.
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
+    let ticks = |field: usize| {
         fields
-            .get(i)
+            .get(field - 3)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ") ".
-    (ticks(11) + ticks(12)) * 1e6 / 100.0
+    (ticks(first) + ticks(first + 1)) * 1e6 / 100.0
+}
+
+/// CPU time (user + system) a process has used, in µs: `utime` and `stime`
+/// are fields 14 and 15.
+fn cpu_us(pid: u32) -> f64 {
+    stat_ticks_us(&format!("/proc/{pid}/stat"), 14)
+}
+
+/// CPU time of this process's children that have been waited for, in µs
+/// (`cutime` and `cstime`, fields 16 and 17): its change across one `wrk`
+/// run is what `wrk` used, since the server roles keep running.
+fn waited_children_cpu_us() -> f64 {
+    stat_ticks_us("/proc/self/stat", 16)
 }
 
 fn psql(admin_url: &str, sql: &str) {
@@ -541,12 +556,13 @@ fn saturation(
         let mut rps = Vec::new();
         for ((name, url), server) in targets.iter().zip(servers) {
             let before = (cpu_us(upstream.0.id()), server.map_or(0.0, cpu_us));
-            let r = wrk(url, key, 64, seconds as u32, state);
+            let (r, wrk_cpu) = wrk(url, key, 64, seconds as u32, state);
             let requests = r * seconds as f64;
             let upstream_cpu = (cpu_us(upstream.0.id()) - before.0) / requests;
             let server_cpu = server.map_or(0.0, |pid| (cpu_us(pid) - before.1) / requests);
+            let wrk_cpu = wrk_cpu / requests;
             println!(
-                "  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs"
+                "  {name:<22} {r:>9.0} req/s   CPU per request: this server {server_cpu:>5.0} µs, fake provider {upstream_cpu:>4.0} µs, wrk {wrk_cpu:>4.1} µs"
             );
             rps.push(r);
         }
