@@ -138,9 +138,9 @@ pub async fn open_loop(
     }
 }
 
-/// Saturation throughput with wrk (one thread, `connections` connections).
-/// Run `wrk` against `url`; returns its requests per second and the CPU
-/// time (µs) `wrk` itself used, which shares the machine with the servers.
+/// Saturation throughput with wrk (one thread, `connections` connections):
+/// requests per second, and the CPU time (µs) `wrk` itself used, since it
+/// shares the machine with the servers.
 pub fn wrk(
     url: &str,
     key: &str,

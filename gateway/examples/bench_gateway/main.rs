@@ -91,8 +91,6 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system) a process has used, in microseconds. Unlike
-/// latency on a shared machine, this does not depend on what else runs.
 /// Two clock-tick fields of a `/proc/.../stat` file, added, in µs.
 /// `first` counts from 1 as in proc(5).
 fn stat_ticks_us(path: &str, first: usize) -> f64 {
@@ -111,7 +109,8 @@ fn stat_ticks_us(path: &str, first: usize) -> f64 {
 }
 
 /// CPU time (user + system) a process has used, in µs: `utime` and `stime`
-/// are fields 14 and 15.
+/// are fields 14 and 15. Unlike latency on a shared machine, this does not
+/// depend on what else runs.
 fn cpu_us(pid: u32) -> f64 {
     stat_ticks_us(&format!("/proc/{pid}/stat"), 14)
 }
