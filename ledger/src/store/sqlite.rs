@@ -741,7 +741,7 @@ mod tests {
     use super::{ROWS_PER_STATEMENT, SqliteStore, padded_chunks, placeholders, statement_chunks};
     use crate::batch::BatchSigner;
     use crate::event::MeteringEvent;
-    use crate::hash::leaf_hash;
+    use crate::hash::{Hash, leaf_hash};
     use crate::keys::KeyPair;
     use crate::store::LedgerStore;
     use crate::tree::{Frontier, MemoryTree};
@@ -836,11 +836,7 @@ mod tests {
             .submit_and_sequence(batch, &logged.log_key)
             .await
             .unwrap();
-        let mut want = MemoryTree::new();
-        for e in &logged.events {
-            want.push(leaf_hash(&e.encode().unwrap()));
-        }
-        assert_eq!((out.size, out.root), (300, want.root()));
+        assert_eq!((out.size, out.root), (300, logged.root_of_all()));
         logged.remove();
     }
 
@@ -862,6 +858,16 @@ mod tests {
                 gateway,
                 log_key,
             }
+        }
+
+        /// The root of a tree holding every one of `events`, in order: what
+        /// the log's root must be once all of them are logged.
+        fn root_of_all(&self) -> Hash {
+            let mut tree = MemoryTree::new();
+            for e in &self.events {
+                tree.push(leaf_hash(&e.encode().unwrap()));
+            }
+            tree.root()
         }
 
         /// Close the store and delete its files.
@@ -894,11 +900,7 @@ mod tests {
             .await
             .unwrap();
 
-        let mut want = MemoryTree::new();
-        for e in &logged.events {
-            want.push(leaf_hash(&e.encode().unwrap()));
-        }
-        assert_eq!((out.size, out.root), (7, want.root()));
+        assert_eq!((out.size, out.root), (7, logged.root_of_all()));
         logged.remove();
     }
 
