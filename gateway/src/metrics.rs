@@ -1,8 +1,9 @@
 //! Prometheus metrics for `/metrics`.
 //!
-//! Counters are bumped once per request by the proxy when it records the
-//! request's outcome, so every request is counted exactly once whatever
-//! path it took. Spool depth is read at scrape time.
+//! Counters are bumped once per request: when the proxy records the
+//! request's outcome (its ledger event), or, for a request that has none (a
+//! refusal before the agent is known, an MCP message passed on unmetered),
+//! where its response is made. Spool depth is read at scrape time.
 //!
 //! Looking a labelled series up in its family builds the label set (a
 //! vector of owned strings) and hashes it; doing that five or six times per
@@ -205,15 +206,7 @@ impl Metrics {
             )
         })
         .inc();
-        let reason = if reason.is_empty() { "allowed" } else { reason };
-        handle(&self.by_reason, reason, || {
-            let labels = vec![("reason", reason.to_owned())];
-            (
-                reason.to_owned(),
-                self.decisions.get_or_create(&labels).clone(),
-            )
-        })
-        .inc();
+        self.decision(reason);
         if cost_micros > 0 {
             series.spend.inc_by(cost_micros as u64);
         }
@@ -230,6 +223,20 @@ impl Metrics {
             }
         }
         series.latency.observe(seconds);
+    }
+
+    /// Count one decision by its reason code (empty: allowed) and nothing
+    /// else: for a request that names no configured provider.
+    pub fn decision(&self, reason: &str) {
+        let reason = if reason.is_empty() { "allowed" } else { reason };
+        handle(&self.by_reason, reason, || {
+            let labels = vec![("reason", reason.to_owned())];
+            (
+                reason.to_owned(),
+                self.decisions.get_or_create(&labels).clone(),
+            )
+        })
+        .inc();
     }
 
     /// The text exposition, with spool gauges as of now.

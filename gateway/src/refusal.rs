@@ -28,6 +28,10 @@ pub struct Refusal {
     pub message: String,
     /// Seconds until retrying could succeed (budget window reset).
     pub retry_after: Option<u64>,
+    /// Already in the metrics: the request's outcome went through
+    /// `Gateway::finish` (a recorded denial or upstream failure). A refusal
+    /// that was not is counted where it turns into a response.
+    pub(crate) counted: bool,
 }
 
 impl Refusal {
@@ -37,7 +41,14 @@ impl Refusal {
             reason: reason.into(),
             message: message.into(),
             retry_after: None,
+            counted: false,
         }
+    }
+
+    /// This refusal's request is already counted in the metrics.
+    pub(crate) fn counted(mut self) -> Self {
+        self.counted = true;
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {

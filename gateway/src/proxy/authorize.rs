@@ -31,9 +31,7 @@ pub(super) async fn authorize(
     let allowed = match evaluate(snapshot, request, now) {
         Decision::Allow(a) => a,
         Decision::Deny(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(snapshot)).await;
-            return Err(refusal);
+            return Err(gw.finish_denied(record, deny(d), Some(snapshot)).await);
         }
     };
     for would in &allowed.would_deny {
@@ -51,16 +49,13 @@ pub(super) async fn authorize(
             "pricing_mismatch",
             "the call was priced as a different kind of call",
         );
-        gw.finish_denied(record, &refusal, Some(snapshot)).await;
-        return Err(refusal);
+        return Err(gw.finish_denied(record, refusal, Some(snapshot)).await);
     }
     let reservation_id = uuid::Uuid::now_v7().simple().to_string();
     let reservation = match gw.budgets.reserve(&allowed, &reservation_id, now).await {
         Ok(r) => r,
         Err(d) => {
-            let refusal = deny(d);
-            gw.finish_denied(record, &refusal, Some(snapshot)).await;
-            return Err(refusal);
+            return Err(gw.finish_denied(record, deny(d), Some(snapshot)).await);
         }
     };
     record.reserved = reservation.amount;

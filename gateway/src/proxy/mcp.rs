@@ -91,20 +91,19 @@ pub(super) async fn handle(
             .send(provider, parts.method, rest, &parts.headers, bytes)
             .await
             .map_err(|e| {
-                Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    e.to_string(),
-                )
+                let reason = "upstream_unreachable";
+                gw.count_unrecorded(&provider.name, "upstream_error", reason, started);
+                Refusal::new(StatusCode::BAD_GATEWAY, reason, e.to_string()).counted()
             })?;
+        gw.count_unrecorded(&provider.name, "passed", "", started);
         return Ok(relay(response));
     };
 
     record.tool = Some(tool.clone());
     if let Err(e) = gw.spool.check_room() {
-        let refusal = spool_refusal(&e);
-        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-        return Err(refusal);
+        return Err(gw
+            .finish_denied(record, spool_refusal(&e), Some(&snapshot))
+            .await);
     }
     let request = PolicyRequest {
         agent: &agent,
@@ -139,7 +138,8 @@ pub(super) async fn handle(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 e.to_string(),
-            ));
+            )
+            .counted());
         }
     };
     if response.status().is_success() {
@@ -154,7 +154,7 @@ pub(super) async fn handle(
     settle(gw, &reservation, record.cost).await;
     gw.finish(&record, Some(&snapshot))
         .await
-        .map_err(|e| spool_refusal(&e))?;
+        .map_err(|e| spool_refusal(&e).counted())?;
     Ok(relay(response))
 }
 

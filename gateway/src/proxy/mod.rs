@@ -148,16 +148,39 @@ impl Gateway {
         result
     }
 
-    /// Record a refusal decided before anything was forwarded.
+    /// Record a refusal decided before anything was forwarded; returns it,
+    /// marked as counted.
     pub(crate) async fn finish_denied(
         &self,
         mut record: Record,
-        refusal: &Refusal,
+        refusal: Refusal,
         snapshot: Option<&ConfigSnapshot>,
-    ) {
+    ) -> Refusal {
         record.finish(Outcome::Denied, refusal.reason.clone());
         // The refusal stands whether or not the event could be written.
         let _ = self.finish(&record, snapshot).await;
+        refusal.counted()
+    }
+
+    /// Count a request that ends without going through [`Self::finish`]: a
+    /// refusal before any agent was known or before its record was kept (a
+    /// bad key, no config, an unsupported endpoint), or an MCP message
+    /// passed on unmetered.
+    pub(crate) fn count_unrecorded(
+        &self,
+        provider: &str,
+        outcome: &str,
+        reason: &str,
+        started: Instant,
+    ) {
+        self.metrics.record(
+            provider,
+            outcome,
+            reason,
+            0,
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
     }
 }
 
@@ -241,6 +264,9 @@ async fn route(
             "unknown_provider",
             format!("no provider named {name:?} is configured; use /PROVIDER/v1/..."),
         );
+        // No provider label: the name is the client's, and any name would
+        // add a series.
+        gw.metrics.decision(&refusal.reason);
         return refusal_response(ErrorStyle::OpenAi, &refusal, request_id);
     };
     let mut rest = format!("/{rest}");
@@ -259,7 +285,12 @@ async fn route(
         ProviderKind::Mcp => mcp::handle(gw, provider, req, &rest, request_id, started).await,
         _ => model::handle(gw, provider, req, &rest, request_id, started).await,
     };
-    result.unwrap_or_else(|refusal| refusal_response(style, &refusal, request_id))
+    result.unwrap_or_else(|refusal| {
+        if !refusal.counted {
+            gw.count_unrecorded(&provider.name, "denied", &refusal.reason, started);
+        }
+        refusal_response(style, &refusal, request_id)
+    })
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {

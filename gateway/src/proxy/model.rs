@@ -125,8 +125,7 @@ pub(super) async fn handle(
     let (mut json, facts, bytes_len) = match early {
         Ok(v) => v,
         Err(refusal) => {
-            gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-            return Err(refusal);
+            return Err(gw.finish_denied(record, refusal, Some(&snapshot)).await);
         }
     };
     record.model = Some(facts.model.clone());
@@ -174,8 +173,7 @@ pub(super) async fn handle(
             "budget_exhausted",
             "the remaining budget cannot pay for a single output token",
         );
-        gw.finish_denied(record, &refusal, Some(&snapshot)).await;
-        return Err(refusal);
+        return Err(gw.finish_denied(record, refusal, Some(&snapshot)).await);
     }
     let effective = match per_choice {
         Some(cap) => wire::prepare(
@@ -222,7 +220,8 @@ pub(super) async fn handle(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 e.to_string(),
-            ));
+            )
+            .counted());
         }
     };
 
@@ -270,7 +269,8 @@ async fn relay_whole(
                 StatusCode::BAD_GATEWAY,
                 "upstream_body_failed",
                 format!("reading the provider's response failed: {e}"),
-            ));
+            )
+            .counted());
         }
     };
     if parts.status.is_success() {
@@ -299,7 +299,7 @@ async fn relay_whole(
         gw.finish(&record, Some(&metering.snapshot))
     );
     if let Err(e) = durable {
-        return Err(spool_refusal(&e));
+        return Err(spool_refusal(&e).counted());
     }
     let mut out = Response::new(full(bytes));
     *out.status_mut() = parts.status;

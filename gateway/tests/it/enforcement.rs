@@ -336,6 +336,106 @@ async fn metrics_and_health_endpoints() {
     }
 }
 
+/// The metric lines of `gw` that start with `prefix`, as (labels, value).
+async fn metric_lines(gw: &TestGateway, prefix: &str) -> Vec<(String, u64)> {
+    let text = get(&format!("{}/metrics", gw.url)).await.text();
+    let mut lines: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            Some((labels.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn refusals_without_a_ledger_event_are_counted_once() {
+    let upstream = FakeUpstream::start(fixed_usage(3, 4)).await;
+    let gw = openai_gateway(&upstream, 1_000_000).await;
+    let body = json!({"model": "gpt-test", "max_tokens": 10}).to_string();
+    let key = gw.bearer();
+    let wrong_key = "Bearer ck_not_a_key";
+    let elsewhere = format!("{}/elsewhere/v1/chat/completions", gw.url);
+    let files = format!("{}/openai/v1/files", gw.url);
+    let calls = [
+        // No agent is known for these three: no ledger event.
+        (chat(&gw), None, body.as_str(), 401),
+        (chat(&gw), Some(wrong_key), body.as_str(), 401),
+        (elsewhere, None, body.as_str(), 404),
+        // Known agent, endpoint not metered: refused before any record.
+        (files, Some(key.as_str()), body.as_str(), 404),
+        // A recorded denial: counted by its event, not a second time.
+        (chat(&gw), Some(key.as_str()), "{not json", 400),
+    ];
+    for (i, (url, auth, body, status)) in calls.into_iter().enumerate() {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let answer = post(&url, &headers, body.to_owned()).await;
+        assert_eq!(answer.status, status, "call {i}");
+    }
+    assert_eq!(upstream.seen.lock().unwrap().len(), 0);
+    assert_eq!(
+        metric_lines(&gw, "caracal_gateway_requests_total").await,
+        vec![(r#"{provider="openai",outcome="denied"}"#.to_owned(), 4)]
+    );
+    let reasons = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = pairs
+            .iter()
+            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        metric_lines(&gw, "caracal_gateway_decisions_total").await,
+        reasons(&[
+            ("missing_credentials", 1),
+            ("invalid_api_key", 1),
+            ("unknown_provider", 1),
+            ("unsupported_endpoint", 1),
+            ("invalid_json", 1),
+        ])
+    );
+    // Only the refusal after authentication is in the ledger.
+    let events = gw.events(1).await;
+    assert_eq!(events[0].reason, "invalid_json");
+}
+
+#[tokio::test]
+async fn refusals_for_want_of_a_config_are_counted() {
+    let upstream = FakeUpstream::start(fixed_usage(1, 1)).await;
+    let gw = start(Setup {
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&upstream.url),
+        )],
+        snapshot: None,
+        agent: "team/bot".into(),
+        limits: Limits::default(),
+    })
+    .await;
+    for _ in 0..2 {
+        let answer = post(
+            &chat(&gw),
+            &[("authorization", &gw.bearer())],
+            json!({"model": "gpt-test"}).to_string(),
+        )
+        .await;
+        assert_eq!(answer.status, 503);
+    }
+    assert_eq!(
+        metric_lines(&gw, "caracal_gateway_requests_total").await,
+        vec![(r#"{provider="openai",outcome="denied"}"#.to_owned(), 2)]
+    );
+    assert_eq!(
+        metric_lines(&gw, "caracal_gateway_decisions_total").await,
+        vec![(r#"{reason="no_config"}"#.to_owned(), 2)]
+    );
+}
+
 #[tokio::test]
 async fn service_account_tokens_identify_agents() {
     use caracal_gateway::jwt::{JwtConfig, service_account_subject, sign_es256};

@@ -110,6 +110,15 @@ async fn other_messages_pass_without_a_charge() {
     .await;
     assert_eq!(answer.status, 401);
     assert_eq!(upstream.seen.lock().unwrap().len(), 1);
+    // Both are in the metrics: one passed on, one refused.
+    let metrics = get(&format!("{}/metrics", gw.url)).await.text();
+    for needle in [
+        "caracal_gateway_requests_total{provider=\"search\",outcome=\"passed\"} 1",
+        "caracal_gateway_requests_total{provider=\"search\",outcome=\"denied\"} 1",
+        "caracal_gateway_decisions_total{reason=\"missing_credentials\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
 }
 
 /// A body with a repeated `method` key is read by the gateway as its last
