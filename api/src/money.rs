@@ -88,7 +88,8 @@ impl Micros {
 }
 
 /// Formats as a dollar string with six decimal places trimmed to at least two
-/// (`"10.00"`, `"0.000123"`, `"-1.50"`).
+/// (`"10.00"`, `"0.000123"`, `"-1.50"`); the alternate form (`{:#}`) keeps
+/// all six (`"10.000000"`), so that a column of amounts lines up.
 impl fmt::Display for Micros {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
@@ -96,7 +97,9 @@ impl fmt::Display for Micros {
         let whole = abs / MICROS_PER_DOLLAR as u64;
         let frac = format!("{:06}", abs % MICROS_PER_DOLLAR as u64);
         let trimmed = frac.trim_end_matches('0');
-        let frac = if trimmed.len() < 2 {
+        let frac = if f.alternate() {
+            &frac
+        } else if trimmed.len() < 2 {
             &frac[..2]
         } else {
             trimmed
@@ -205,5 +208,22 @@ mod tests {
         assert_eq!(Micros(10_000_000).to_string(), "10.00");
         assert_eq!(Micros(123).to_string(), "0.000123");
         assert_eq!(Micros(-1_500_000).to_string(), "-1.50");
+        // The alternate form keeps every decimal place, for columns.
+        let fixed = [
+            (0, "0.000000"),
+            (10, "0.000010"),
+            (9, "0.000009"),
+            (12_500_000, "12.500000"),
+            (-1_500_000, "-1.500000"),
+        ];
+        for (micros, want) in fixed {
+            assert_eq!(format!("{:#}", Micros(micros)), want);
+            assert_eq!(
+                Micros::parse_dollars(want.trim_start_matches('-'))
+                    .unwrap()
+                    .get(),
+                micros.abs()
+            );
+        }
     }
 }

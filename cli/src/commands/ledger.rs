@@ -173,7 +173,7 @@ fn print_table(events: &[(u64, MeteringEvent)]) -> anyhow::Result<()> {
             e.outcome.as_str(),
             e.tokens.input,
             e.tokens.output,
-            e.cost.to_string()
+            format!("{:#}", e.cost)
         )?;
     }
     Ok(())
@@ -232,7 +232,7 @@ fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
             t.denied,
             t.input,
             t.output,
-            t.cost.to_string()
+            format!("{:#}", t.cost)
         );
         total.requests += t.requests;
         total.denied += t.denied;
@@ -247,6 +247,6 @@ fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
         total.denied,
         total.input,
         total.output,
-        total.cost.to_string()
+        format!("{:#}", total.cost)
     );
 }

@@ -138,5 +138,56 @@ fn dev_with_no_arguments_serves_the_demo_agents() {
     let response = http(port, &request).expect("denial answered");
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
     assert!(response.contains("model_not_allowed"), "{response}");
+
+    // Both calls reach the ledger, and its tables give every amount with
+    // all six decimal places, so that the column lines up.
+    let database = format!("sqlite:{}", dir.join("state/ledger.db").display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        let (ok, out, err) = run(CARACAL, &["ledger", "summary", "--database-url", &database]);
+        assert!(ok, "ledger summary failed: {err}");
+        if out
+            .lines()
+            .any(|l| l.starts_with("TOTAL") && l.split_whitespace().nth(1) == Some("2"))
+        {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ledger never held both calls:\n{out}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let costs: Vec<&str> = summary
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(costs.len(), 3, "{summary}");
+    for cost in &costs {
+        let (whole, frac) = cost.split_once('.').expect("a decimal amount");
+        assert!(
+            !whole.is_empty() && frac.len() == 6 && frac.bytes().all(|b| b.is_ascii_digit()),
+            "{cost} in\n{summary}"
+        );
+    }
+    let (ok, query, err) = run(
+        CARACAL,
+        &[
+            "ledger",
+            "query",
+            "--database-url",
+            &database,
+            "--agent",
+            "demo/helper",
+        ],
+    );
+    assert!(ok, "ledger query failed: {err}");
+    assert!(
+        query
+            .lines()
+            .any(|l| l.contains("denied") && l.ends_with(" 0.000000")),
+        "{query}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
