@@ -35,6 +35,8 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the database did not accept a connection within {0:?}")]
+    NoAnswer(std::time::Duration),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("batch refused: {0}")]

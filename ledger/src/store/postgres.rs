@@ -8,11 +8,11 @@
 //! step also writes the data tiles (`pgtiles`) and hash tiles (`pghashtiles`)
 //! it completes.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::pgupkeep::{DEFAULT_VACUUM_FLOOR, VisibilityUpkeep};
@@ -48,6 +48,10 @@ pub struct PgStore {
     upkeep: Arc<VisibilityUpkeep>,
 }
 
+/// How long [`PgStore::open`] waits for the database to accept a first
+/// connection.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError> {
     Ok(EntryRecord {
         index: row.try_get::<i64, _>("idx")? as u64,
@@ -62,7 +66,21 @@ fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<EntryRecord, StoreError
 impl PgStore {
     /// Connects and applies the migrations under `migrations/postgres`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        let options: PgConnectOptions = url.parse()?;
+        // One connection on its own first. A pool retries a failing connect
+        // until its acquire timeout (30 s) and then reports only that it
+        // timed out; a wrong host, port, password or database name is
+        // reported here as itself, at once.
+        match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+        {
+            Ok(first) => first?.close().await?,
+            Err(_) => return Err(StoreError::NoAnswer(FIRST_CONNECT_TIMEOUT)),
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         Self::from_pool(pool).await
     }
 

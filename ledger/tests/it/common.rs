@@ -10,7 +10,8 @@ use sqlx::Connection;
 pub const ORIGIN: &str = "caracal.test/ledger";
 pub const GATEWAY: &str = "gw-node-1";
 
-fn admin_url() -> String {
+/// The server the tests create their databases on.
+pub fn admin_url() -> String {
     std::env::var("CARACAL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

@@ -194,6 +194,38 @@ async fn all_visible_pages(pg: &PgStore) -> i32 {
         .unwrap()
 }
 
+/// A database that cannot be reached is reported as what is wrong, at once,
+/// not as a pool that timed out half a minute later.
+#[tokio::test]
+async fn postgres_that_cannot_be_reached_is_reported_at_once() {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let cases = [
+        // Nothing listens on port 1.
+        (
+            "postgres://postgres@127.0.0.1:1/caracal".to_owned(),
+            "refused",
+        ),
+        (
+            format!("{base}/caracal_no_such_database"),
+            "caracal_no_such_database",
+        ),
+    ];
+    for (url, says) in cases {
+        let started = std::time::Instant::now();
+        let Err(error) = PgStore::open(&url).await else {
+            panic!("{url}: opened a store");
+        };
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
+        let text = error.to_string();
+        assert!(text.contains(says), "{url}: {text}");
+    }
+}
+
 /// The sequencer keeps the entry table's visibility map current, so that
 /// full verification reads the verify records from the index alone: once
 /// its floor of new entries has passed it vacuums `ledger_entries` in the
