@@ -30,7 +30,7 @@ use caracal_gateway::{
 use caracal_ledger::{
     batch::BatchSigner,
     keys::KeyPair,
-    store::{Ledger, LedgerStore},
+    store::{Ledger, LedgerStore, shown_url},
 };
 use caracal_policy::{
     Budgets, MemoryBudgetStore, RedisBudgetStore,
@@ -168,11 +168,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", state_dir.join("ledger.db").display()));
-    let ledger = Arc::new(
-        Ledger::open(&database_url)
-            .await
-            .context("opening the ledger database")?,
-    );
+    let ledger =
+        Arc::new(Ledger::open(&database_url).await.with_context(|| {
+            format!("opening the ledger database {}", shown_url(&database_url))
+        })?);
     ledger
         .register_submitter(gateway_key.public())
         .await

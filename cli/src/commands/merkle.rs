@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use caracal_ledger::export::{read_export, verify_export};
 use caracal_ledger::keys::PublicKey;
 use caracal_ledger::prove::{prove_consistency, prove_event};
-use caracal_ledger::store::{Ledger, LedgerStore};
+use caracal_ledger::store::{Ledger, LedgerStore, shown_url};
 use caracal_ledger::verify::{Report, Scope, Trust, verify_store};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -23,9 +23,12 @@ pub struct Db {
 
 impl Db {
     pub async fn open(&self) -> anyhow::Result<Ledger> {
-        Ledger::open(&self.database_url)
-            .await
-            .context("opening the ledger database")
+        Ledger::open(&self.database_url).await.with_context(|| {
+            format!(
+                "opening the ledger database {}",
+                shown_url(&self.database_url)
+            )
+        })
     }
 }
 
@@ -299,7 +302,7 @@ async fn verify(v: VerifyArgs) -> anyhow::Result<()> {
         .expect("clap requires --database-url without --export");
     let ledger = Ledger::open(url)
         .await
-        .context("opening the ledger database")?;
+        .with_context(|| format!("opening the ledger database {}", shown_url(url)))?;
     let trust = trust_for(&ledger, v.public_key.as_ref(), v.origin, known).await?;
     let scope = match (v.from, v.to, v.start, v.end) {
         (Some(from), Some(to), _, _) => Scope::Range { from, to },

@@ -39,6 +39,30 @@ fn help_lists_every_command_under_both_names() {
     assert!(err.contains("unrecognized subcommand"), "{err}");
 }
 
+/// A ledger that cannot be opened is named in the error (never with its
+/// password), and an unreachable Postgres is reported at once.
+#[test]
+fn a_ledger_that_cannot_be_opened_is_named() {
+    let cases = [
+        (
+            "sqlite:/nonexistent/caracal/ledger.db",
+            "opening the ledger database sqlite:/nonexistent/caracal/ledger.db",
+        ),
+        (
+            "postgres://caracal:hunter2@127.0.0.1:1/ledger",
+            "opening the ledger database postgres://caracal:***@127.0.0.1:1/ledger",
+        ),
+    ];
+    for (url, says) in cases {
+        let started = Instant::now();
+        let (ok, _, err) = run(CARACAL, &["merkle", "status", "--database-url", url]);
+        assert!(!ok, "{url} opened");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{url}: {err}");
+    }
+}
+
 #[test]
 fn crds_prints_exactly_the_committed_manifests() {
     let (ok, out, err) = run(CARACAL, &["crds"]);

@@ -12,6 +12,7 @@ mod pgtiles;
 mod pgupkeep;
 mod postgres;
 mod shared_reads;
+mod shown_url;
 mod spare;
 mod sqlite;
 
@@ -28,6 +29,7 @@ use crate::keys::{KeyPair, PublicKey};
 use crate::tree::NodeKey;
 
 pub use postgres::PgStore;
+pub use shown_url::shown_url;
 pub use sqlite::SqliteStore;
 
 /// Storage failures. Callers must treat every one as "not recorded".
