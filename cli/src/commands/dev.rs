@@ -98,9 +98,24 @@ const DEMO_MANIFESTS: &str = include_str!("../../../examples/dev/demo.yaml");
 /// seeded with the demo agents when it does not exist yet (so a user can edit
 /// them and watch the change reload).
 fn manifests_dir(given: Option<&Path>, state_dir: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = given {
-        return Ok(dir.to_path_buf());
-    }
+    let dir = match given {
+        // A directory that is not there is a typo more often than a plan:
+        // say so now rather than serve with no agents.
+        Some(dir) if !dir.is_dir() => {
+            anyhow::bail!("--manifests {}: no such directory", dir.display())
+        }
+        Some(dir) => dir.to_path_buf(),
+        None => seeded_manifests_dir(state_dir)?,
+    };
+    eprintln!(
+        "caracal dev: serving the manifests in {} (edit them; changes reload)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// `STATE_DIR/manifests`, seeded with the demo agents when it does not exist.
+fn seeded_manifests_dir(state_dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = state_dir.join("manifests");
     if !dir.exists() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -108,10 +123,6 @@ fn manifests_dir(given: Option<&Path>, state_dir: &Path) -> anyhow::Result<PathB
         std::fs::write(&file, DEMO_MANIFESTS)
             .with_context(|| format!("writing {}", file.display()))?;
     }
-    eprintln!(
-        "caracal dev: serving the manifests in {} (edit them; changes reload)",
-        dir.display()
-    );
     Ok(dir)
 }
 
@@ -359,8 +370,22 @@ struct Reloader {
 impl Reloader {
     async fn run(mut self) {
         let mut last = None;
+        // The directory's last read error, logged once rather than every second.
+        let mut unreadable: Option<String> = None;
         loop {
-            match manifests::fingerprint(&self.dir) {
+            let fingerprint = manifests::fingerprint(&self.dir);
+            match (&fingerprint, unreadable.take()) {
+                (Err(e), before) => {
+                    let now = e.to_string();
+                    if before.as_ref() != Some(&now) {
+                        tracing::error!(error = %now, "cannot read the manifest directory; keeping the previous configuration");
+                    }
+                    unreadable = Some(now);
+                }
+                (Ok(_), Some(_)) => tracing::info!("the manifest directory is readable again"),
+                (Ok(_), None) => {}
+            }
+            match fingerprint {
                 Ok(fp) if last.as_ref() != Some(&fp) => {
                     match self.reload() {
                         Ok(()) => {}
@@ -371,8 +396,7 @@ impl Reloader {
                     }
                     last = Some(fp);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot read the manifest directory"),
+                Ok(_) | Err(_) => {}
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -39,6 +39,99 @@ fn help_lists_every_command_under_both_names() {
     assert!(err.contains("unrecognized subcommand"), "{err}");
 }
 
+/// A `--manifests` directory that is not there stops `caracal dev` at once;
+/// one that goes away while it runs is reported once, not every second, and
+/// its return is noticed.
+#[test]
+fn dev_says_when_the_manifest_directory_is_missing() {
+    let dir = std::env::temp_dir().join(format!("caracal-cli-manifests-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap();
+    let missing = dir.join("missing");
+    let mut refused = Command::new(CARACAL)
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state_arg,
+            "--manifests",
+        ])
+        .arg(&missing)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start caracal dev");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("caracal dev served a missing manifest directory");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    refused
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("no such directory"), "{err}");
+
+    let manifests = dir.join("manifests");
+    fs::create_dir_all(&manifests).unwrap();
+    let log = dir.join("dev.log");
+    let child = Command::new(CARACAL)
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state_arg,
+            "--manifests",
+        ])
+        .arg(&manifests)
+        .env_remove("CARACAL_DATABASE_URL")
+        .env_remove("CARACAL_REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start caracal dev");
+    let _guard = Killed(child);
+    let logged = |what: &str| {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+    };
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while logged(what) == 0 {
+            assert!(Instant::now() < deadline, "never logged {what:?}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("configuration loaded");
+    fs::remove_dir_all(&manifests).unwrap();
+    wait_for("cannot read the manifest directory");
+    // The directory is looked at every second: three more looks.
+    thread::sleep(Duration::from_millis(3200));
+    assert_eq!(logged("cannot read the manifest directory"), 1);
+    fs::create_dir_all(&manifests).unwrap();
+    wait_for("readable again");
+    let _ = fs::remove_dir_all(&dir);
+}
+
 /// A ledger that cannot be opened is named in the error (never with its
 /// password), and an unreachable Postgres is reported at once.
 #[test]
