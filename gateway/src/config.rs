@@ -126,6 +126,12 @@ pub struct Limits {
     pub budget_denial_status: StatusCode,
     /// How long to wait for an upstream's response headers.
     pub upstream_timeout: Duration,
+    /// How long to wait for a TCP connection to an upstream. Nothing has
+    /// been sent when it runs out, so the call is refused (`502
+    /// upstream_unreachable`) and charged nothing; without it a provider
+    /// whose address drops packets holds the agent for the kernel's two
+    /// minutes of SYN retries.
+    pub upstream_connect_timeout: Duration,
     /// Longest a model call may run from arrival to its last upstream byte.
     /// Must stay below the budget store's hold lifetime (300 s by default):
     /// a hold that expires while its call still runs frees budget another
@@ -141,6 +147,7 @@ impl Default for Limits {
             max_sse_event_bytes: 1 << 20,
             budget_denial_status: StatusCode::TOO_MANY_REQUESTS,
             upstream_timeout: Duration::from_secs(600),
+            upstream_connect_timeout: Duration::from_secs(10),
             max_call_duration: Duration::from_secs(270),
         }
     }

@@ -144,7 +144,12 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(timeout: std::time::Duration) -> Result<Self, rustls::Error> {
+    /// `timeout` bounds the wait for response headers, `connect_timeout`
+    /// the TCP connect alone (see [`crate::config::Limits`]).
+    pub fn new(
+        timeout: std::time::Duration,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Self, rustls::Error> {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -157,6 +162,7 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -69,7 +69,10 @@ impl Gateway {
             providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
             live,
             budgets,
-            upstream: UpstreamClient::new(limits.upstream_timeout.min(limits.max_call_duration))?,
+            upstream: UpstreamClient::new(
+                limits.upstream_timeout.min(limits.max_call_duration),
+                limits.upstream_connect_timeout,
+            )?,
             spool,
             limits,
             gateway_id: gateway_id.into(),

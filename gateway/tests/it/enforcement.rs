@@ -274,6 +274,71 @@ async fn no_config_denies_everything_until_one_arrives() {
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 200);
 }
 
+/// A provider address that swallows connection attempts (here: a listener
+/// whose accept queue is full, so the kernel drops further SYNs) is given
+/// up on after the connect timeout, not after the kernel's SYN retries.
+#[tokio::test]
+async fn an_upstream_that_never_accepts_is_given_up_on_after_the_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the accept queue (never accepted); later connects then hang.
+    let mut held = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(conn) => held.push(conn.unwrap()),
+            Err(_) => break,
+        }
+        assert!(held.len() < 64, "the listener's queue never filled");
+    }
+    let gw = start(Setup {
+        providers: vec![provider(
+            "openai",
+            ProviderKind::Openai,
+            Some(&format!("http://{addr}")),
+        )],
+        snapshot: Some(budgeted_snapshot(1000)),
+        agent: "team/bot".into(),
+        limits: Limits {
+            upstream_connect_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let answer = post(
+        &chat(&gw),
+        &[("authorization", &gw.bearer())],
+        json!({"model": "gpt-test", "max_tokens": 10}).to_string(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (
+            answer.status,
+            answer.json()["error"]["code"].as_str().unwrap()
+        ),
+        (502, "upstream_unreachable")
+    );
+    // Nothing was sent: nothing is charged.
+    let events = gw.events(1).await;
+    assert_eq!(
+        (events[0].outcome, events[0].cost),
+        (Outcome::UpstreamError, Micros::ZERO)
+    );
+    drop((held, listener));
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_that_costs_nothing() {
     // Bind and drop to get a port nobody listens on.
