@@ -49,19 +49,19 @@ fn dev_says_when_the_manifest_directory_is_missing() {
     fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
     let state_arg = state.to_str().unwrap();
-    let missing = dir.join("missing");
-    let mut refused = Command::new(CARACAL)
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            state_arg,
-            "--manifests",
-        ])
-        .arg(&missing)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let dev = |manifests: &Path| {
+        let mut command = Command::new(CARACAL);
+        command
+            .args(["dev", "--listen", "127.0.0.1:0", "--state-dir", state_arg])
+            .arg("--manifests")
+            .arg(manifests)
+            .env_remove("CARACAL_DATABASE_URL")
+            .env_remove("CARACAL_REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        command
+    };
+    let mut refused = dev(&dir.join("missing"))
         .stderr(Stdio::piped())
         .spawn()
         .expect("start caracal dev");
@@ -89,21 +89,8 @@ fn dev_says_when_the_manifest_directory_is_missing() {
     let manifests = dir.join("manifests");
     fs::create_dir_all(&manifests).unwrap();
     let log = dir.join("dev.log");
-    let child = Command::new(CARACAL)
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            state_arg,
-            "--manifests",
-        ])
-        .arg(&manifests)
-        .env_remove("CARACAL_DATABASE_URL")
-        .env_remove("CARACAL_REDIS_URL")
+    let child = dev(&manifests)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("start caracal dev");
