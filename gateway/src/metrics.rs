@@ -225,8 +225,9 @@ impl Metrics {
         series.latency.observe(seconds);
     }
 
-    /// Count one decision by its reason code (empty: allowed) and nothing
-    /// else: for a request that names no configured provider.
+    /// Count one decision by its reason code (empty: allowed). `record`
+    /// counts one for each request; this alone, for a request that names no
+    /// configured provider.
     pub fn decision(&self, reason: &str) {
         let reason = if reason.is_empty() { "allowed" } else { reason };
         handle(&self.by_reason, reason, || {

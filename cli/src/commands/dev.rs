@@ -396,7 +396,7 @@ impl Reloader {
                     }
                     last = Some(fp);
                 }
-                Ok(_) | Err(_) => {}
+                _ => {}
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -8,12 +8,16 @@ pub fn shown_url(url: &str) -> String {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
+    // A password written with an unescaped `/`, `?` or `#` ends the authority
+    // early; then an `@` further on is taken as the end of the user info
+    // too. That may hide more than a password (an `@` in the query of a URL
+    // with a port), never less.
+    let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@')) else {
         return url.to_owned();
     };
+    let (user_info, after) = (&rest[..at], &rest[at + 1..]);
     match user_info.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        Some((user, _password)) => format!("{scheme}://{user}:***@{after}"),
         None => url.to_owned(),
     }
 }
@@ -40,8 +44,12 @@ mod tests {
                 "postgres://caracal@db/ledger",
             ),
             ("postgres://db/ledger", "postgres://db/ledger"),
-            // An `@` after the host is not user info.
+            // A password holding an unescaped `/`.
+            ("postgres://u:pa/ss@h/d", "postgres://u:***@h/d"),
+            // An `@` after the host is not user info...
             ("postgres://db/ledger?x=a@b", "postgres://db/ledger?x=a@b"),
+            // ...but with a port before it, it may be: hidden, to be safe.
+            ("postgres://db:5432/l?x=a@b", "postgres://db:***@b"),
             (
                 "sqlite:/var/lib/caracal/ledger.db",
                 "sqlite:/var/lib/caracal/ledger.db",
