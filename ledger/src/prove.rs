@@ -29,8 +29,15 @@ pub enum ProveError {
     UnknownEvent(uuid::Uuid),
     #[error("the stored bytes filed under event {0} name another event; the store is damaged")]
     WrongEvent(uuid::Uuid),
-    #[error("no checkpoint at size {0}")]
-    NoCheckpoint(u64),
+    #[error("no signed checkpoint at size {size}{}", nearest(*before, *after))]
+    NoCheckpoint {
+        size: u64,
+        /// The largest checkpointed size below `size`, and the smallest above.
+        before: Option<u64>,
+        after: Option<u64>,
+    },
+    #[error("the log has no signed checkpoint yet")]
+    NoCheckpointYet,
     #[error("no signed checkpoint covers index {0} yet")]
     NotYetCovered(u64),
     #[error("checkpoint at size {size} does not verify: {why}")]
@@ -230,6 +237,16 @@ pub async fn prove_index_at(
     })
 }
 
+/// What to say about the checkpointed sizes around one that has none.
+fn nearest(before: Option<u64>, after: Option<u64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!(" (the nearest are at sizes {b} and {a})"),
+        (Some(b), None) => format!(" (the latest is at size {b})"),
+        (None, Some(a)) => format!(" (the first is at size {a})"),
+        (None, None) => String::new(),
+    }
+}
+
 /// Proves that the checkpoint at `old` is a prefix of the one at `new`
 /// (the latest when `new` is `None`).
 pub async fn prove_consistency(
@@ -243,12 +260,24 @@ pub async fn prove_consistency(
         checkpoints
             .iter()
             .find(|c| c.size == size)
-            .ok_or(ProveError::NoCheckpoint(size))
+            .ok_or_else(|| ProveError::NoCheckpoint {
+                size,
+                before: checkpoints
+                    .iter()
+                    .map(|c| c.size)
+                    .filter(|s| *s < size)
+                    .max(),
+                after: checkpoints
+                    .iter()
+                    .map(|c| c.size)
+                    .filter(|s| *s > size)
+                    .min(),
+            })
     };
     let old_rec = find(old)?;
     let new_rec = match new {
         Some(n) => find(n)?,
-        None => checkpoints.last().ok_or(ProveError::NoCheckpoint(0))?,
+        None => checkpoints.last().ok_or(ProveError::NoCheckpointYet)?,
     };
     let old_cp = open(old_rec, trust)?;
     let new_cp = open(new_rec, trust)?;

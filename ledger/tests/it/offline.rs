@@ -88,10 +88,22 @@ async fn proofs_are_served_and_a_damaged_node_is_refused() {
     let c = prove_consistency(&ledger, 9, None, &t).await.unwrap();
     assert_eq!((c.old.size, c.new.size), (9, 27));
     assert!(!c.proof.is_empty());
-    assert!(matches!(
-        prove_consistency(&ledger, 10, None, &t).await,
-        Err(ProveError::NoCheckpoint(10))
-    ));
+    let missing = prove_consistency(&ledger, 10, None, &t).await;
+    let Err(
+        e @ ProveError::NoCheckpoint {
+            size: 10,
+            before: Some(b),
+            after: Some(a),
+        },
+    ) = missing
+    else {
+        panic!("{missing:?}");
+    };
+    assert!(b < 10 && a > 10, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("no signed checkpoint at size 10 (the nearest are at sizes {b} and {a})")
+    );
     let unknown = caracal_ledger::MeteringEvent::example(999).id;
     assert!(matches!(
         prove_event(&ledger, unknown, &t).await,
