@@ -64,63 +64,76 @@ fn with_default_namespace(mut doc: Value) -> Value {
     doc
 }
 
-/// Parse one file's documents into `out`.
+/// Parse one file's documents into `out`. Every bad document is reported,
+/// not only the first.
 pub fn parse_file(text: &str, path: &Path, out: &mut Manifests) -> Result<(), SetupError> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| invalid(path, e.to_string()))?;
+    let mut problems = Vec::new();
+    parse_into(text, path, out, &mut problems);
+    SetupError::from_problems(problems)
+}
+
+/// Parse `text` into `out`, adding what is wrong with it to `problems`.
+fn parse_into(text: &str, path: &Path, out: &mut Manifests, problems: &mut Vec<SetupError>) {
+    let docs: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(docs) => docs,
+        Err(e) => return problems.push(invalid(path, e.to_string())),
+    };
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
-        let api_version = doc
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let kind = doc
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if api_version != "caracal.dev/v1alpha1" {
-            return Err(invalid(
-                path,
-                format!(
-                    "document {}: apiVersion {api_version:?} is not caracal.dev/v1alpha1",
-                    i + 1
-                ),
-            ));
+        if let Err(problem) = add_document(doc, i + 1, out) {
+            problems.push(invalid(path, problem));
         }
-        let doc = with_default_namespace(doc);
-        let bad = |e: serde_json::Error| invalid(path, format!("document {} ({kind}): {e}", i + 1));
-        match kind.as_str() {
-            "Agent" => out.agents.push(serde_json::from_value(doc).map_err(bad)?),
-            "Policy" => out.policies.push(serde_json::from_value(doc).map_err(bad)?),
-            "Delegation" => out
-                .delegations
-                .push(serde_json::from_value(doc).map_err(bad)?),
-            other => {
-                return Err(invalid(
-                    path,
-                    format!(
-                        "document {}: kind {other:?} is not Agent, Policy or Delegation",
-                        i + 1
-                    ),
-                ));
-            }
+    }
+}
+
+/// Add document number `n` of a file to `out`, or say what is wrong with it.
+fn add_document(doc: Value, n: usize, out: &mut Manifests) -> Result<(), String> {
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if api_version != "caracal.dev/v1alpha1" {
+        return Err(format!(
+            "document {n}: apiVersion {api_version:?} is not caracal.dev/v1alpha1"
+        ));
+    }
+    let doc = with_default_namespace(doc);
+    let bad = |e: serde_json::Error| format!("document {n} ({kind}): {e}");
+    match kind.as_str() {
+        "Agent" => out.agents.push(serde_json::from_value(doc).map_err(bad)?),
+        "Policy" => out.policies.push(serde_json::from_value(doc).map_err(bad)?),
+        "Delegation" => out
+            .delegations
+            .push(serde_json::from_value(doc).map_err(bad)?),
+        other => {
+            return Err(format!(
+                "document {n}: kind {other:?} is not Agent, Policy or Delegation"
+            ));
         }
     }
     Ok(())
 }
 
-/// Read every manifest in `dir`.
+/// Read every manifest in `dir`; every bad document in every file is
+/// reported, not only the first.
 pub fn load_dir(dir: &Path) -> Result<Manifests, SetupError> {
     let mut out = Manifests::default();
+    let mut problems = Vec::new();
     for path in yaml_files(dir)? {
-        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-        parse_file(&text, &path, &mut out)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_into(&text, &path, &mut out, &mut problems),
+            Err(e) => problems.push(io_error(&path)(e)),
+        }
     }
-    Ok(out)
+    SetupError::from_problems(problems).map(|()| out)
 }
 
 #[cfg(test)]
@@ -178,5 +191,34 @@ spec:
                 .to_string();
             assert!(err.contains("bad.yaml") && err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn every_bad_document_of_every_file_is_reported() {
+        let dir = std::env::temp_dir().join(format!(
+            "caracal-manifests-{}-{}",
+            std::process::id(),
+            line!()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let two_bad = format!(
+            "{GOOD}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n\
+             apiVersion: caracal.dev/v1alpha1\nkind: Budget\nmetadata: {{name: y}}\n"
+        );
+        std::fs::write(dir.join("a.yaml"), two_bad).unwrap();
+        std::fs::write(dir.join("b.yaml"), "key: [unclosed\n").unwrap();
+        std::fs::write(dir.join("c.yaml"), GOOD).unwrap();
+        let err = load_dir(&dir).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.starts_with("3 problems: "), "{err}");
+        for needle in [
+            "a.yaml: document 3: apiVersion \"v1\"",
+            "a.yaml: document 4: kind \"Budget\"",
+            "b.yaml: ",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        assert!(!err.contains("c.yaml"), "{err}");
     }
 }

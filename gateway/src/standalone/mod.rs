@@ -21,10 +21,25 @@ pub enum SetupError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// Several problems at once (every bad manifest document is reported,
+    /// not only the first).
+    #[error("{} problems: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<SetupError>),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Tls(#[from] crate::mtls::TlsError),
+}
+
+impl SetupError {
+    /// Nothing, one problem as itself, or several together.
+    pub(crate) fn from_problems(mut problems: Vec<SetupError>) -> Result<(), SetupError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(SetupError::Several(problems)),
+        }
+    }
 }
 
 pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
