@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     harness::*,
-    openai::{budgeted_snapshot, openai_gateway},
+    openai::{budgeted_snapshot, openai_gateway, openai_gateway_at},
 };
 
 fn fixed_usage(prompt: u64, completion: u64) -> Handler {
@@ -167,17 +167,7 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
         max_request_bytes: 1024,
         ..Limits::default()
     };
-    let gw = start(Setup {
-        providers: vec![provider(
-            "openai",
-            ProviderKind::Openai,
-            Some(&upstream.url),
-        )],
-        snapshot: Some(budgeted_snapshot(1_000_000)),
-        agent: "team/bot".into(),
-        limits,
-    })
-    .await;
+    let gw = openai_gateway_at(&upstream.url, 1_000_000, limits).await;
     let auth = gw.bearer();
     let big =
         json!({"model": "gpt-test", "messages": [{"role": "user", "content": "x".repeat(2000)}]})
@@ -212,14 +202,7 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
     ];
     for (url, body, status, reason) in cases {
         let answer = post(&url, &[("authorization", &auth)], body).await;
-        assert_eq!(
-            (
-                answer.status,
-                answer.json()["error"]["code"].as_str().unwrap()
-            ),
-            (status, reason),
-            "{url}"
-        );
+        assert_eq!(answer.refusal(), (status, reason.to_owned()), "{url}");
     }
     assert!(upstream.seen.lock().unwrap().is_empty());
     // Refusals after authentication are in the ledger as denials.
@@ -249,13 +232,7 @@ async fn no_config_denies_everything_until_one_arrives() {
     )
     .await;
     assert!(started.elapsed() < Duration::from_millis(100));
-    assert_eq!(
-        (
-            answer.status,
-            answer.json()["error"]["code"].as_str().unwrap()
-        ),
-        (503, "no_config")
-    );
+    assert_eq!(answer.refusal(), (503, "no_config".to_owned()));
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 503);
     // With no agents to name, the refusal has no ledger event, but it is
     // counted.
@@ -307,20 +284,11 @@ async fn an_upstream_that_never_accepts_is_given_up_on_after_the_connect_timeout
         }
         assert!(held.len() < 64, "the listener's queue never filled");
     }
-    let gw = start(Setup {
-        providers: vec![provider(
-            "openai",
-            ProviderKind::Openai,
-            Some(&format!("http://{addr}")),
-        )],
-        snapshot: Some(budgeted_snapshot(1000)),
-        agent: "team/bot".into(),
-        limits: Limits {
-            upstream_connect_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        },
-    })
-    .await;
+    let limits = Limits {
+        upstream_connect_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let gw = openai_gateway_at(&format!("http://{addr}"), 1000, limits).await;
     let started = std::time::Instant::now();
     let answer = post(
         &chat(&gw),
@@ -333,13 +301,7 @@ async fn an_upstream_that_never_accepts_is_given_up_on_after_the_connect_timeout
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        (
-            answer.status,
-            answer.json()["error"]["code"].as_str().unwrap()
-        ),
-        (502, "upstream_unreachable")
-    );
+    assert_eq!(answer.refusal(), (502, "upstream_unreachable".to_owned()));
     // Nothing was sent: nothing is charged.
     let events = gw.events(1).await;
     assert_eq!(
@@ -357,28 +319,12 @@ async fn an_unreachable_upstream_is_a_502_that_costs_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let gw = start(Setup {
-        providers: vec![provider(
-            "openai",
-            ProviderKind::Openai,
-            Some(&format!("http://127.0.0.1:{port}")),
-        )],
-        snapshot: Some(budgeted_snapshot(1000)),
-        agent: "team/bot".into(),
-        limits: Limits::default(),
-    })
-    .await;
+    let gw = openai_gateway_at(&format!("http://127.0.0.1:{port}"), 1000, Limits::default()).await;
     let body = json!({"model": "gpt-test", "max_tokens": 10}).to_string();
     for _ in 0..3 {
         // Were holds leaked, the third call could not reserve on a $0.001 budget.
         let answer = post(&chat(&gw), &[("authorization", &gw.bearer())], body.clone()).await;
-        assert_eq!(
-            (
-                answer.status,
-                answer.json()["error"]["code"].as_str().unwrap()
-            ),
-            (502, "upstream_unreachable")
-        );
+        assert_eq!(answer.refusal(), (502, "upstream_unreachable".to_owned()));
     }
     let events = gw.events(3).await;
     assert!(
@@ -544,13 +490,7 @@ async fn service_account_tokens_identify_agents() {
             body.clone(),
         )
         .await;
-        assert_eq!(
-            (
-                answer.status,
-                answer.json()["error"]["code"].as_str().unwrap()
-            ),
-            (401, reason)
-        );
+        assert_eq!(answer.refusal(), (401, reason.to_owned()));
     }
     // Virtual keys keep working beside tokens.
     assert_eq!(

@@ -268,6 +268,11 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The status and the OpenAI-shaped error's code, for refusals.
+    pub fn refusal(&self) -> (u16, String) {
+        let code = self.json()["error"]["code"].as_str().unwrap().to_owned();
+        (self.status, code)
+    }
 }
 
 pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {

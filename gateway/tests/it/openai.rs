@@ -24,15 +24,17 @@ pub fn budgeted_snapshot(limit: i64) -> caracal_api::snapshot::ConfigSnapshot {
 }
 
 pub async fn openai_gateway(upstream: &FakeUpstream, limit: i64) -> TestGateway {
+    openai_gateway_at(&upstream.url, limit, Limits::default()).await
+}
+
+/// An OpenAI provider at `base_url`, for `team/bot` with a daily budget of
+/// `limit` micro-dollars, under `limits`.
+pub async fn openai_gateway_at(base_url: &str, limit: i64, limits: Limits) -> TestGateway {
     start(Setup {
-        providers: vec![provider(
-            "openai",
-            ProviderKind::Openai,
-            Some(&upstream.url),
-        )],
+        providers: vec![provider("openai", ProviderKind::Openai, Some(base_url))],
         snapshot: Some(budgeted_snapshot(limit)),
         agent: "team/bot".into(),
-        limits: Limits::default(),
+        limits,
     })
     .await
 }
