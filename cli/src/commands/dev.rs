@@ -349,7 +349,12 @@ async fn tls_listener(
 /// submitter sharing a `--database-url`), a few times a second.
 async fn sequence_forever(ledger: Arc<Ledger>, key: KeyPair) {
     loop {
-        if let Err(e) = ledger.sequence_pending(&key).await {
+        // Nearly always nothing waits: one read then, instead of a
+        // sequencing transaction holding the write lock four times a second.
+        // A failed read sequences anyway, which reports the trouble.
+        if ledger.has_pending().await.unwrap_or(true)
+            && let Err(e) = ledger.sequence_pending(&key).await
+        {
             tracing::warn!(error = %e, "sequencing failed; will retry");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

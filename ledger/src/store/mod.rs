@@ -372,6 +372,16 @@ impl Ledger {
         }
     }
 
+    /// Whether any submitted event still waits for a log index: one read,
+    /// without the sequencer's write lock, for a caller that polls.
+    pub async fn has_pending(&self) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM ledger_pending)";
+        Ok(match self {
+            Self::Sqlite(s) => sqlx::query_scalar(SQL).fetch_one(s.pool()).await?,
+            Self::Postgres(s) => sqlx::query_scalar(SQL).fetch_one(s.pool()).await?,
+        })
+    }
+
     /// Submits and sequences in one go (the in-process `caracal dev` mode).
     /// SQLite writes the batch's new events straight into the log
     /// ([`SqliteStore::submit_and_sequence`]); Postgres queues, then runs one

@@ -40,8 +40,10 @@ async fn exercise(ledger: Ledger) {
     assert_eq!((overlap.accepted, overlap.duplicates), (4, 2));
     let queued_twice = ledger.submit(batch(&gw, 21..25)).await.unwrap();
     assert_eq!(queued_twice.accepted, 0);
+    assert!(ledger.has_pending().await.unwrap());
     let seq = ledger.sequence_pending(&key).await.unwrap();
     assert_eq!((seq.appended, seq.size), (4, 25));
+    assert!(!ledger.has_pending().await.unwrap());
     let idle = ledger.sequence_pending(&key).await.unwrap();
     assert_eq!((idle.appended, idle.checkpoint), (0, None));
 
