@@ -16,7 +16,10 @@ use std::{
     io::{Read, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex, atomic::Ordering},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -57,6 +60,13 @@ struct SyncSignal {
     /// (something was written since the sync thread last looked, stop)
     state: Mutex<(bool, bool)>,
     cv: Condvar,
+    /// With `AckAfter::Write`: the sync thread waits for a write because
+    /// everything written is durable. Appends look at this (and only then
+    /// take the mutex), so the thread sleeps while the spool is idle instead
+    /// of waking every sync interval.
+    parked: AtomicBool,
+    /// Times the sync thread woke, for tests.
+    wakeups: AtomicU64,
 }
 
 impl SyncSignal {
@@ -83,6 +93,44 @@ impl SyncSignal {
         }
         s.0 = false;
         s.1
+    }
+
+    /// Block while `idle()` holds (nothing written waits for an fsync) until
+    /// an append signals, or a stop is asked; true on stop.
+    ///
+    /// No wake-up is lost: the flag is set, with the mutex held, before
+    /// `idle()` reads the written position, and an append stores its position
+    /// before it reads the flag (both sequentially consistent), so either this
+    /// thread sees the append or the append sees the flag and signals
+    /// through the mutex, which the wait releases only atomically.
+    fn wait_while_idle(&self, idle: impl Fn() -> bool) -> bool {
+        let mut s = self.lock();
+        loop {
+            if s.1 {
+                return true;
+            }
+            if s.0 {
+                s.0 = false;
+                return false;
+            }
+            self.parked.store(true, Ordering::SeqCst);
+            if !idle() {
+                self.parked.store(false, Ordering::SeqCst);
+                return false;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            self.parked.store(false, Ordering::SeqCst);
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wake the sync thread if it waits in [`Self::wait_while_idle`]. Called
+    /// after the written position was stored.
+    fn written_if_parked(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            self.written();
+        }
     }
 
     /// Block for `period` or until a stop is asked; true on stop.
@@ -234,7 +282,10 @@ impl SpoolFile {
             return Err(io(&self.log_path)(e));
         }
         tail.written += buf.len() as u64;
-        self.shared.written.store(tail.written, Ordering::Release);
+        self.shared.written.store(tail.written, Ordering::SeqCst);
+        if self.ack_after == AckAfter::Write {
+            self.signal.written_if_parked();
+        }
         let before = self.shared.pending_records.fetch_add(1, Ordering::AcqRel);
         if gather::wakes_flusher(before, self.ship_at) {
             self.shared.notify.notify_one();
@@ -362,13 +413,23 @@ impl Syncer {
         loop {
             let stop = match self.period {
                 None => self.signal.wait_written(),
-                Some(period) => self.signal.sleep(period),
+                // Let a period's writes gather, then sync them; while all
+                // of it is durable, sleep until the next write.
+                Some(period) => {
+                    self.signal.wait_while_idle(|| self.all_durable()) || self.signal.sleep(period)
+                }
             };
+            self.signal.wakeups.fetch_add(1, Ordering::Relaxed);
             // A stop still syncs what was written before it.
             if !self.sync() || stop {
                 return;
             }
         }
+    }
+
+    /// Whether everything written is durable.
+    fn all_durable(&self) -> bool {
+        self.shared.written.load(Ordering::SeqCst) <= self.durable.borrow().upto
     }
 
     /// Make everything written so far durable; false once fsync failed.
@@ -391,6 +452,94 @@ impl Syncer {
                 self.durable.send_modify(|d| d.failed = true);
                 false
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spool directory of its own, removed afterwards.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_ack_spool(name: &str) -> (Dir, SpoolFile) {
+        let dir =
+            Dir(std::env::temp_dir().join(format!("caracal-spool-{name}-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let mut config = SpoolConfig::new(&dir.0);
+        config.ack_after = AckAfter::Write;
+        config.sync_interval = Duration::from_millis(5);
+        let file = SpoolFile::open(&config, Arc::new(Shared::default())).unwrap();
+        (dir, file)
+    }
+
+    fn wakeups(file: &SpoolFile) -> u64 {
+        file.signal.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Within `within`, everything written so far becomes durable.
+    async fn durable_within(file: &SpoolFile, end: u64, within: Duration) {
+        let state = tokio::time::timeout(within, file.durable_past(end))
+            .await
+            .expect("the written records became durable in time")
+            .unwrap();
+        assert!(state.upto >= end && !state.failed, "{state:?}");
+    }
+
+    #[tokio::test]
+    async fn with_write_acks_the_sync_thread_sleeps_while_nothing_is_written() {
+        let (_dir, file) = write_ack_spool("idle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = wakeups(&file);
+        // Forty sync intervals with nothing written.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            wakeups(&file) <= before + 1,
+            "{before} -> {}",
+            wakeups(&file)
+        );
+
+        // A write wakes it: synced within an interval or so, each time.
+        for round in 0..20 {
+            let end = file.write(format!("event {round}").as_bytes()).unwrap();
+            durable_within(&file, end, Duration::from_secs(2)).await;
+            if round % 5 == 0 {
+                // Idle long enough to park in between.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+        let before = wakeups(&file);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            wakeups(&file) <= before + 1,
+            "{before} -> {}",
+            wakeups(&file)
+        );
+    }
+
+    #[tokio::test]
+    async fn with_write_acks_appends_from_many_threads_all_become_durable() {
+        let (_dir, file) = write_ack_spool("many");
+        let file = Arc::new(file);
+        for _ in 0..50 {
+            let writers: Vec<_> = (0..4)
+                .map(|t| {
+                    let file = file.clone();
+                    std::thread::spawn(move || file.write(format!("from {t}").as_bytes()).unwrap())
+                })
+                .collect();
+            let end = writers
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .max()
+                .unwrap();
+            durable_within(&file, end, Duration::from_secs(2)).await;
         }
     }
 }
