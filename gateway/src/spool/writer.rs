@@ -492,18 +492,20 @@ mod tests {
         assert!(state.upto >= end && !state.failed, "{state:?}");
     }
 
+    /// Over forty sync intervals with nothing written, the sync thread
+    /// wakes at most once.
+    async fn sleeps_while_idle(file: &SpoolFile) {
+        let before = wakeups(file);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = wakeups(file);
+        assert!(after <= before + 1, "{before} -> {after}");
+    }
+
     #[tokio::test]
     async fn with_write_acks_the_sync_thread_sleeps_while_nothing_is_written() {
         let (_dir, file) = write_ack_spool("idle");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let before = wakeups(&file);
-        // Forty sync intervals with nothing written.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            wakeups(&file) <= before + 1,
-            "{before} -> {}",
-            wakeups(&file)
-        );
+        sleeps_while_idle(&file).await;
 
         // A write wakes it: synced within an interval or so, each time.
         for round in 0..20 {
@@ -514,13 +516,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
         }
-        let before = wakeups(&file);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            wakeups(&file) <= before + 1,
-            "{before} -> {}",
-            wakeups(&file)
-        );
+        sleeps_while_idle(&file).await;
     }
 
     #[tokio::test]
