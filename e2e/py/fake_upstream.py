@@ -102,6 +102,33 @@ class Handler(BaseHTTPRequestHandler):
             return self.anthropic_messages(body)
         if path.endswith("/mcp"):
             return self.mcp(body)
+        if path.endswith("/messages/count_tokens"):
+            p, _ = usage_from(body)
+            self.served(api="anthropic.count_tokens", input=p)
+            return self.send_json(200, {"input_tokens": p})
+        self.send_json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
+
+    # --- Free endpoints: model lists ------------------------------------------
+    MODELS = ("gpt-4o-mini", "claude-haiku-4-5")
+
+    def model_entry(self, name):
+        if self.headers.get("anthropic-version"):
+            return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+        return {"id": name, "object": "model", "created": 1735689600, "owned_by": "fake"}
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path.endswith("/v1/models"):
+            self.served(api="models.list")
+            data = [self.model_entry(m) for m in self.MODELS]
+            if self.headers.get("anthropic-version"):
+                return self.send_json(200, {"data": data, "has_more": False,
+                                            "first_id": self.MODELS[0], "last_id": self.MODELS[-1]})
+            return self.send_json(200, {"object": "list", "data": data})
+        name = path.rsplit("/", 1)[-1]
+        if "/v1/models/" in path and name in self.MODELS:
+            self.served(api="models.retrieve", model=name)
+            return self.send_json(200, self.model_entry(name))
         self.send_json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
     # --- OpenAI -------------------------------------------------------------

@@ -8,6 +8,7 @@ or the SDK exception's class, HTTP status and body, so a test can check that
 denials surface as each SDK's normal errors.
 
 Usage: sdk_call.py openai-chat|openai-responses|openai-embeddings|anthropic-messages
+                   |openai-models|anthropic-models|anthropic-count-tokens
                    [--model M] [--stream] [--message TEXT] [--max-tokens N]
 """
 import argparse
@@ -82,8 +83,41 @@ def anthropic_messages(args):
         return error_line(exc)
 
 
+def openai_models(args):
+    import openai
+    client = openai.OpenAI(max_retries=0)
+    try:
+        ids = [m.id for m in client.models.list()]
+        one = client.models.retrieve(args.model or ids[0])
+        return {"ok": True, "ids": ids, "retrieved": one.id}
+    except openai.APIError as exc:
+        return error_line(exc)
+
+
+def anthropic_models(args):
+    import anthropic
+    client = anthropic.Anthropic(max_retries=0)
+    try:
+        return {"ok": True, "ids": [m.id for m in client.models.list()]}
+    except anthropic.APIError as exc:
+        return error_line(exc)
+
+
+def anthropic_count_tokens(args):
+    import anthropic
+    client = anthropic.Anthropic(max_retries=0)
+    try:
+        r = client.messages.count_tokens(model=args.model or "claude-haiku-4-5",
+                                         messages=[{"role": "user", "content": args.message}])
+        return {"ok": True, "input_tokens": r.input_tokens}
+    except anthropic.APIError as exc:
+        return error_line(exc)
+
+
 CALLS = {"openai-chat": openai_chat, "openai-responses": openai_responses,
-         "openai-embeddings": openai_embeddings, "anthropic-messages": anthropic_messages}
+         "openai-embeddings": openai_embeddings, "anthropic-messages": anthropic_messages,
+         "openai-models": openai_models, "anthropic-models": anthropic_models,
+         "anthropic-count-tokens": anthropic_count_tokens}
 
 
 def main():

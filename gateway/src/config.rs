@@ -42,6 +42,12 @@ pub struct ProviderConfig {
     /// Environment variable holding the provider credential to inject.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// CA bundle (PEM) the provider's server certificate must chain to,
+    /// instead of the public web roots: for providers inside the cluster
+    /// behind a private CA. Relative to the config file; needs an `https`
+    /// base URL.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A provider ready to serve: config plus the resolved credential.
@@ -51,6 +57,9 @@ pub struct Provider {
     pub kind: ProviderKind,
     pub base_url: Option<hyper::Uri>,
     pub credential: Option<String>,
+    /// The only CAs this provider's server certificate may chain to; `None`:
+    /// the public web roots.
+    pub tls_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
 
 /// Why a provider or the gateway config was refused.
@@ -98,6 +107,10 @@ impl ProviderConfig {
                 Some(uri)
             }
         };
+        if self.ca_file.is_some() && base_url.as_ref().and_then(|u| u.scheme_str()) != Some("https")
+        {
+            return Err(fail("caFile needs an https:// baseUrl".into()));
+        }
         let credential = match &self.api_key_env {
             None => None,
             Some(var) => Some(
@@ -109,6 +122,7 @@ impl ProviderConfig {
             kind: self.kind,
             base_url,
             credential,
+            tls_roots: None,
         })
     }
 }
@@ -169,7 +183,13 @@ mod tests {
             kind,
             base_url: base_url.map(Into::into),
             api_key_env: env.map(Into::into),
+            ca_file: None,
         }
+    }
+
+    fn with_ca(mut config: ProviderConfig) -> ProviderConfig {
+        config.ca_file = Some("ca.pem".into());
+        config
     }
 
     #[test]
@@ -210,6 +230,29 @@ mod tests {
                 Err("lowercase"),
             ),
             (cfg("", ProviderKind::Mock, None, None), Err("lowercase")),
+            (
+                with_ca(cfg(
+                    "vllm",
+                    ProviderKind::OpenaiCompatible,
+                    Some("https://vllm.ml:8443"),
+                    None,
+                )),
+                Ok((Some("https://vllm.ml:8443/"), None)),
+            ),
+            // A private CA means nothing without TLS, or for the mock.
+            (
+                with_ca(cfg(
+                    "x",
+                    ProviderKind::OpenaiCompatible,
+                    Some("http://vllm.ml"),
+                    None,
+                )),
+                Err("caFile needs an https:// baseUrl"),
+            ),
+            (
+                with_ca(cfg("x", ProviderKind::Mock, None, None)),
+                Err("caFile needs an https:// baseUrl"),
+            ),
         ];
         for (config, want) in cases {
             let got = config.resolve(env);

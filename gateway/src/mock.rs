@@ -164,6 +164,42 @@ pub fn respond(endpoint: Endpoint, body: &Value) -> Response<Body> {
     }
 }
 
+/// One model as both SDKs describe it: OpenAI's `id`, `object`, `created`,
+/// `owned_by` and Anthropic's `type`, `display_name`, `created_at` (each
+/// SDK ignores the other's fields).
+fn model_entry(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "caracal-mock",
+           "type": "model", "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+}
+
+/// The model list (`GET /v1/models`) in a shape both SDKs read: OpenAI's
+/// `object` and `data`, Anthropic's `data`, `has_more`, `first_id`, `last_id`.
+pub fn models(ids: &[&str]) -> Response<Body> {
+    let data: Vec<Value> = ids.iter().map(|id| model_entry(id)).collect();
+    response(
+        "application/json",
+        full(
+            json!({"object": "list", "data": data, "has_more": false,
+                    "first_id": ids.first(), "last_id": ids.last()})
+            .to_string(),
+        ),
+    )
+}
+
+/// One model (`GET /v1/models/{id}`).
+pub fn model(id: &str) -> Response<Body> {
+    response("application/json", full(model_entry(id).to_string()))
+}
+
+/// Anthropic's token count (`POST /v1/messages/count_tokens`): the input
+/// tokens a `messages` call with this body would be charged.
+pub fn token_count(body: &Value) -> Response<Body> {
+    response(
+        "application/json",
+        full(json!({"input_tokens": input_tokens(body)}).to_string()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +262,48 @@ mod tests {
             };
             assert_eq!(usage, want, "{endpoint:?} {body}");
         }
+    }
+
+    #[tokio::test]
+    async fn free_answers_read_as_both_providers_shapes() {
+        let list: Value =
+            serde_json::from_slice(&collect(models(&["mock-small", "mock-large"])).await).unwrap();
+        assert_eq!(list["object"], "list");
+        assert_eq!(
+            (&list["first_id"], &list["last_id"]),
+            (&json!("mock-small"), &json!("mock-large"))
+        );
+        assert_eq!(list["has_more"], false);
+        for (entry, id) in list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(["mock-small", "mock-large"])
+        {
+            // OpenAI's fields and Anthropic's.
+            for field in [
+                "id",
+                "object",
+                "created",
+                "owned_by",
+                "type",
+                "display_name",
+                "created_at",
+            ] {
+                assert!(entry.get(field).is_some(), "{field} missing in {entry}");
+            }
+            assert_eq!(entry["id"], id);
+        }
+        let one: Value = serde_json::from_slice(&collect(model("mock-small")).await).unwrap();
+        assert_eq!(one["id"], "mock-small");
+        let body = json!({"model": "mock-small", "system": "be brief",
+                          "messages": [{"role": "user", "content": "three words here"}]});
+        let count: Value = serde_json::from_slice(&collect(token_count(&body)).await).unwrap();
+        assert_eq!(
+            count,
+            json!({"input_tokens": 5}),
+            "the tokens a call would be charged"
+        );
     }
 
     #[test]

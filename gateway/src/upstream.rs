@@ -6,7 +6,7 @@
 //! and the provider credential from config is injected. `Accept-Encoding` is
 //! not forwarded: the gateway must read usage from the bytes it relays.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -126,12 +126,17 @@ pub fn relayed_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// A pooled HTTP/1.1 + HTTP/2 client with rustls (ring) and the Mozilla
-/// root set; plain `http://` is allowed for loopback and in-cluster
-/// providers named that way in config.
+type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Pooled HTTP/1.1 + HTTP/2 clients with rustls (ring): one trusting the
+/// Mozilla root set, and one for each provider configured with CAs of its
+/// own (`caFile`), which trusts only those. Plain `http://` is allowed for
+/// loopback and in-cluster providers named that way in config.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: PooledClient,
+    /// Clients of the providers with their own CAs, by provider name.
+    private_ca: HashMap<String, PooledClient>,
     timeout: std::time::Duration,
 }
 
@@ -139,40 +144,60 @@ impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamClient")
             .field("timeout", &self.timeout)
+            .field("private_ca", &self.private_ca.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
+fn pooled_client(
+    roots: rustls::RootCertStore,
+    connect_timeout: std::time::Duration,
+) -> Result<PooledClient, rustls::Error> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector))
+}
+
 impl UpstreamClient {
     /// `timeout` bounds the wait for response headers, `connect_timeout`
-    /// the TCP connect alone (see [`crate::config::Limits`]).
+    /// the TCP connect alone (see [`crate::config::Limits`]); `providers`
+    /// with `tls_roots` get a client of their own.
     pub fn new(
         timeout: std::time::Duration,
         connect_timeout: std::time::Duration,
+        providers: &[Provider],
     ) -> Result<Self, rustls::Error> {
-        let roots = rustls::RootCertStore {
+        let public = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Ok(UpstreamClient { client, timeout })
+        let mut private_ca = HashMap::new();
+        for provider in providers {
+            if let Some(roots) = &provider.tls_roots {
+                let client = pooled_client(roots.as_ref().clone(), connect_timeout)?;
+                private_ca.insert(provider.name.clone(), client);
+            }
+        }
+        Ok(UpstreamClient {
+            client: pooled_client(public, connect_timeout)?,
+            private_ca,
+            timeout,
+        })
     }
 
     /// Send one request to `provider` and return its response headers and
@@ -196,7 +221,11 @@ impl UpstreamClient {
             .body(Full::new(body))
             .map_err(|e| UpstreamError::BadUri(e.to_string()))?;
         *request.headers_mut() = forward_headers(incoming, provider);
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let client = match self.private_ca.is_empty() {
+            true => &self.client,
+            false => self.private_ca.get(&provider.name).unwrap_or(&self.client),
+        };
+        let response = tokio::time::timeout(self.timeout, client.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout(self.timeout))?
             .map_err(|e| {
@@ -239,6 +268,7 @@ mod tests {
             kind,
             base_url: None,
             credential: cred.map(Into::into),
+            tls_roots: None,
         }
     }
 

@@ -20,6 +20,47 @@ use crate::glob::allowed_by;
 use crate::lines::line_for;
 use crate::window::WindowError;
 
+/// Whether `agent` may reach `provider` at all at `now`, for a request that
+/// costs nothing and so is neither priced nor reserved (an MCP message
+/// other than `tools/call`, a provider's model list): the checks
+/// [`evaluate`] makes before it looks at the call itself, in the same order
+/// and with the same reasons. Dry-run rules report nothing here; they do
+/// not deny.
+pub fn may_reach(
+    snapshot: &ConfigSnapshot,
+    agent: &str,
+    provider: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Denial> {
+    let entry = reachable(snapshot, agent, provider)?;
+    for rule in &entry.rules {
+        if let Err(reason) = check_reach(rule, provider, now) {
+            record(rule, reason, &mut Vec::new())?;
+        }
+    }
+    Ok(())
+}
+
+/// The agent, if it is known, servable and lets `provider` be reached.
+fn reachable<'s>(
+    snapshot: &'s ConfigSnapshot,
+    agent: &str,
+    provider: &str,
+) -> Result<&'s AgentEntry, Denial> {
+    let entry = snapshot
+        .agents
+        .get(agent)
+        .ok_or_else(|| deny(DenyReason::UnknownAgent))?;
+    check_state(entry)?;
+    let provider_known = snapshot.providers.iter().any(|p| p == provider);
+    if !provider_known || !entry.providers.iter().any(|p| p == provider) {
+        return Err(deny(DenyReason::ProviderNotAllowed {
+            provider: provider.to_owned(),
+        }));
+    }
+    Ok(entry)
+}
+
 /// Decide `request` against `snapshot` at `now`.
 pub fn evaluate(snapshot: &ConfigSnapshot, request: &Request<'_>, now: DateTime<Utc>) -> Decision {
     match try_evaluate(snapshot, request, now) {
@@ -37,18 +78,7 @@ fn try_evaluate(
     request: &Request<'_>,
     now: DateTime<Utc>,
 ) -> Result<Allowed, Denial> {
-    let agent = snapshot
-        .agents
-        .get(request.agent)
-        .ok_or_else(|| deny(DenyReason::UnknownAgent))?;
-    check_state(agent)?;
-    let provider = request.provider;
-    let provider_known = snapshot.providers.iter().any(|p| p == provider);
-    if !provider_known || !agent.providers.iter().any(|p| p == provider) {
-        return Err(deny(DenyReason::ProviderNotAllowed {
-            provider: provider.to_owned(),
-        }));
-    }
+    let agent = reachable(snapshot, request.agent, request.provider)?;
 
     let mut would_deny = Vec::new();
     for rule in &agent.rules {
@@ -133,14 +163,7 @@ fn check_state(agent: &AgentEntry) -> Result<(), Denial> {
 
 /// Expiry and allowlists of one rule.
 fn check_rule(rule: &Rule, request: &Request<'_>, now: DateTime<Utc>) -> Result<(), DenyReason> {
-    if rule.expires_at.is_some_and(|t| now >= t) {
-        return Err(DenyReason::DelegationExpired);
-    }
-    if !allowed_by(rule.allow.providers.as_deref(), request.provider) {
-        return Err(DenyReason::ProviderNotAllowed {
-            provider: request.provider.to_owned(),
-        });
-    }
+    check_reach(rule, request.provider, now)?;
     match request.call {
         Call::Model { model, .. } if !allowed_by(rule.allow.models.as_deref(), model) => {
             Err(DenyReason::ModelNotAllowed {
@@ -161,6 +184,20 @@ fn check_rule(rule: &Rule, request: &Request<'_>, now: DateTime<Utc>) -> Result<
         }
         _ => Ok(()),
     }
+}
+
+/// Expiry and the provider allowlist of one rule: what any request to
+/// `provider` must pass, whatever it calls.
+fn check_reach(rule: &Rule, provider: &str, now: DateTime<Utc>) -> Result<(), DenyReason> {
+    if rule.expires_at.is_some_and(|t| now >= t) {
+        return Err(DenyReason::DelegationExpired);
+    }
+    if !allowed_by(rule.allow.providers.as_deref(), provider) {
+        return Err(DenyReason::ProviderNotAllowed {
+            provider: provider.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn resolve_price(snapshot: &ConfigSnapshot, request: &Request<'_>) -> Result<Pricing, Denial> {

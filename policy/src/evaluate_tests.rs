@@ -4,7 +4,7 @@ use caracal_api::Micros;
 use caracal_api::snapshot::{AgentState, ConfigSnapshot, Enforcement, Rule};
 use chrono::{DateTime, Utc};
 
-use super::{budget_lines, evaluate};
+use super::{budget_lines, evaluate, may_reach};
 use crate::decision::{Call, Decision, DenyReason, Request};
 use crate::fixtures::{SnapshotBuilder, daily, delegation_rule, policy_rule, with_budget};
 use crate::window::WindowInstance;
@@ -272,6 +272,49 @@ fn missing_max_tokens_is_sized_to_the_tightest_limit() {
     };
     assert_eq!(a.max_tokens, Some(750));
     assert_eq!(a.amount.max, Micros(10_000));
+}
+
+#[test]
+fn reaching_a_provider_checks_state_provider_expiry_and_allowlists_only() {
+    let mut snap = snapshot();
+    // A policy that names its providers, and one in dry-run that does.
+    let mut only_anthropic = team_policy();
+    only_anthropic.allow.providers = Some(vec!["anthropic".into()]);
+    let mut dry = only_anthropic.clone();
+    dry.enforcement = Enforcement::DryRun;
+    let base = snap.agents["team/bot"].clone();
+    for (name, rule) in [("fenced", only_anthropic), ("watched", dry)] {
+        let mut entry = base.clone();
+        entry.name = name.into();
+        entry.rules = vec![rule];
+        snap.agents.insert(format!("team/{name}"), entry);
+    }
+    let after_grant = "2026-06-02T00:00:00Z";
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        ("team/bot", "openai", NOW, None),
+        // Models and tools are not looked at: nothing is called or priced.
+        ("team/bot", "search", NOW, None),
+        ("team/helper", "openai", NOW, None),
+        ("team/watched", "openai", NOW, None),
+        ("team/nobody", "openai", NOW, Some("unknown_agent")),
+        ("team/orphan", "openai", NOW, Some("no_policy")),
+        ("team/paused", "openai", NOW, Some("agent_suspended")),
+        ("team/cyclic", "openai", NOW, Some("agent_not_ready")),
+        ("team/bot", "mistral", NOW, Some("provider_not_allowed")),
+        ("team/narrow", "openai", NOW, Some("provider_not_allowed")),
+        ("team/fenced", "openai", NOW, Some("provider_not_allowed")),
+        ("team/fenced", "anthropic", NOW, None),
+        (
+            "team/helper",
+            "openai",
+            after_grant,
+            Some("delegation_expired"),
+        ),
+    ];
+    for (agent, provider, now, want) in cases {
+        let got = may_reach(&snap, agent, provider, at(now)).map_err(|d| d.reason.code());
+        assert_eq!(got.err(), *want, "{agent} -> {provider} at {now}");
+    }
 }
 
 #[test]

@@ -32,7 +32,7 @@ pub use cost::{ModelRates, Usage};
 pub use decision::{
     Allowed, BudgetLine, Call, Decision, Denial, DenyReason, Pricing, Request, ReserveAmount,
 };
-pub use evaluate::{budget_lines, evaluate};
+pub use evaluate::{budget_lines, evaluate, may_reach};
 pub use store::{
     BudgetStore, Budgets, DEFAULT_RESERVATION_TTL, DEFAULT_STORE_TIMEOUT, LineUsage,
     MemoryBudgetStore, RedisBudgetStore, Reservation, ReserveOutcome, ReserveRequest,

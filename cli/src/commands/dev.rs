@@ -167,7 +167,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("<built-in mock config>"));
-    let providers = file.resolve_providers(|k| std::env::var(k).ok())?;
+    let providers = file.resolve_providers(&config_path, |k| std::env::var(k).ok())?;
     let limits = file.limits(&config_path)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;

@@ -227,6 +227,18 @@ fn dev_with_no_arguments_serves_the_demo_agents() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""prompt_tokens":2"#), "{response}");
 
+    // The free model list names the mock's priced models.
+    let request = format!(
+        "GET /mock/v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {key}\r\n\r\n"
+    );
+    let response = http(port, &request).expect("model list answered");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(r#""id":"mock-small""#) && response.contains(r#""id":"mock-large""#),
+        "{response}"
+    );
+
     // The helper may not use the large model: its delegation narrows it.
     let helper_env = fs::read_to_string(dir.join("state/credentials/demo/helper.env")).unwrap();
     let helper_key = helper_env

@@ -185,7 +185,7 @@ impl FakeUpstream {
             .arg("--served-log")
             .arg(&served_log);
         let mut process = Process::spawn("fake upstream", cmd, dir.join("fake-upstream.log"));
-        wait_for_status(&mut process, port, "/", 501, Duration::from_secs(10));
+        wait_for_status(&mut process, port, "/", 404, Duration::from_secs(10));
         FakeUpstream {
             port,
             served_log,

@@ -218,3 +218,59 @@ spec:
         "{out}"
     );
 }
+
+/// SDK helpers that cost nothing (model lists, Anthropic's token count) work
+/// through the gateway with the provider's key, and leave no ledger entry.
+#[test]
+fn free_sdk_helpers_pass_without_a_charge() {
+    let dir = scratch_dir("sdk-free");
+    let upstream = FakeUpstream::start(&dir);
+    let dev = Dev::start(
+        &dir,
+        &agent_with_budget("team", "bot", "10.00", ""),
+        &config_yaml(&upstream),
+        &[],
+        true,
+    );
+    let env = dev.env("team", "bot");
+    let models = ["gpt-4o-mini", "claude-haiku-4-5"];
+    let openai = sdk_call(&env, &["openai-models"]);
+    assert_eq!(openai["ok"], true, "{openai}");
+    assert_eq!(openai["ids"], json!(models), "{openai}");
+    assert_eq!(openai["retrieved"], "gpt-4o-mini", "{openai}");
+    let anthropic = sdk_call(&env, &["anthropic-models"]);
+    assert_eq!(anthropic["ids"], json!(models), "{anthropic}");
+    let count = sdk_call(
+        &env,
+        &["anthropic-count-tokens", "--message", "hi usage=23/1"],
+    );
+    assert_eq!(count["input_tokens"], 23, "{count}");
+
+    // A metered call after them is the agent's first ledger entry.
+    let chat = sdk_call(&env, &["openai-chat", "--message", "hi usage=4/2"]);
+    assert_eq!(chat["ok"], true, "{chat}");
+    let events = dev.ledger_at_least("team/bot", 1, Duration::from_secs(10));
+    assert_eq!(events[0]["model"], "gpt-4o-mini", "{events:#?}");
+    assert_eq!(events.len(), 1, "{events:#?}");
+
+    let served = upstream.served();
+    let apis: Vec<&str> = served.iter().filter_map(|s| s["api"].as_str()).collect();
+    assert_eq!(
+        apis,
+        [
+            "models.list",
+            "models.retrieve",
+            "models.list",
+            "anthropic.count_tokens",
+            "openai.chat"
+        ],
+        "{served:#?}"
+    );
+    for s in &served {
+        let auth = s["auth"].as_str().unwrap_or_default();
+        assert!(
+            auth == "Bearer sk-fake-openai" || auth == "sk-fake-anthropic",
+            "{s}"
+        );
+    }
+}

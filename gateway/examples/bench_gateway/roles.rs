@@ -284,6 +284,7 @@ pub async fn gateway(
         kind: ProviderKind::Openai,
         base_url: Some(upstream.parse().unwrap()),
         credential: Some("sk-bench".into()),
+        tls_roots: None,
     };
     let gw = Arc::new(
         Gateway::new(

@@ -23,6 +23,7 @@
 //! key) and, like every client credential, never forwarded.
 
 mod pem;
+pub(crate) use pem::trust_anchors;
 pub mod spiffe;
 
 use std::{

@@ -54,7 +54,7 @@ pub(super) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsErro
 }
 
 /// A trust store holding every certificate of the file.
-pub(super) fn trust_anchors(path: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn trust_anchors(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for (i, cert) in certificates(path)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {

@@ -2,29 +2,29 @@
 //!
 //! `tools/call` is evaluated (allowlists, per-call price, budgets) and
 //! charged its per-call price when the server accepts it (2xx). Every other
-//! message passes once the agent is known, ready and allowed this provider;
-//! such messages cost nothing and produce no ledger event. Responses,
+//! message passes once the agent may reach this server (see `free`); such
+//! messages cost nothing and produce no ledger event. Responses,
 //! including SSE streams, are relayed as they come. The tool call's event is
 //! spooled before the response starts, since its cost is known by then.
 
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use caracal_api::snapshot::AgentState;
 use caracal_ledger::event::Outcome;
-use caracal_policy::{Call, Denial, DenyReason, Pricing, Request as PolicyRequest};
+use caracal_policy::{Call, Pricing, Request as PolicyRequest};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 
 use super::{
     Gateway, admit,
     authorize::{Authorized, authorize},
+    free,
     model::settle,
-    read_body, refusal_for, spool_refusal,
+    read_body, spool_refusal,
 };
 use crate::{
     config::Provider,
     refusal::Refusal,
-    upstream::{Body, relayed_headers},
+    upstream::Body,
     wire::mcp::{McpMessage, classify_canonical},
 };
 
@@ -37,7 +37,6 @@ pub(super) async fn handle(
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
     let now = chrono::Utc::now();
-    let deny = |d: Denial| refusal_for(&d, gw.limits.budget_denial_status, now);
     let (snapshot, mut record) = admit(gw, &req, provider, request_id, started)?;
     let agent = record.agent.clone();
     let (parts, body) = req.into_parts();
@@ -65,38 +64,18 @@ pub(super) async fn handle(
     };
 
     let McpMessage::ToolCall { tool } = message else {
-        // Not metered, but still only for agents allowed to use this server.
-        let entry = snapshot
-            .agents
-            .get(&agent)
-            .ok_or_else(|| deny(Denial::new(DenyReason::UnknownAgent, None)))?;
-        if entry.state != AgentState::Ready {
-            return Err(deny(Denial::new(
-                DenyReason::AgentNotReady {
-                    detail: format!("{:?}", entry.state),
-                },
-                None,
-            )));
-        }
-        if !entry.providers.iter().any(|p| p == &provider.name) {
-            return Err(deny(Denial::new(
-                DenyReason::ProviderNotAllowed {
-                    provider: provider.name.clone(),
-                },
-                None,
-            )));
-        }
-        let response = gw
-            .upstream
-            .send(provider, parts.method, rest, &parts.headers, bytes)
-            .await
-            .map_err(|e| {
-                let reason = "upstream_unreachable";
-                gw.count_unrecorded(&provider.name, "upstream_error", reason, started);
-                Refusal::new(StatusCode::BAD_GATEWAY, reason, e.to_string()).counted()
-            })?;
-        gw.count_unrecorded(&provider.name, "passed", "", started);
-        return Ok(relay(response));
+        // Not metered, but still only for agents that may use this server.
+        free::may_pass(gw, &snapshot, &agent, provider)?;
+        return free::pass_on(
+            gw,
+            provider,
+            parts.method,
+            rest,
+            &parts.headers,
+            bytes,
+            started,
+        )
+        .await;
     };
 
     record.tool = Some(tool.clone());
@@ -155,13 +134,5 @@ pub(super) async fn handle(
     gw.finish(&record, Some(&snapshot))
         .await
         .map_err(|e| spool_refusal(&e).counted())?;
-    Ok(relay(response))
-}
-
-fn relay(response: Response<Body>) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    let mut out = Response::new(body);
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = relayed_headers(&parts.headers);
-    out
+    Ok(free::relay(response))
 }

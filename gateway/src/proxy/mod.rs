@@ -1,10 +1,12 @@
 //! The request path. `handle` routes a request to a provider and turns any
 //! refusal into the provider SDK's error shape; the provider-specific flows
-//! live in `model` (completions, responses, embeddings, messages) and `mcp`.
+//! live in `model` (completions, responses, embeddings, messages), `mcp`,
+//! and `free` (endpoints that cost nothing, passed on unmetered).
 
 mod authorize;
 mod deny;
 mod detach;
+mod free;
 mod mcp;
 mod model;
 mod record;
@@ -65,14 +67,16 @@ impl Gateway {
         limits: Limits,
         gateway_id: impl Into<String>,
     ) -> Result<Gateway, rustls::Error> {
+        let upstream = UpstreamClient::new(
+            limits.upstream_timeout.min(limits.max_call_duration),
+            limits.upstream_connect_timeout,
+            &providers,
+        )?;
         Ok(Gateway {
             providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
             live,
             budgets,
-            upstream: UpstreamClient::new(
-                limits.upstream_timeout.min(limits.max_call_duration),
-                limits.upstream_connect_timeout,
-            )?,
+            upstream,
             spool,
             limits,
             gateway_id: gateway_id.into(),
@@ -284,8 +288,10 @@ async fn route(
         ProviderKind::Mock if rest.starts_with("/v1/messages") => ErrorStyle::Anthropic,
         _ => ErrorStyle::OpenAi,
     };
-    let result = match provider.kind {
-        ProviderKind::Mcp => mcp::handle(gw, provider, req, &rest, request_id, started).await,
+    let free = free::free_endpoint(provider.kind, req.method(), &rest);
+    let result = match (provider.kind, free) {
+        (ProviderKind::Mcp, _) => mcp::handle(gw, provider, req, &rest, request_id, started).await,
+        (_, Some(free)) => free::handle(gw, provider, free, req, &rest, request_id, started).await,
         _ => model::handle(gw, provider, req, &rest, request_id, started).await,
     };
     result.unwrap_or_else(|refusal| {

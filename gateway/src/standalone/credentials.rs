@@ -126,6 +126,7 @@ mod tests {
             kind,
             base_url: None,
             credential: None,
+            tls_roots: None,
         }
     }
 

@@ -6,6 +6,10 @@
 //!     kind: openai
 //!     baseUrl: https://api.openai.com
 //!     apiKeyEnv: OPENAI_API_KEY
+//!   - name: vllm            # in the cluster, behind a private CA
+//!     kind: openai-compatible
+//!     baseUrl: https://vllm.ml.svc:8443
+//!     caFile: vllm-ca.pem   # relative to this file
 //! prices:            # the price catalog (see docs/policies.md)
 //!   version: "2026-11-22.1"
 //!   models: [...]
@@ -13,6 +17,7 @@
 //! maxRequestBytes: 4194304
 //! spoolAck: fsync           # or write
 //! spoolMaxPendingBytes: 67108864
+//! upstreamConnectTimeoutSeconds: 10
 //! tls:                      # optional: a TLS listener, mTLS with clientCaFile
 //!   listen: 127.0.0.1:8443
 //!   certFile: server.pem
@@ -70,6 +75,10 @@ pub struct GatewayFile {
     /// certificates when `clientCaFile` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// How long a TCP connect to a provider may take before the call is
+    /// refused (`502 upstream_unreachable`, nothing charged); default 10.
+    #[serde(default)]
+    pub upstream_connect_timeout_seconds: Option<u64>,
 }
 
 /// The TLS listener, as written in the file. Paths are relative to the
@@ -170,6 +179,7 @@ impl GatewayFile {
                 kind: ProviderKind::Mock,
                 base_url: None,
                 api_key_env: None,
+                ca_file: None,
             }],
             prices: PriceCatalog {
                 version: "mock-1".into(),
@@ -185,6 +195,7 @@ impl GatewayFile {
             spool_max_pending_bytes: None,
             service_account_tokens: None,
             tls: None,
+            upstream_connect_timeout_seconds: None,
         }
     }
 
@@ -200,17 +211,29 @@ impl GatewayFile {
         Self::parse(&text, path)
     }
 
-    /// Providers with their credentials read through `env`.
+    /// Providers with their credentials read through `env` and their CA
+    /// files read relative to `config_path`.
     pub fn resolve_providers(
         &self,
+        config_path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<Provider>, SetupError> {
+        let base = config_path.parent().unwrap_or(Path::new("."));
         let mut out: Vec<Provider> = Vec::new();
         for p in &self.providers {
             if out.iter().any(|o| o.name == p.name) {
                 return Err(crate::config::ConfigError::DuplicateProvider(p.name.clone()).into());
             }
-            out.push(p.resolve(&env)?);
+            let mut provider = p.resolve(&env)?;
+            if let Some(file) = &p.ca_file {
+                let path = base.join(file);
+                let roots = crate::mtls::trust_anchors(&path).map_err(|e| SetupError::Invalid {
+                    path: path.clone(),
+                    message: format!("caFile of provider {:?}: {e}", p.name),
+                })?;
+                provider.tls_roots = Some(std::sync::Arc::new(roots));
+            }
+            out.push(provider);
         }
         Ok(out)
     }
@@ -354,6 +377,17 @@ impl GatewayFile {
         if let Some(bytes) = self.max_request_bytes {
             limits.max_request_bytes = bytes;
         }
+        if let Some(seconds) = self.upstream_connect_timeout_seconds {
+            if !(1..=600).contains(&seconds) {
+                return Err(SetupError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "upstreamConnectTimeoutSeconds must be 1 to 600, not {seconds}"
+                    ),
+                });
+            }
+            limits.upstream_connect_timeout = std::time::Duration::from_secs(seconds);
+        }
         Ok(limits)
     }
 }
@@ -382,10 +416,11 @@ prices:
 budgetDenialStatus: 402
 spoolAck: write
 spoolMaxPendingBytes: 1000
+upstreamConnectTimeoutSeconds: 3
 "#;
         let path = Path::new("gateway.yaml");
         let file = GatewayFile::parse(text, path).unwrap();
-        let providers = file.resolve_providers(|_| Some("sk".into())).unwrap();
+        let providers = file.resolve_providers(path, |_| Some("sk".into())).unwrap();
         assert_eq!(
             providers.iter().map(|p| p.kind).collect::<Vec<_>>(),
             vec![
@@ -395,9 +430,11 @@ spoolMaxPendingBytes: 1000
             ]
         );
         assert_eq!(file.prices.models[0].input, Micros(150_000));
+        let limits = file.limits(path).unwrap();
+        assert_eq!(limits.budget_denial_status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(
-            file.limits(path).unwrap().budget_denial_status,
-            StatusCode::PAYMENT_REQUIRED
+            limits.upstream_connect_timeout,
+            std::time::Duration::from_secs(3)
         );
     }
 
@@ -415,11 +452,19 @@ spoolMaxPendingBytes: 1000
                 "providers:\n  - {name: a, kind: mock}\n  - {name: a, kind: mock}\n",
                 "used twice",
             ),
+            (
+                "providers:\n  - {name: v, kind: openai-compatible, baseUrl: \"https://v\", caFile: no-such-ca.pem}\n",
+                "no-such-ca.pem",
+            ),
+            (
+                "providers: []\nupstreamConnectTimeoutSeconds: 0\n",
+                "upstreamConnectTimeoutSeconds must be 1 to 600",
+            ),
         ];
         for (text, needle) in cases {
             let result = GatewayFile::parse(text, path)
                 .and_then(|f| f.limits(path).map(|_| f))
-                .and_then(|f| f.resolve_providers(|_| None));
+                .and_then(|f| f.resolve_providers(path, |_| None));
             let err = result.unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }

@@ -4,6 +4,7 @@
 //! holds. Each submodule is table-tested against the providers' real shapes.
 
 mod body;
+mod free;
 pub mod mcp;
 mod meter;
 mod request;
@@ -11,6 +12,7 @@ mod sse;
 mod usage;
 
 pub use body::{BodyError, JsonObject};
+pub use free::{Dialect, FreeEndpoint};
 pub use meter::{StreamMeter, usage_from_json};
 pub use request::{Endpoint, RequestFacts, inspect, prepare};
 pub use sse::{SseEvent, SseScanner};

@@ -85,7 +85,9 @@ impl Drop for TempDir {
 /// What a fake upstream was sent.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub method: hyper::Method,
     pub path: String,
+    pub query: Option<String>,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
@@ -101,8 +103,18 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(handler: Handler) -> FakeUpstream {
+        Self::start_with(handler, None).await
+    }
+
+    /// Served over TLS with `tls` (its URL is `https://127.0.0.1:PORT`).
+    pub async fn start_tls(handler: Handler, tls: Arc<rustls::ServerConfig>) -> FakeUpstream {
+        Self::start_with(handler, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = oneshot::channel::<()>();
         let seen2 = seen.clone();
@@ -114,6 +126,7 @@ impl FakeUpstream {
                 };
                 let handler = handler.clone();
                 let seen = seen2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
@@ -122,7 +135,9 @@ impl FakeUpstream {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             let s = Seen {
+                                method: parts.method,
                                 path: parts.uri.path().to_owned(),
+                                query: parts.uri.query().map(str::to_owned),
                                 headers: parts.headers,
                                 body,
                             };
@@ -130,9 +145,17 @@ impl FakeUpstream {
                             Ok::<_, Infallible>(handler(&s))
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => server.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            // A client that does not trust the certificate.
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -178,6 +201,7 @@ pub fn provider(name: &str, kind: ProviderKind, base: Option<&str>) -> Provider 
         kind,
         base_url: base.map(|b| b.parse().unwrap()),
         credential: Some(format!("sk-provider-{name}")),
+        tls_roots: None,
     }
 }
 
@@ -276,9 +300,19 @@ impl Answer {
 }
 
 pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+    request(hyper::Method::POST, url, headers, body).await
+}
+
+/// Any request, read whole.
+pub async fn request(
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::post(url);
+    let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod enforcement;
+mod free;
 mod harness;
 mod jwt_rs256;
 mod ledger_sink;
@@ -12,3 +13,4 @@ mod openai;
 mod readiness;
 mod spool;
 mod streams;
+mod upstream_tls;

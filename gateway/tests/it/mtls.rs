@@ -1,7 +1,7 @@
 //! mTLS: a gateway TLS listener whose clients are agents by their
 //! certificate's SPIFFE ID, with certificates made at test time.
 
-mod pki;
+pub mod pki;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

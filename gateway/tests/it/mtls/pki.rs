@@ -244,3 +244,20 @@ pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A TLS server config presenting a certificate `ca` issued for
+/// `localhost` and 127.0.0.1, with no client authentication: a provider
+/// behind a private CA.
+pub fn upstream_server_config(ca: &Ca) -> Arc<rustls::ServerConfig> {
+    let server = ca.server();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![server.cert], key)
+    .unwrap();
+    Arc::new(config)
+}
