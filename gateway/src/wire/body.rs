@@ -11,7 +11,7 @@
 //! key sent twice is kept once, with its last value, so what the gateway
 //! read is exactly what the provider receives.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, collections::HashMap, fmt};
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -129,6 +129,10 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 type Members<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
+/// Members a repeated key is looked for among one by one; beyond this many,
+/// through an index. Request bodies have a handful.
+const SEARCHED_ONE_BY_ONE: usize = 32;
+
 struct MembersVisitor;
 
 impl<'de> Visitor<'de> for MembersVisitor {
@@ -139,15 +143,37 @@ impl<'de> Visitor<'de> for MembersVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let mut members: Members<'de> = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        // Where each key is, once there are too many members to search one
+        // by one: a body of many small members (a 4 MiB body holds hundreds
+        // of thousands) would otherwise cost time quadratic in their number.
+        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
         while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
             let value = Cow::Borrowed(value.get());
             // A repeated key keeps one member, with the last value (what
             // serde_json and Python's json read), so the provider cannot be
             // sent a model or limit other than the one the gateway priced.
-            match members.iter_mut().find(|(k, _)| *k == key.0) {
-                Some((_, v)) => *v = value,
-                None => members.push((key.0, value)),
+            let seen = match &index {
+                Some(index) => index.get(&key.0).copied(),
+                None => members.iter().position(|(k, _)| *k == key.0),
+            };
+            match seen {
+                Some(i) => members[i].1 = value,
+                None => {
+                    if let Some(index) = &mut index {
+                        index.insert(key.0.clone(), members.len());
+                    }
+                    members.push((key.0, value));
+                    if index.is_none() && members.len() > SEARCHED_ONE_BY_ONE {
+                        index = Some(
+                            members
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.clone(), i))
+                                .collect(),
+                        );
+                    }
+                }
             }
         }
         Ok(members)
@@ -232,6 +258,66 @@ mod tests {
         assert_eq!(
             round_trip(std::str::from_utf8(&object.to_vec(0)).unwrap()),
             json!({"max_tokens": 50, "model": "m", "stream_options": {"include_usage": true}})
+        );
+    }
+
+    /// Repeats are found whether the key's first member is among those
+    /// searched one by one or came after the index was built, and an
+    /// escaped key is the same key as its plain spelling.
+    #[test]
+    fn repeats_are_found_among_many_members() {
+        for members in [3, SEARCHED_ONE_BY_ONE, SEARCHED_ONE_BY_ONE + 1, 500] {
+            let mut text: String = (0..members).map(|i| format!("\"k{i}\":{i},")).collect();
+            text.push_str(r#""model":"cheap","#);
+            text.extend((members..2 * members).map(|i| format!("\"k{i}\":{i},")));
+            // Repeats of the first key, of the key after the threshold, and
+            // of `model` (escaped), with new values.
+            text.push_str(r#""k0":"x","mod\u0065l":"dear","#);
+            text.push_str(&format!("\"k{}\":\"y\"", members + 1));
+            let text = format!("{{{text}}}");
+            let object = JsonObject::parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                object.get::<String>("model"),
+                Ok(Some("dear".into())),
+                "{members}"
+            );
+            let out: Value = serde_json::from_slice(&object.to_vec(0)).unwrap();
+            let map = out.as_object().unwrap();
+            assert_eq!(map.len(), 2 * members + 1, "{members}: each key once");
+            assert_eq!(
+                (&map["k0"], &map[&format!("k{}", members + 1)]),
+                (&json!("x"), &json!("y"))
+            );
+            assert_eq!(
+                out,
+                serde_json::from_str::<Value>(&text).unwrap(),
+                "{members}"
+            );
+        }
+    }
+
+    /// A body of a few hundred thousand tiny members (a few MiB) is read in
+    /// a moment, not in time quadratic in their number (minutes of a core
+    /// per request before the index).
+    #[test]
+    fn many_members_are_read_in_linear_time() {
+        let members = 300_000;
+        let text: String = format!(
+            "{{{}\"model\":\"m\"}}",
+            (0..members)
+                .map(|i| format!("\"k{i}\":0,"))
+                .collect::<String>()
+        );
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let object = JsonObject::parse(text.as_bytes()).unwrap();
+            let _ = done.send(object.has("model"));
+        });
+        let read = finished.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(
+            read,
+            Ok(true),
+            "{members} members were not read within a minute"
         );
     }
 
