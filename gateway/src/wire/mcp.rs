@@ -56,6 +56,9 @@ fn classify_value(v: &Value) -> Result<McpMessage, WireError> {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
                 .ok_or(WireError::NotJsonRpc("tools/call needs params.name"))?;
+            if tool.len() > super::MAX_NAME_BYTES {
+                return Err(WireError::TooLong("params.name"));
+            }
             Ok(McpMessage::ToolCall {
                 tool: tool.to_owned(),
             })
@@ -114,6 +117,23 @@ mod tests {
             ),
             ("{", Err(WireError::NotJson)),
         ];
+        let long_name = |n: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{}"}}}}"#,
+                "t".repeat(n)
+            )
+        };
+        let mut cases = cases
+            .into_iter()
+            .map(|(body, want)| (body.to_owned(), want))
+            .collect::<Vec<_>>();
+        cases.push((
+            long_name(256),
+            Ok(McpMessage::ToolCall {
+                tool: "t".repeat(256),
+            }),
+        ));
+        cases.push((long_name(257), Err(WireError::TooLong("params.name"))));
         for (body, want) in cases {
             assert_eq!(classify(body.as_bytes()), want, "{body}");
         }

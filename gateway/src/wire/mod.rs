@@ -18,6 +18,12 @@ pub use request::{Endpoint, RequestFacts, inspect, prepare};
 pub use sse::{SseEvent, SseScanner};
 pub use usage::{Usage, anthropic_usage, openai_usage};
 
+/// Longest model or tool name a request may give, in bytes. Names are
+/// recorded in the ledger, which keeps every event for good, and echoed in
+/// refusals and logs; real names are far shorter (a fine-tuned OpenAI model
+/// or a Bedrock ARN is under 150 bytes).
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// Why a body could not be read or a stream could not be followed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -27,6 +33,8 @@ pub enum WireError {
     NotObject,
     #[error("the request names no model")]
     MissingModel,
+    #[error("field `{0}` is longer than {MAX_NAME_BYTES} bytes")]
+    TooLong(&'static str),
     #[error("field `{0}` has the wrong type or an out-of-range value")]
     BadField(&'static str),
     #[error("the response carries no usage report")]

@@ -101,6 +101,9 @@ pub fn inspect(
     let model = match body.raw("model") {
         None => return Err(WireError::MissingModel),
         Some(_) => match body.get::<String>("model") {
+            Ok(Some(m)) if m.len() > super::MAX_NAME_BYTES => {
+                return Err(WireError::TooLong("model"));
+            }
             Ok(Some(m)) if !m.is_empty() => m,
             _ => return Err(WireError::BadField("model")),
         },
@@ -293,6 +296,17 @@ mod tests {
                 ChatCompletions,
                 json!({"model": 5}),
                 Err(WireError::BadField("model")),
+            ),
+            // Names are kept in the ledger for good: bounded.
+            (
+                ChatCompletions,
+                json!({"model": "m".repeat(256)}),
+                Ok((false, None, 1)),
+            ),
+            (
+                Messages,
+                json!({"model": "m".repeat(257)}),
+                Err(WireError::TooLong("model")),
             ),
             (
                 Responses,

@@ -181,6 +181,13 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
             "invalid_request",
         ),
         (chat(&gw), big, 413, "body_too_large"),
+        // A name longer than any real one is refused, not kept in the ledger.
+        (
+            chat(&gw),
+            json!({"model": "m".repeat(300)}).to_string(),
+            400,
+            "invalid_request",
+        ),
         (
             chat(&gw),
             json!({"model": "gpt-unknown"}).to_string(),
@@ -206,8 +213,14 @@ async fn malformed_oversized_unknown_and_unpriced_requests_are_refused() {
     }
     assert!(upstream.seen.lock().unwrap().is_empty());
     // Refusals after authentication are in the ledger as denials.
-    let events = gw.events(4).await;
+    let events = gw.events(5).await;
     assert!(events.iter().all(|e| e.outcome == Outcome::Denied));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.model.as_ref().is_none_or(|m| m.len() <= 256)),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
