@@ -36,6 +36,20 @@ pub(super) async fn handle(
     request_id: &str,
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
+    // Streamable HTTP has one endpoint, the configured URL. Any other path
+    // would reach whatever else that server hosts (another MCP server's
+    // endpoint, its admin pages) under this server's name and allowlist.
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path != "/" {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unsupported_endpoint",
+            format!(
+                "MCP server {:?} is served at /{} itself, not at sub-paths",
+                provider.name, provider.name
+            ),
+        ));
+    }
     let now = chrono::Utc::now();
     let (snapshot, mut record) = admit(gw, &req, provider, request_id, started)?;
     let agent = record.agent.clone();

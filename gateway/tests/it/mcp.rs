@@ -121,6 +121,41 @@ async fn other_messages_pass_without_a_charge() {
     }
 }
 
+/// Only the configured endpoint is reachable: a sub-path or a dot segment
+/// would reach whatever else the server's host serves, under this server's
+/// name and allowlist.
+#[tokio::test]
+async fn only_the_configured_endpoint_is_reachable() {
+    let upstream = FakeUpstream::start(echo()).await;
+    let gw = mcp_gateway(&upstream).await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    for path in ["/search/other", "/search/../admin", "/search/x?session=1"] {
+        let answer = post(
+            &format!("{}{path}", gw.url),
+            &[("authorization", &gw.bearer())],
+            list.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.text());
+        assert_eq!(
+            answer.json()["error"]["reason"],
+            "unsupported_endpoint",
+            "{path}"
+        );
+    }
+    assert!(upstream.seen.lock().unwrap().is_empty());
+    for path in ["/search", "/search/", "/search?session=1"] {
+        let answer = post(
+            &format!("{}{path}", gw.url),
+            &[("authorization", &gw.bearer())],
+            list.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        assert_eq!(upstream.last().path, "/mcp", "{path}");
+    }
+}
+
 /// A body with a repeated `method` key is read by the gateway as its last
 /// value (free `ping`) but by a first-key-wins server as `tools/call`. The
 /// server must receive exactly the message the gateway classified.
