@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::keys::PublicKey;
 use crate::store::{BatchRecord, CheckpointRecord, EntryRecord, LedgerStore, StoreError};
 use crate::tree::Frontier;
-use crate::verify::{Checker, Report, Trust};
+use crate::verify::{Checker, Problem, Report, Trust};
 
 pub const EXPORT_FORMAT: &str = "caracal-ledger-export";
 pub const EXPORT_VERSION: u32 = 1;
@@ -228,6 +228,17 @@ pub fn verify_export(export: &Export, mut trust: Trust) -> Report {
     let mut entries = export.entries.clone();
     entries.sort_by_key(|e| e.index);
     checker.feed_chunk(&entries);
-    let bound = entries.last().map_or(0, |e| e.index + 1);
-    checker.finish(bound, true)
+    let bound = entries.last().map_or(0, |e| e.index.saturating_add(1));
+    let mut report = checker.finish(bound, true);
+    // An export whose entries are all covered by no checkpoint is reported
+    // above; one with no entries and no trusted checkpoint has nothing wrong
+    // in it, but nothing authenticated either, and must not pass as intact.
+    if report.checkpoints_matched == 0 && report.problems.is_empty() {
+        report.problems.push(Problem {
+            index: None,
+            checkpoint: None,
+            what: "the export holds no checkpoint signed by a trusted log key, so nothing in it is authenticated".into(),
+        });
+    }
+    report
 }

@@ -113,8 +113,11 @@ pub fn split_note(text: &str) -> Result<(&str, Vec<NoteSignature>), NoteError> {
     let sigs = text[cut + 2..]
         .strip_suffix('\n')
         .ok_or_else(|| bad("no final newline"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<NoteSignature> = Vec::new();
     for line in sigs.split('\n') {
+        if out.len() == MAX_SIGNATURES {
+            return Err(bad("more than 100 signature lines"));
+        }
         let rest = line
             .strip_prefix(SIGNATURE_PREFIX)
             .ok_or_else(|| bad("signature line without em dash"))?;
@@ -127,14 +130,25 @@ pub fn split_note(text: &str) -> Result<(&str, Vec<NoteSignature>), NoteError> {
         if blob.len() < 5 {
             return Err(bad("signature too short"));
         }
+        let key_id = [blob[0], blob[1], blob[2], blob[3]];
+        // A key signs a note once; a repeat would only be checked again.
+        if out.iter().any(|s| s.name == name && s.key_id == key_id) {
+            return Err(bad("two signatures by the same key"));
+        }
         out.push(NoteSignature {
             name: name.to_string(),
-            key_id: [blob[0], blob[1], blob[2], blob[3]],
+            key_id,
             signature: blob[4..].to_vec(),
         });
     }
     Ok((body, out))
 }
+
+/// Most signature lines a note may carry (the limit of Go's `note`
+/// package). Every line naming a known key costs a signature check, so a
+/// note padded with copies of one line would otherwise take time in
+/// proportion to its size for nothing.
+pub const MAX_SIGNATURES: usize = 100;
 
 /// Checks a checkpoint note against the known log keys and returns what it
 /// commits to and the key that signed it. At least one signature must be by a
@@ -204,6 +218,36 @@ mod tests {
         .unwrap();
         assert_eq!(cp, checkpoint());
         assert_eq!(signer.key_id(), key.key_id());
+    }
+
+    /// A note padded with copies of its signature line, or with more lines
+    /// than any real note has, is refused before any signature is checked.
+    #[test]
+    fn repeated_or_too_many_signature_lines_are_malformed() {
+        let key = KeyPair::generate("log").unwrap();
+        let cp = Checkpoint {
+            origin: "log".into(),
+            ..checkpoint()
+        };
+        let note = cp.sign(&key);
+        let line = note.trim_end().rsplit('\n').next().unwrap().to_owned();
+        let keys = [key.public().clone()];
+        assert!(open_checkpoint(&note, &keys, None).is_ok());
+        let repeated = format!("{note}{line}\n");
+        assert_eq!(
+            open_checkpoint(&repeated, &keys, None).unwrap_err(),
+            NoteError::Malformed("two signatures by the same key".into())
+        );
+        // 101 lines by different (unknown) keys, the real one among them.
+        let mut padded = note.clone();
+        for i in 0..MAX_SIGNATURES as u32 {
+            let blob = STANDARD.encode([&i.to_be_bytes()[..], &[0u8; 8]].concat());
+            padded.push_str(&format!("{SIGNATURE_PREFIX}other{i} {blob}\n"));
+        }
+        assert_eq!(
+            open_checkpoint(&padded, &keys, None).unwrap_err(),
+            NoteError::Malformed("more than 100 signature lines".into())
+        );
     }
 
     #[test]
@@ -298,10 +342,17 @@ mod tests {
             b[last] ^= 1;
             b
         });
-        let forged = format!("{note}\u{2014} log {bad_blob}\n");
+        let forged = format!("{}\n{other_line}\u{2014} log {bad_blob}\n", cp.body());
         assert!(matches!(
             open_checkpoint(&forged, &keys, None),
             Err(NoteError::BadSignature { .. })
+        ));
+        // A failing line beside a valid one by the same key is a second
+        // signature by that key: refused before any check.
+        let doubled = format!("{note}\u{2014} log {bad_blob}\n");
+        assert!(matches!(
+            open_checkpoint(&doubled, &keys, None),
+            Err(NoteError::Malformed(_))
         ));
     }
 

@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         .with_context(|| format!("entry {} does not decode", r.index))?;
                     groups.entry(group_key(&e, by)).or_default().add(&e)?;
                 }
-                print_summary(by, &groups);
+                print_summary(by, &groups)?;
                 Ok(())
             }
             LedgerCommand::Export { db, out } => {
@@ -189,17 +189,36 @@ struct Totals {
 }
 
 impl Totals {
+    /// Count one event. Token counts are whatever the provider reported
+    /// (any `u64`), so every sum is checked: a total that does not fit is
+    /// an error, never a wrapped number.
     fn add(&mut self, e: &MeteringEvent) -> anyhow::Result<()> {
-        self.requests += 1;
-        if e.outcome == caracal_ledger::event::Outcome::Denied {
-            self.denied += 1;
-        }
-        self.input += e.tokens.input;
-        self.output += e.tokens.output;
-        self.cost = self
-            .cost
-            .checked_add(e.cost)
-            .context("cost total overflows")?;
+        let denied = u64::from(e.outcome == caracal_ledger::event::Outcome::Denied);
+        self.merge(&Totals {
+            requests: 1,
+            denied,
+            input: e.tokens.input,
+            output: e.tokens.output,
+            cost: e.cost,
+        })
+    }
+
+    /// Add another group's totals.
+    fn merge(&mut self, other: &Totals) -> anyhow::Result<()> {
+        let sum = |a: u64, b: u64, what: &str| {
+            a.checked_add(b)
+                .with_context(|| format!("the {what} total does not fit in 64 bits"))
+        };
+        *self = Totals {
+            requests: sum(self.requests, other.requests, "request")?,
+            denied: sum(self.denied, other.denied, "denied-request")?,
+            input: sum(self.input, other.input, "input-token")?,
+            output: sum(self.output, other.output, "output-token")?,
+            cost: self
+                .cost
+                .checked_add(other.cost)
+                .context("the cost total does not fit in 64 bits of micro-dollars")?,
+        };
         Ok(())
     }
 }
@@ -217,14 +236,18 @@ fn group_key(e: &MeteringEvent, by: GroupBy) -> String {
     }
 }
 
-fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
+fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) -> anyhow::Result<()> {
+    // The total first: a total that does not fit fails before any output.
+    let mut total = Totals::default();
+    for t in groups.values() {
+        total.merge(t)?;
+    }
     let title = format!("{by:?}").to_uppercase();
     println!(
         "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
         title, "REQUESTS", "DENIED", "IN", "OUT", "COST USD"
     );
-    let mut total = Totals::default();
-    for (key, t) in groups {
+    for (key, t) in groups.iter().chain([(&"TOTAL".to_owned(), &total)]) {
         println!(
             "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
             key,
@@ -234,19 +257,46 @@ fn print_summary(by: GroupBy, groups: &BTreeMap<String, Totals>) {
             t.output,
             format!("{:#}", t.cost)
         );
-        total.requests += t.requests;
-        total.denied += t.denied;
-        total.input += t.input;
-        total.output += t.output;
-        total.cost = total.cost.checked_add(t.cost).unwrap_or(Micros(i64::MAX));
     }
-    println!(
-        "{:<32}  {:>9}  {:>7}  {:>12}  {:>12}  {:>14}",
-        "TOTAL",
-        total.requests,
-        total.denied,
-        total.input,
-        total.output,
-        format!("{:#}", total.cost)
-    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_that_do_not_fit_are_errors_not_wrapped_numbers() {
+        let mut huge = MeteringEvent::example(1);
+        huge.tokens.input = u64::MAX;
+        let mut group = Totals::default();
+        group.add(&huge).unwrap();
+        let err = group.add(&huge).unwrap_err().to_string();
+        assert!(err.contains("input-token total"), "{err}");
+
+        let mut dear = MeteringEvent::example(2);
+        dear.cost = Micros(i64::MAX);
+        let mut group = Totals::default();
+        group.add(&dear).unwrap();
+        assert!(group.add(&dear).is_err());
+
+        // Groups that each fit but whose sum does not.
+        let groups = BTreeMap::from([
+            (
+                "a".to_owned(),
+                Totals {
+                    output: u64::MAX,
+                    ..Totals::default()
+                },
+            ),
+            (
+                "b".to_owned(),
+                Totals {
+                    output: 1,
+                    ..Totals::default()
+                },
+            ),
+        ]);
+        assert!(print_summary(GroupBy::Agent, &groups).is_err());
+    }
 }

@@ -282,6 +282,12 @@ pub trait LedgerStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<EntryRecord>, StoreError>> + Send;
     /// One past the highest stored index (the size the entries claim).
     fn entry_bound(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The lowest stored index at or after `from`, if any: how a reader
+    /// steps over a gap in one lookup instead of range by empty range.
+    fn first_index_from(
+        &self,
+        from: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
     fn entry_by_event(
         &self,
         id: Uuid,
@@ -465,6 +471,9 @@ impl LedgerStore for Ledger {
     }
     async fn entry_bound(&self) -> Result<u64, StoreError> {
         dispatch!(self, s => s.entry_bound().await)
+    }
+    async fn first_index_from(&self, from: u64) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.first_index_from(from).await)
     }
     async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
         dispatch!(self, s => s.entry_by_event(id).await)

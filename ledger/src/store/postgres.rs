@@ -405,6 +405,18 @@ impl LedgerStore for PgStore {
         Ok(size as u64)
     }
 
+    async fn first_index_from(&self, from: u64) -> Result<Option<u64>, StoreError> {
+        let Ok(from) = i64::try_from(from) else {
+            return Ok(None);
+        };
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(idx) FROM ledger_entries WHERE idx >= $1")
+                .bind(from)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(first.map(|i| i as u64))
+    }
+
     async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT idx, event_id, leaf, batch_root, batch_pos FROM ledger_entries WHERE event_id = $1",

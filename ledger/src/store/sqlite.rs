@@ -704,6 +704,18 @@ impl LedgerStore for SqliteStore {
         Ok(size as u64)
     }
 
+    async fn first_index_from(&self, from: u64) -> Result<Option<u64>, StoreError> {
+        let Ok(from) = i64::try_from(from) else {
+            return Ok(None);
+        };
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(idx) FROM ledger_entries WHERE idx >= ?1")
+                .bind(from)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(first.map(|i| i as u64))
+    }
+
     async fn entry_by_event(&self, id: Uuid) -> Result<Option<EntryRecord>, StoreError> {
         let sql = format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE event_id = ?1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

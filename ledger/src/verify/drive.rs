@@ -21,7 +21,15 @@ fn task_failed(e: tokio::task::JoinError) -> StoreError {
     StoreError::Inconsistent(format!("verifier task failed: {e}"))
 }
 
-/// Feeds the rows with `from <= index < to`.
+/// Feeds the rows with `from <= index < to`, and stops early once reading
+/// further cannot tell anything ([`Checker::done`]).
+///
+/// A chunk that comes back short has a gap in it or ends where the stored
+/// entries end. Then the next stored entry is looked up and fed (the checker
+/// names the gap), or, when there is none, the checker is told that the
+/// entries have run out. So a bound or checkpoint size far beyond the
+/// stored entries (an inserted row at index 2^62, say) costs one lookup,
+/// not a walk over every empty range up to it.
 pub(super) async fn feed_rows(
     store: &impl LedgerStore,
     mut checker: Checker,
@@ -30,28 +38,53 @@ pub(super) async fn feed_rows(
 ) -> Result<Checker, StoreError> {
     let mut next = from;
     let mut current = None;
-    if next < to {
-        let chunk_end = (next + CHUNK).min(to);
-        current = Some(store.entries(next, chunk_end).await?);
+    if next < to && !checker.done() {
+        let chunk_end = next.saturating_add(CHUNK).min(to);
+        current = Some((next, chunk_end, store.entries(next, chunk_end).await?));
         next = chunk_end;
     }
-    while let Some(chunk) = current.take() {
+    while let Some((chunk_start, chunk_end, chunk)) = current.take() {
+        let short = (chunk.len() as u64) < chunk_end - chunk_start;
         let work = tokio::task::spawn_blocking(move || {
             checker.feed_chunk(&chunk);
             checker
         });
-        let chunk_end = (next + CHUNK).min(to);
+        let fetch_end = next.saturating_add(CHUNK).min(to);
         let fetch = async {
-            if next < to {
-                Some(store.entries(next, chunk_end).await)
+            if next < to && !short {
+                Some(store.entries(next, fetch_end).await)
             } else {
                 None
             }
         };
         let (worked, fetched) = tokio::join!(work, fetch);
         checker = worked.map_err(task_failed)?;
-        current = fetched.transpose()?;
-        next = chunk_end;
+        if checker.done() {
+            break;
+        }
+        if short {
+            match store.first_index_from(checker.next_index()).await? {
+                None => {
+                    checker.exhausted = true;
+                    break;
+                }
+                Some(index) => {
+                    // Feeding it names the gap before it.
+                    let rows = store.entries(index, index.saturating_add(1)).await?;
+                    checker.feed_chunk(&rows);
+                    if !checker.done() {
+                        // The entry was there a moment ago and is not now:
+                        // a store being written while it is read.
+                        return Err(StoreError::Inconsistent(format!(
+                            "entry {index} disappeared while the log was read"
+                        )));
+                    }
+                    break;
+                }
+            }
+        }
+        current = fetched.transpose()?.map(|rows| (next, fetch_end, rows));
+        next = fetch_end;
     }
     Ok(checker)
 }
@@ -154,6 +187,9 @@ pub(super) async fn feed_tiles(
         };
         let (worked, fetched) = tokio::join!(work, fetch);
         checker = worked?;
+        if checker.done() {
+            break;
+        }
         current = fetched.transpose()?;
         next = fetch_end;
     }
@@ -193,10 +229,19 @@ async fn finish_chunk(
             checker = feed_rows(store, checker, tile * TILE_WIDTH, (tile + 1) * TILE_WIDTH).await?;
         }
         let stop = inputs.get(done).map_or(end, |t| t.tile.min(end));
-        while next < stop {
-            checker.tile_missing(next);
-            checker = feed_rows(store, checker, next * TILE_WIDTH, (next + 1) * TILE_WIDTH).await?;
+        while next < stop && !checker.done() {
+            let rows_from = next * TILE_WIDTH;
+            checker = feed_rows(store, checker, rows_from, rows_from + TILE_WIDTH).await?;
+            // With every row of the tile there, the tile itself is what is
+            // missing; rows that are missing (or past the log's end) are
+            // reported as such, not as a missing tile too.
+            if checker.next_index() >= rows_from + TILE_WIDTH {
+                checker.tile_missing(next);
+            }
             next += 1;
+        }
+        if checker.done() {
+            return Ok(checker);
         }
         if done >= inputs.len() || next >= end || inputs[done].tile != next {
             return Ok(checker);

@@ -146,6 +146,9 @@ pub struct Checker {
     last_batch: Option<usize>,
     /// Set once the recomputed tree can no longer be trusted (after a gap).
     broken: bool,
+    /// Set when no stored entry is left at or after the next index: there is
+    /// nothing more to read, however far the range was meant to run.
+    exhausted: bool,
     report: Report,
     /// Where the tiles being fed are unpacked (kept to be reused).
     scratch: Vec<u8>,
@@ -169,6 +172,7 @@ impl Checker {
             batches: SignedBatches::default(),
             last_batch: None,
             broken: false,
+            exhausted: false,
             report: Report::default(),
             scratch: Vec::new(),
         };
@@ -253,6 +257,12 @@ impl Checker {
         for (entry, hash) in entries.iter().zip(hashes) {
             self.feed_hashed(entry, hash);
         }
+    }
+
+    /// Whether reading further can tell anything: not after a gap (nothing
+    /// beyond it is checked) nor once the stored entries have run out.
+    pub(super) fn done(&self) -> bool {
+        self.broken || self.exhausted
     }
 
     /// Feeds one entry (entries must come in increasing index order).
@@ -472,7 +482,7 @@ pub async fn verify_store(
             let end = checkpoints
                 .iter()
                 .map(|c| c.size)
-                .find(|s| *s >= to.max(from + 1))
+                .find(|s| *s >= to.max(from.saturating_add(1)))
                 .unwrap_or(bound.max(latest));
             (from, end, false)
         }

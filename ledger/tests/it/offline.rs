@@ -3,7 +3,7 @@
 use caracal_ledger::export::{read_export, verify_export, write_export};
 use caracal_ledger::keys::KeyPair;
 use caracal_ledger::prove::{ProveError, prove_consistency, prove_event};
-use caracal_ledger::store::Ledger;
+use caracal_ledger::store::{Ledger, LedgerStore};
 use caracal_ledger::verify::{Scope, Trust, verify_store};
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -47,6 +47,19 @@ async fn export_verifies_offline_and_tampering_is_caught() {
     // A different log key proves nothing.
     let stranger = KeyPair::generate(ORIGIN).unwrap();
     assert!(!verify_export(&export, trust(&stranger)).is_intact());
+
+    // Nor does an export of nothing: its header alone, or everything but
+    // its entries and checkpoints.
+    let header = text.lines().next().unwrap();
+    let bare = read_export(format!("{header}\n").as_bytes()).unwrap();
+    let report = verify_export(&bare, trust(&key));
+    assert!(!report.is_intact(), "{report:?}");
+    assert!(
+        report.problems[0]
+            .what
+            .contains("nothing in it is authenticated"),
+        "{report:?}"
+    );
 
     // One entry's bytes changed (a token count), everything else kept.
     let mut tampered = export.clone();
@@ -151,4 +164,40 @@ async fn sqlite_tampering_is_caught_too() {
     };
     let report = verify_store(&ledger, &t, Scope::Full).await.unwrap();
     assert_eq!(report.first_bad_index(), Some(4), "{:#?}", report.problems);
+}
+
+/// An entry inserted far beyond the end of a SQLite log (inserts are not
+/// refused by the append-only triggers): named at once, not after walking
+/// every empty range up to it.
+#[tokio::test]
+async fn sqlite_entry_inserted_far_beyond_the_end_is_caught_at_once() {
+    let file = TestFile::new();
+    let (ledger, key, gw) = small_log(&file.url()).await;
+    let Ledger::Sqlite(lite) = &ledger else {
+        unreachable!()
+    };
+    sqlx::raw_sql(
+        "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+         VALUES (4611686018427387904, randomblob(16), x'7b7d', zeroblob(32), 0, 0, 'a/b');",
+    )
+    .execute(lite.pool())
+    .await
+    .unwrap();
+    assert_eq!(ledger.first_index_from(27).await.unwrap(), Some(1 << 62));
+    assert_eq!(ledger.first_index_from(3).await.unwrap(), Some(3));
+    assert_eq!(ledger.first_index_from((1 << 62) + 1).await.unwrap(), None);
+    assert_eq!(ledger.first_index_from(u64::MAX).await.unwrap(), None);
+    let t = Trust {
+        submitters: vec![gw.public().clone()],
+        ..trust(&key)
+    };
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        verify_store(&ledger, &t, Scope::Full),
+    )
+    .await
+    .expect("verification walked empty ranges")
+    .unwrap();
+    assert_eq!(report.first_bad_index(), Some(27), "{:#?}", report.problems);
+    assert_eq!(report.entries_checked, 27);
 }

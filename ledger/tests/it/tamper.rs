@@ -11,7 +11,7 @@ use caracal_ledger::store::LedgerStore;
 use caracal_ledger::verify::{Scope, verify_store};
 
 use crate::common::*;
-use crate::scene::{Scene, assert_caught};
+use crate::scene::{Scene, assert_caught, assert_caught_saying};
 
 /// A 30-entry log (checkpoints at 10, 20, 30) and an attacker's connection.
 async fn scene() -> Scene {
@@ -115,6 +115,61 @@ async fn forged_entry_appended_is_caught() {
         ))
         .await;
     assert_caught(&scene.verify().await, 30);
+}
+
+/// Verification with a deadline: a walk over every empty range up to a
+/// forged index would never end.
+async fn verify_within(scene: &Scene, seconds: u64) -> caracal_ledger::verify::Report {
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), scene.verify())
+        .await
+        .expect("verification did not finish: it walked empty ranges")
+}
+
+/// An entry inserted at index 2^62, beyond three whole data tiles: named at
+/// once (one lookup steps over the gap), not after 2^62 / 20,000 reads.
+#[tokio::test]
+async fn forged_entry_far_beyond_the_end_is_caught_at_once() {
+    let mut scene = Scene::with_steps(&[0..300, 300..768, 768..900]).await;
+    let leaf = hex::encode(
+        caracal_ledger::event::MeteringEvent::example(5000)
+            .encode()
+            .unwrap(),
+    );
+    let id = caracal_ledger::event::MeteringEvent::example(5000).id;
+    scene
+        .attack(&format!(
+            "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
+             VALUES (4611686018427387904, '{id}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-0');",
+            hex::encode([7u8; 32])
+        ))
+        .await;
+    let report = verify_within(&scene, 30).await;
+    assert_caught_saying(
+        &report,
+        900,
+        "the next stored entry is index 4611686018427387904",
+    );
+    assert_eq!(
+        report.entries_checked, 900,
+        "every real entry is still checked"
+    );
+}
+
+/// A checkpoint row claiming a size of 2^62 (its note is not signed): the
+/// stored entries end at 30, so the read ends there too.
+#[tokio::test]
+async fn checkpoint_claiming_a_huge_size_is_caught_at_once() {
+    let mut scene = scene().await;
+    scene
+        .attack(&format!(
+            "INSERT INTO ledger_checkpoints (size, root, key_id, note)
+             VALUES (4611686018427387904, '\\x{}', '\\x00000000', 'forged');",
+            hex::encode([7u8; 32])
+        ))
+        .await;
+    let report = verify_within(&scene, 30).await;
+    assert!(!report.is_intact(), "{:#?}", report.problems);
+    assert_eq!(report.entries_checked, 30, "{:#?}", report.problems);
 }
 
 #[tokio::test]
