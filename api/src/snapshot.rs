@@ -153,8 +153,10 @@ pub struct BudgetRule {
     /// Stable counter name, unique per budget and agent, e.g.
     /// `p:team/daily:team/bot`. The store adds the window instance.
     pub counter: String,
-    /// Redis Cluster hash tag shared by every counter of one delegation tree
-    /// (the root agent's id), so one script can reserve on all of them.
+    /// Redis Cluster hash tag shared by every counter a request may charge
+    /// (the agent's namespace: delegation chains stay inside one), so one
+    /// script can reserve on all of them. Not the chain's root, so that a
+    /// counter keeps its key when Delegations change.
     pub tree: String,
 }
 

@@ -90,7 +90,7 @@ fn try_evaluate(
     let pricing = resolve_price(snapshot, request)?;
     let (amount, max_tokens, input_tokens) = size_reservation(agent, request, pricing)?;
 
-    let mut lines = Vec::with_capacity(agent.rules.len());
+    let mut lines: Vec<BudgetLine> = Vec::with_capacity(agent.rules.len());
     for rule in &agent.rules {
         if let Some(cap) = rule.max_request_cost
             && amount.min > cap
@@ -118,9 +118,10 @@ fn try_evaluate(
             record(rule, reason, &mut would_deny)?;
             continue;
         }
-        // Counters are unique per rule by construction (see compile), so
-        // no line repeats; a repeat would only reserve twice, never less.
-        if rule.enforcement == Enforcement::Enforce {
+        // Compile gives every rule its own counter, but a counter listed
+        // twice would be held once and charged twice by a store, so a
+        // repeat is dropped here too.
+        if rule.enforcement == Enforcement::Enforce && !lines.iter().any(|l| l.key == line.key) {
             lines.push(line);
         }
     }

@@ -179,6 +179,16 @@ fn walk<'a>(ctx: &Context<'a>, id: &str) -> Result<(Vec<&'a Grant>, Vec<String>)
     }
 }
 
+/// The Redis Cluster hash tag of every counter `agent`'s chain charges: its
+/// namespace. Delegations link agents of one namespace, so a chain's
+/// counters share one slot and are reserved in one atomic step. It is not
+/// the chain's root: a counter's key must not change when a Delegation is
+/// added, moved or removed, or the agent's spent budget would start again
+/// from zero under the new key.
+fn tree_of(agent: &str) -> String {
+    agent.split_once('/').map_or(agent, |(ns, _)| ns).to_owned()
+}
+
 fn push_policies(ctx: &Context<'_>, agent: &str, root: &str, rules: &mut Vec<Rule>) {
     for t in ctx.policies_of.get(agent).into_iter().flatten() {
         rules.push(Rule {
@@ -193,7 +203,7 @@ fn push_policies(ctx: &Context<'_>, agent: &str, root: &str, rules: &mut Vec<Rul
                 limit: *limit,
                 window: window.clone(),
                 counter: policy_counter(&t.id, agent),
-                tree: root.to_owned(),
+                tree: tree_of(root),
             }),
             expires_at: None,
         });
@@ -214,7 +224,7 @@ fn grant_rule(g: &Grant, root: &str) -> Rule {
             limit: g.limit,
             window: g.window.clone(),
             counter: delegation_counter(&g.id),
-            tree: root.to_owned(),
+            tree: tree_of(root),
         }),
         expires_at: g.expires_at,
     }

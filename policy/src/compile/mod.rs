@@ -221,11 +221,16 @@ fn select(
     agents: &BTreeMap<String, &Agent>,
 ) -> Result<Vec<String>, (convert::Refusal, Vec<String>)> {
     let spec = &policy.spec;
+    // An agent named twice is selected once: two identical rules would
+    // hold its reservation once but commit its spend twice.
     let named = |refs: &Vec<caracal_api::crd::AgentRef>| -> Vec<String> {
-        refs.iter()
-            .map(|r| agent_id(ns, &r.name))
-            .filter(|id| agents.contains_key(id))
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for id in refs.iter().map(|r| agent_id(ns, &r.name)) {
+            if agents.contains_key(&id) && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
     };
     // (selected, refusal if some agent could not be judged, with it included)
     let by_labels = |selector| {

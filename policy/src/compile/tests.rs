@@ -135,11 +135,11 @@ fn chain_flattens_into_rules_on_one_tree() {
     assert_eq!(
         counters,
         [
-            ("p:team/leaf-daily:team/leaf", "team/root"),
-            ("d:team/mid-leaf", "team/root"),
-            ("d:team/root-mid", "team/root"),
+            ("p:team/leaf-daily:team/leaf", "team"),
+            ("d:team/mid-leaf", "team"),
+            ("d:team/root-mid", "team"),
             // The same counter the root's own requests charge.
-            ("p:team/root-daily:team/root", "team/root"),
+            ("p:team/root-daily:team/root", "team"),
         ]
     );
     let root = &c.snapshot.agents["team/root"];
@@ -148,6 +148,35 @@ fn chain_flattens_into_rules_on_one_tree() {
         "p:team/root-daily:team/root"
     );
     assert_eq!(root.providers, ["openai", "anthropic"]);
+}
+
+/// An agent's counters keep their keys whatever Delegations come and go: a
+/// Delegation that moved them would let the agent spend a spent budget
+/// again from zero. An agent named twice by one Policy gets one rule.
+#[test]
+fn counters_do_not_move_with_the_delegation_chain() {
+    let agents = [agent("lead"), agent("bot")];
+    let policies = [
+        policy("lead-daily", &["lead"]),
+        policy("bot-daily", &["bot", "bot"]),
+    ];
+    let alone = run(&agents, &policies, &[]);
+    let delegated = run(&agents, &policies, &[delegation("lead-bot", "lead", "bot")]);
+    let own_rule = |c: &Compiled| {
+        let rules: Vec<_> = c.snapshot.agents["team/bot"]
+            .rules
+            .iter()
+            .filter(|r| r.source.describe().starts_with("policy team/bot-daily"))
+            .map(|r| r.budget.clone().unwrap())
+            .collect();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        (rules[0].counter.clone(), rules[0].tree.clone())
+    };
+    assert_eq!(own_rule(&alone), own_rule(&delegated));
+    assert_eq!(
+        own_rule(&alone),
+        ("p:team/bot-daily:team/bot".into(), "team".into())
+    );
 }
 
 #[test]

@@ -145,7 +145,7 @@ impl State {
     fn settle(&mut self, res: &Reservation, actual: Micros, now: DateTime<Utc>) -> SettleOutcome {
         self.sweep(now);
         let member = hold_member(&res.id, res.amount);
-        if now < res.expires_at {
+        if now < res.marker_from() {
             let Some(first) = res.lines.first() else {
                 return SettleOutcome::Settled;
             };

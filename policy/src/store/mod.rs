@@ -82,6 +82,22 @@ pub struct Reservation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// How long before its hold expires a settle stops trusting the hold as the
+/// proof that the reservation is unsettled, and leaves a settle marker
+/// instead (as every settle after expiry does). Near expiry another gateway
+/// whose clock runs a little ahead may already have dropped the hold as
+/// expired; a settle that took the missing hold for "settled before" would
+/// lose the call's spend. Clocks must agree to well within this.
+pub const SETTLE_MARKER_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Reservation {
+    /// From when a settle of this reservation goes by a settle marker rather
+    /// than by its hold (see [`SETTLE_MARKER_MARGIN`]).
+    pub fn marker_from(&self) -> DateTime<Utc> {
+        self.expires_at - chrono::Duration::from_std(SETTLE_MARKER_MARGIN).unwrap_or_default()
+    }
+}
+
 /// Result of a reservation attempt that reached the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReserveOutcome {

@@ -37,9 +37,10 @@ pub const MAX_SCRIPT_AMOUNT: i64 = 1 << 53;
 /// Bound on establishing the connection to Redis.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long the marker of a settle that came after its hold expired is
-/// kept, so a retry of it is a no-op. (Settles before expiry need no marker:
-/// the missing hold says the reservation was settled.)
+/// How long the marker of a settle near or after its hold's expiry is kept,
+/// so a retry of it is a no-op. (Settles well before expiry need no marker:
+/// the missing hold says the reservation was settled; see
+/// [`super::SETTLE_MARKER_MARGIN`].)
 const SETTLE_MARKER_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Redis-backed [`BudgetStore`]. Cheap to clone; clones share one
@@ -222,7 +223,7 @@ impl RedisBudgetStore {
             .arg(&res.id)
             .arg(res.amount.get())
             .arg(actual.get())
-            .arg(res.expires_at.timestamp_millis())
+            .arg(res.marker_from().timestamp_millis())
             .arg(SETTLE_MARKER_TTL_MS);
         for line in &res.lines {
             let (kind, _, bucket_ms) = window_args(&line.window);

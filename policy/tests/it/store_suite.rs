@@ -181,6 +181,29 @@ async fn settle_is_once_and_counts_even_after_expiry(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, late).await, [(80, 0)]);
 }
 
+/// A settle just before its hold's expiry, after another gateway whose clock
+/// runs a few milliseconds ahead has already dropped the hold as expired,
+/// still counts the call's spend (once).
+async fn a_settle_near_expiry_counts_after_another_clock_dropped_the_hold(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("tnear", "daily", 1_000, day_of(now))];
+    let ttl = Duration::from_secs(300);
+    let r = held(reserve(store, "near", &lines, (100, 100), now, ttl).await);
+    let expiry = now + chrono::Duration::seconds(300);
+    let ahead = expiry + chrono::Duration::milliseconds(5);
+    held(reserve(store, "other", &lines, (1, 1), ahead, TTL).await);
+    let behind = expiry - chrono::Duration::milliseconds(10);
+    assert_eq!(
+        store.settle(&r, Micros(80), behind).await.unwrap(),
+        SettleOutcome::Settled
+    );
+    assert_eq!(
+        store.settle(&r, Micros(80), behind).await.unwrap(),
+        SettleOutcome::AlreadySettled
+    );
+    assert_eq!(usage(store, &lines, ahead).await, [(80, 1)]);
+}
+
 async fn a_repeated_id_never_strands_a_hold(store: &dyn BudgetStore) {
     let now = at(T0);
     let lines = [line("t9", "daily", 1_000, day_of(now))];
@@ -200,6 +223,23 @@ async fn a_repeated_id_never_strands_a_hold(store: &dyn BudgetStore) {
     assert_eq!(usage(store, &lines, now).await, [(280, 50)]);
     store.settle(&b, Micros(10), now).await.unwrap();
     assert_eq!(usage(store, &lines, now).await, [(290, 0)]);
+}
+
+/// A hold of nothing (a tool priced at zero, say) settles like any other,
+/// and what the call did cost is counted.
+async fn a_free_hold_settles_and_counts(store: &dyn BudgetStore) {
+    let now = at(T0);
+    let lines = [line("tfree", "daily", 1_000, day_of(now))];
+    let r = held(reserve(store, "zero", &lines, (0, 0), now, TTL).await);
+    assert_eq!(
+        store.settle(&r, Micros(5), now).await.unwrap(),
+        SettleOutcome::Settled
+    );
+    assert_eq!(
+        store.settle(&r, Micros(5), now).await.unwrap(),
+        SettleOutcome::AlreadySettled
+    );
+    assert_eq!(usage(store, &lines, now).await, [(5, 0)]);
 }
 
 async fn absurd_costs_saturate_instead_of_wrapping(store: &dyn BudgetStore) {
@@ -376,6 +416,8 @@ suite!(
     settle_is_once_and_counts_even_after_expiry,
     a_repeated_id_never_strands_a_hold,
     absurd_costs_saturate_instead_of_wrapping,
+    a_free_hold_settles_and_counts,
+    a_settle_near_expiry_counts_after_another_clock_dropped_the_hold,
     window_resets_during_a_request,
     rolling_window_forgets_old_spend,
     invalid_requests_are_refused,

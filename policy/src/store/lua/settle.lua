@@ -1,12 +1,14 @@
 -- Commit the actual cost on every line and release the hold, once.
 -- KEYS: per line, counter hash then holds zset; last, the late-settle marker.
--- ARGV: now_ms, reservation id, reserved amount, actual, hold_expiry_ms,
+-- ARGV: now_ms, reservation id, reserved amount, actual, marker_from_ms,
 --       marker_ttl_ms, then per line: kind, keep_ms, bucket_ms.
 -- Returns 1 when settled now, 0 when it had been settled before.
 --
--- Before the hold expires, the hold itself proves the reservation is still
--- unsettled: no hold means settled already. After expiry the hold may have
--- been purged, so a late settle leaves a marker and a repeat finds it.
+-- Well before the hold expires, the hold itself proves the reservation is
+-- still unsettled: no hold means settled already. From marker_from_ms (a
+-- margin before expiry, since another gateway's clock may run a little
+-- ahead and purge the hold early) and after expiry, the hold may be gone,
+-- so such a settle leaves a marker and a repeat finds it.
 local now = tonumber(ARGV[1])
 local member = ARGV[2] .. ':' .. ARGV[3]
 local reserved = ARGV[3]
@@ -23,12 +25,12 @@ else
   if redis.call('ZREM', KEYS[2], member) == 0 then
     return 0
   end
-  redis.call('HINCRBY', KEYS[1], 'held', '-' .. reserved)
+  redis.call('HINCRBY', KEYS[1], 'held', fmt(-tonumber(reserved)))
   first = 2
 end
 for i = first, n do
   if redis.call('ZREM', KEYS[2 * i], member) == 1 then
-    redis.call('HINCRBY', KEYS[2 * i - 1], 'held', '-' .. reserved)
+    redis.call('HINCRBY', KEYS[2 * i - 1], 'held', fmt(-tonumber(reserved)))
   end
 end
 
