@@ -59,9 +59,10 @@ pub(super) struct Metering {
 }
 
 impl Metering {
-    /// Cost when the provider did not (completely) report usage: the worst
-    /// case of the tokens seen, never more than was reserved.
-    pub fn fallback_cost(&self, observed_output: u64, usage: Option<Usage>) -> Micros {
+    /// Cost of a stream the client hung up on before the provider reported
+    /// its usage: the output seen (each delta one token at least, so a lower
+    /// bound), never more than was reserved.
+    pub fn client_gone_cost(&self, observed_output: u64, usage: Option<Usage>) -> Micros {
         let cost = match usage {
             Some(mut u) => {
                 let extra = observed_output.saturating_sub(u.total_output());

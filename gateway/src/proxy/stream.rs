@@ -290,7 +290,16 @@ impl Finish {
                     .usage
                     .output_tokens
                     .max(observed.saturating_sub(record.usage.reasoning_tokens));
-                metering.fallback_cost(observed, reported)
+                match end {
+                    // The client hung up: the provider stops soon after, and
+                    // the tokens seen are what it generated, give or take.
+                    End::ClientGone => metering.client_gone_cost(observed, reported),
+                    // Cut off, stalled, broken or silent about its usage: the
+                    // deltas seen bound nothing the provider bills (hidden
+                    // reasoning, output after the cut), so, as for a JSON
+                    // answer without usage, the whole reservation.
+                    _ => metering.reservation.amount,
+                }
             }
         };
         record.finish(outcome, reason);

@@ -160,9 +160,11 @@ impl StreamMeter {
                 // before `message_start` would leave the input priced at zero.
                 let usage = v.get("usage").ok_or(WireError::InvalidSse)?;
                 let current = self.usage.as_mut().ok_or(WireError::InvalidSse)?;
-                self.saw_final_usage = true;
+                // Only a delta that gives the output count is a final report:
+                // without one, `message_start`'s placeholder would be charged.
                 if let Some(out) = usage.get("output_tokens").and_then(Value::as_u64) {
                     current.output_tokens = out;
+                    self.saw_final_usage = true;
                 }
                 if let Some(input) = usage.get("input_tokens").and_then(Value::as_u64) {
                     current.input_tokens = input;
@@ -358,6 +360,20 @@ mod tests {
         let (result, meter) = run(Endpoint::Messages, &no_delta);
         result.unwrap();
         assert!(!meter.finished(), "no final usage: must fall back");
+        assert_eq!(meter.observed_output(), 40);
+
+        // A message_delta whose usage has no output count is no final report
+        // either (it would leave the placeholder 1 as the output).
+        let empty_delta = format!(
+            "{}{}{}{}",
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+            delta.repeat(40),
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{}}\n\n",
+            stop
+        );
+        let (result, meter) = run(Endpoint::Messages, &empty_delta);
+        result.unwrap();
+        assert!(!meter.finished(), "an output-less delta is not final usage");
         assert_eq!(meter.observed_output(), 40);
     }
 

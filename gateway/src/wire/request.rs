@@ -171,13 +171,13 @@ pub fn prepare(
                 body.set(field, clamped.to_string());
             }
         }
-        if !any {
-            let field = if legacy_max_tokens {
-                "max_tokens"
-            } else {
-                "max_completion_tokens"
-            };
-            body.set(field, per_choice_cap.to_string());
+        if !any && !legacy_max_tokens {
+            body.set("max_completion_tokens", per_choice_cap.to_string());
+        }
+        // A server that knows only `max_tokens` ignores
+        // `max_completion_tokens`: it always gets the limit in force.
+        if legacy_max_tokens {
+            body.set("max_tokens", effective.to_string());
         }
         if body.get::<bool>("stream") == Ok(Some(true)) {
             ask_for_stream_usage(body);
@@ -349,6 +349,24 @@ mod tests {
                 false,
                 json!({"model": "m", "max_completion_tokens": 50}),
                 50,
+            ),
+            // An OpenAI-compatible server may know only `max_tokens`: it gets
+            // the limit in force even when the client sent the newer field.
+            (
+                ChatCompletions,
+                json!({"model": "m", "max_completion_tokens": 500}),
+                50,
+                true,
+                json!({"model": "m", "max_completion_tokens": 50, "max_tokens": 50}),
+                50,
+            ),
+            (
+                ChatCompletions,
+                json!({"model": "m", "max_completion_tokens": 20, "max_tokens": 80}),
+                50,
+                true,
+                json!({"model": "m", "max_completion_tokens": 20, "max_tokens": 20}),
+                20,
             ),
             (
                 ChatCompletions,

@@ -57,15 +57,26 @@ pub fn openai_usage(usage: &Value) -> Option<Usage> {
         .or_else(|| count(usage, &["input_tokens_details", "cached_tokens"]))
         .unwrap_or(0)
         .min(prompt);
-    let reasoning = count(usage, &["completion_tokens_details", "reasoning_tokens"])
-        .or_else(|| count(usage, &["output_tokens_details", "reasoning_tokens"]))
-        .unwrap_or(0)
-        .min(completion);
+    // OpenAI counts reasoning inside the completion. Some compatible servers
+    // (xAI's, for one) count it beside it, and their total says so: tokens
+    // the total has beyond prompt and completion are reasoning the
+    // completion left out, never to be dropped.
+    let beside = count(usage, &["total_tokens"])
+        .map_or(0, |t| t.saturating_sub(prompt.saturating_add(completion)));
+    let (output, reasoning) = if beside > 0 {
+        (completion, beside)
+    } else {
+        let inside = count(usage, &["completion_tokens_details", "reasoning_tokens"])
+            .or_else(|| count(usage, &["output_tokens_details", "reasoning_tokens"]))
+            .unwrap_or(0)
+            .min(completion);
+        (completion - inside, inside)
+    };
     Some(Usage {
         input_tokens: prompt - cached,
         cached_input_tokens: cached,
         cache_write_tokens: 0,
-        output_tokens: completion - reasoning,
+        output_tokens: output,
         reasoning_tokens: reasoning,
     })
 }
@@ -95,6 +106,17 @@ mod tests {
                 Some(Usage {
                     input_tokens: 10,
                     output_tokens: 5,
+                    ..Usage::default()
+                }),
+            ),
+            // Reasoning counted beside the completion, as the total shows.
+            (
+                json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 315,
+                       "completion_tokens_details": {"reasoning_tokens": 300}}),
+                Some(Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    reasoning_tokens: 300,
                     ..Usage::default()
                 }),
             ),
