@@ -129,6 +129,11 @@ pub fn verify(token: &str, config: &JwtConfig, now: i64) -> Result<String, JwtEr
     let Some(alg) = ACCEPTED_ALGS.into_iter().find(|a| *a == alg) else {
         return Err(JwtError::Algorithm(alg.to_owned()));
     };
+    // Extensions the signer marked critical must be understood (RFC 7515,
+    // 4.1.11); this verifier understands none.
+    if header.get("crit").is_some() {
+        return Err(JwtError::Malformed);
+    }
     let mut candidates = config.keys.iter().filter(|k| k.alg() == alg).peekable();
     if candidates.peek().is_none() {
         return Err(JwtError::NoKeyForAlgorithm(alg));
@@ -157,15 +162,18 @@ pub fn verify(token: &str, config: &JwtConfig, now: i64) -> Result<String, JwtEr
     if !audience_ok {
         return Err(JwtError::Audience);
     }
-    // `exp` is required; `nbf` is optional.
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or(JwtError::Expired)?;
-    let nbf = claims
-        .get("nbf")
-        .and_then(Value::as_i64)
-        .unwrap_or(i64::MIN);
+    // `exp` is required; `nbf` is optional. Both are NumericDates, which
+    // may have a fraction (RFC 7519, 2): read as whole seconds, `exp`
+    // rounded down and `nbf` up, so neither widens the window. A value that
+    // is present but not a number refuses the token.
+    let seconds = |name: &str| -> Result<Option<f64>, JwtError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or(JwtError::Expired),
+        }
+    };
+    let exp = seconds("exp")?.ok_or(JwtError::Expired)?.floor() as i64;
+    let nbf = seconds("nbf")?.map_or(i64::MIN, |n| n.ceil() as i64);
     if now >= exp + config.leeway_seconds || now + config.leeway_seconds < nbf {
         return Err(JwtError::Expired);
     }
@@ -291,6 +299,23 @@ mod tests {
                 json!({"iss": iss, "aud": "caracal", "sub": sub}),
                 Err(JwtError::Expired),
             ),
+            // Fractional NumericDates count; an unreadable one refuses.
+            (
+                json!({"iss": iss, "aud": "caracal", "sub": sub, "exp": now + 600, "nbf": (now + 60) as f64 + 0.5}),
+                Err(JwtError::Expired),
+            ),
+            (
+                json!({"iss": iss, "aud": "caracal", "sub": sub, "exp": now as f64 - 40.5}),
+                Err(JwtError::Expired),
+            ),
+            (
+                json!({"iss": iss, "aud": "caracal", "sub": sub, "exp": now + 600, "nbf": "soon"}),
+                Err(JwtError::Expired),
+            ),
+            (
+                json!({"iss": iss, "aud": "caracal", "sub": sub, "exp": (now + 600) as f64 + 0.25}),
+                Ok(sub.into()),
+            ),
         ];
         for (c, want) in cases {
             assert_eq!(verify(&sign_es256(&key, &c), &config, now), want, "{c}");
@@ -356,6 +381,16 @@ mod tests {
         for bad in ["", "a.b", "a.b.c.d", "!!.??.##"] {
             assert_eq!(verify(bad, &config, now), Err(JwtError::Malformed), "{bad}");
         }
+        // A validly signed token with a critical extension this verifier
+        // does not understand is refused (RFC 7515, 4.1.11).
+        let critical = {
+            use p256::ecdsa::signature::Signer;
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","crit":["b64"],"b64":false}"#);
+            let signed = format!("{header}.{}", parts[1]);
+            let signature: Signature = key.sign(signed.as_bytes());
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        };
+        assert_eq!(verify(&critical, &config, now), Err(JwtError::Malformed));
         // Every flipped bit in the signature is caught.
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         for i in 0..sig.len() {

@@ -445,20 +445,41 @@ impl Reloader {
     }
 }
 
-/// Token subjects of the agents that name a service account.
+/// Token subjects of the agents that name a service account. A service
+/// account named by two Agents identifies neither: which one a token or
+/// certificate meant cannot be told (and suspending one must not leave its
+/// pods served as the other), so it is left out and logged.
 fn service_accounts(
     agents: &[caracal_api::crd::Agent],
 ) -> std::collections::HashMap<String, String> {
-    agents
-        .iter()
-        .filter_map(|a| {
-            let namespace = a.metadata.namespace.as_deref().unwrap_or("default");
-            let name = a.metadata.name.as_deref()?;
-            let account = a.spec.identity.service_account_name.as_deref()?;
-            Some((
-                caracal_gateway::jwt::service_account_subject(namespace, account),
-                caracal_api::snapshot::agent_id(namespace, name),
+    let mut by_subject: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for a in agents {
+        let namespace = a.metadata.namespace.as_deref().unwrap_or("default");
+        let (Some(name), Some(account)) = (
+            a.metadata.name.as_deref(),
+            a.spec.identity.service_account_name.as_deref(),
+        ) else {
+            continue;
+        };
+        by_subject
+            .entry(caracal_gateway::jwt::service_account_subject(
+                namespace, account,
             ))
+            .or_default()
+            .push(caracal_api::snapshot::agent_id(namespace, name));
+    }
+    by_subject
+        .into_iter()
+        .filter_map(|(subject, mut agents)| {
+            if agents.len() > 1 {
+                tracing::warn!(
+                    %subject,
+                    agents = %agents.join(", "),
+                    "a service account is named by more than one Agent; it identifies none of them"
+                );
+                return None;
+            }
+            agents.pop().map(|agent| (subject, agent))
         })
         .collect()
 }
@@ -468,6 +489,37 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_service_account_named_by_two_agents_identifies_neither() {
+        let agent = |name: &str, account: &str| {
+            let spec = caracal_api::crd::AgentSpec {
+                owner: "platform".into(),
+                description: None,
+                identity: caracal_api::crd::Identity {
+                    service_account_name: Some(account.into()),
+                    api_key: None,
+                },
+                providers: None,
+                suspended: false,
+            };
+            let mut a = caracal_api::crd::Agent::new(name, spec);
+            a.metadata.namespace = Some("team".into());
+            a
+        };
+        let map = service_accounts(&[
+            agent("bot", "bot-sa"),
+            agent("bot-canary", "bot-sa"),
+            agent("helper", "helper-sa"),
+        ]);
+        assert_eq!(
+            map.into_iter().collect::<Vec<_>>(),
+            [(
+                "system:serviceaccount:team:helper-sa".to_owned(),
+                "team/helper".to_owned()
+            )]
+        );
+    }
 
     /// The signing keys are secrets: whoever reads them can sign batches as
     /// this gateway. They must not be readable by other users.

@@ -251,6 +251,14 @@ fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
             ),
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if settings.client_ca_file.is_some() {
+        // A resumed session (session id or TLS 1.3 ticket) brings back the
+        // client certificate it was opened with without verifying it again,
+        // so a certificate that has since expired, or whose CRL has gone
+        // stale, would go on working. Every connection verifies afresh.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -64,6 +64,35 @@ pub fn scan(bytes: &[u8], max_records: usize) -> Scan {
     }
 }
 
+/// The whole records of `bytes` found by stepping over damage: after a
+/// record that is incomplete or fails its checksum, the next byte offset
+/// where a valid record starts. Returns the records and the number of
+/// damaged byte ranges stepped over (a torn tail counts as one). Only for a
+/// file known to be damaged: it may try a checksum at every byte.
+pub fn salvage(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut records = Vec::new();
+    let mut damaged = 0;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let found = scan(&bytes[pos..], usize::MAX);
+        records.extend(found.records);
+        pos += found.valid_len;
+        if !found.torn_tail {
+            break;
+        }
+        damaged += 1;
+        match (pos + 1..bytes.len()).find(|&at| starts_valid_record(&bytes[at..])) {
+            Some(at) => pos = at,
+            None => break,
+        }
+    }
+    (records, damaged)
+}
+
+fn starts_valid_record(bytes: &[u8]) -> bool {
+    !scan(bytes, 1).records.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +141,42 @@ mod tests {
             assert_eq!(scan.records, vec![b"first".to_vec()], "byte {i}");
             assert!(scan.torn_tail, "byte {i}");
         }
+    }
+
+    /// Damage in the middle of a file is stepped over: every whole record
+    /// before and after it is kept, in order.
+    #[test]
+    fn salvage_keeps_every_record_around_damage() {
+        let bytes = encoded(&[b"one", b"two", b"three", b"four"]);
+        let second = HEADER_LEN + 3;
+        for i in second..second + HEADER_LEN + 3 {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= 0x40;
+            let (records, damaged) = salvage(&corrupt);
+            assert_eq!(
+                records,
+                vec![b"one".to_vec(), b"three".to_vec(), b"four".to_vec()],
+                "byte {i}"
+            );
+            assert_eq!(damaged, 1, "byte {i}");
+        }
+        // A torn tail alone: the records before it, one damaged range.
+        let (records, damaged) = salvage(&bytes[..bytes.len() - 2]);
+        assert_eq!(records.len(), 3);
+        assert_eq!(damaged, 1);
+        // An intact file: everything, no damage.
+        assert_eq!(
+            salvage(&bytes),
+            (
+                vec![
+                    b"one".to_vec(),
+                    b"two".to_vec(),
+                    b"three".to_vec(),
+                    b"four".to_vec()
+                ],
+                0
+            )
+        );
     }
 
     #[test]

@@ -149,6 +149,8 @@ impl SyncSignal {
 
 /// The open spool file.
 pub(super) struct SpoolFile {
+    /// Holds the spool's lock (see `open`) for as long as this handle lives.
+    _lock: File,
     log: File,
     tail: Mutex<Tail>,
     log_path: PathBuf,
@@ -178,6 +180,49 @@ impl Drop for SpoolFile {
     }
 }
 
+/// A spool whose damage is not only a torn tail: whole records follow a
+/// record that fails its check (a bad sector, a flipped bit). Cutting the
+/// file at the damage, as for a torn tail, would throw away events that were
+/// acknowledged. Instead the file is kept aside as
+/// `events.spool.damaged-<unix ms>` and rewritten with every record that can
+/// be read, and the bytes to use from now on are returned. The shipped mark
+/// no longer fits and is set to 0, so everything is shipped again, which
+/// the ledger takes idempotently (the caller resets the mark).
+fn salvage_damaged(
+    log_path: &Path,
+    log: &mut File,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, SpoolError> {
+    let whole = format::scan(bytes, usize::MAX);
+    if !whole.torn_tail {
+        return Ok(None);
+    }
+    let (records, damaged) = format::salvage(bytes);
+    if records.len() == whole.records.len() {
+        return Ok(None); // a torn tail only: cut as usual
+    }
+    let kept = log_path.with_extension(format!(
+        "spool.damaged-{}",
+        chrono::Utc::now().timestamp_millis()
+    ));
+    std::fs::copy(log_path, &kept).map_err(io(&kept))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for record in &records {
+        format::encode(record, &mut out);
+    }
+    log.set_len(0).map_err(io(log_path))?;
+    (&*log).write_all(&out).map_err(io(log_path))?;
+    log.sync_all().map_err(io(log_path))?;
+    tracing::error!(
+        path = %log_path.display(),
+        kept = %kept.display(),
+        records = records.len(),
+        damaged_ranges = damaged,
+        "the spool was damaged in the middle; every readable record was kept and the damaged file set aside"
+    );
+    Ok(Some(out))
+}
+
 impl SpoolFile {
     /// Open the files, cut off a torn tail, count what is unshipped and start
     /// the sync thread.
@@ -192,9 +237,41 @@ impl SpoolFile {
             .create(true)
             .open(&log_path)
             .map_err(io(&log_path))?;
+        // One process per spool: a second one would count, ship and cut
+        // the file without knowing of the first one's records. The lock is
+        // on a file of its own, held by this handle alone (the sync thread's
+        // clone of the log must not keep it after the spool is dropped).
+        let lock_path = dir.join("spool.lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io(&lock_path)(std::io::Error::other(
+                    "another process is using this spool (is another gateway running with the same state directory?)",
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io(&log_path))?;
+        let salvaged = salvage_damaged(&log_path, &mut log, &bytes)?;
+        let rewritten = salvaged.is_some();
+        if let Some(salvaged) = salvaged {
+            bytes = salvaged;
+        }
         let (mark_file, mark) = MarkFile::open(&mark_path).map_err(io(&mark_path))?;
+        // The mark is an offset into the file as it was: ship all again.
+        let mark = if rewritten {
+            mark_file.write(0, true).map_err(io(&mark_path))?;
+            0
+        } else {
+            mark
+        };
         // A mark past the valid data cannot be trusted: re-ship everything.
         let whole = format::scan(&bytes, usize::MAX);
         let mark = if mark as usize > whole.valid_len {
@@ -242,6 +319,7 @@ impl SpoolFile {
             .spawn(move || syncer.run())
             .map_err(io(&dir))?;
         Ok(SpoolFile {
+            _lock: lock,
             log,
             tail: Mutex::new(Tail {
                 base: 0,
@@ -277,8 +355,13 @@ impl SpoolFile {
         // keeps records whole and in order.
         if let Err(e) = (&self.log).write_all(&buf) {
             tracing::error!(error = %e, "spool write failed; refusing the event");
-            // Drop whatever part of the record reached the file.
-            let _ = self.log.set_len(tail.written - tail.base);
+            // Drop whatever part of the record reached the file. If even
+            // that fails, the file holds a partial record that later records
+            // would follow unseen: refuse every append from now on.
+            if let Err(cut) = self.log.set_len(tail.written - tail.base) {
+                tracing::error!(error = %cut, "could not cut a partly written record off the spool; refusing new events");
+                self.shared.sync_failed.store(true, Ordering::Release);
+            }
             return Err(io(&self.log_path)(e));
         }
         tail.written += buf.len() as u64;
@@ -341,8 +424,17 @@ impl SpoolFile {
             let scan = format::scan(&bytes, max);
             // A window that ends inside a record yields the whole records
             // before it; only a record larger than the window needs more.
-            if !scan.records.is_empty() || window == backlog {
+            if !scan.records.is_empty() || backlog == 0 {
                 return Ok((scan.records, from + scan.valid_len as u64));
+            }
+            if window == backlog {
+                // Durable bytes that hold no whole record: the file is
+                // damaged where shipping stands. Reporting an empty batch
+                // would stop shipping for good while looking healthy.
+                return Err(io(&self.log_path)(std::io::Error::other(format!(
+                    "no valid record at spool offset {} of {backlog} unshipped bytes",
+                    from - base
+                ))));
             }
             window = (window * 2).min(backlog);
         }
@@ -395,7 +487,14 @@ impl SpoolFile {
         drop(tail);
         // With `AckAfter::Fsync` the next append's fsync also covers the
         // cut; this one covers it when the next appends only `write(2)`.
-        self.log.sync_all().map_err(io(&self.log_path))
+        self.log.sync_all().map_err(|e| {
+            // The kernel reports a write-back error to one fsync only: the
+            // sync thread's next one could succeed and acknowledge records
+            // whose pages were lost. Refuse everything from now on instead.
+            tracing::error!(error = %e, "spool fsync after truncation failed; refusing new events");
+            self.shared.sync_failed.store(true, Ordering::Release);
+            io(&self.log_path)(e)
+        })
     }
 }
 
@@ -440,6 +539,12 @@ impl Syncer {
             return true;
         }
         match self.log.sync_data() {
+            // Another fsync of the file (the truncation's) may have taken
+            // the error this one would have seen.
+            Ok(()) if self.shared.sync_failed.load(Ordering::Acquire) => {
+                self.durable.send_modify(|d| d.failed = true);
+                false
+            }
             Ok(()) => {
                 self.durable.send_modify(|d| d.upto = d.upto.max(target));
                 true

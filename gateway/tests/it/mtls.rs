@@ -272,6 +272,27 @@ async fn certificates_the_ca_did_not_issue_or_that_expired_fail_the_handshake() 
     assert_eq!(upstream.seen.lock().unwrap().len(), 1);
 }
 
+/// A client that resumes its TLS session (a TLS 1.3 ticket, a session id)
+/// is verified afresh: a certificate that expired since the first
+/// connection stops working, as it would on a new handshake.
+#[tokio::test]
+async fn a_resumed_session_does_not_outlive_its_certificate() {
+    let upstream = FakeUpstream::start(chat_upstream()).await;
+    let m = mtls_gateway(&upstream, true).await;
+    let cert = m.ca.client_expiring_in(&spiffe("team", "bot-sa"), 2);
+    // Clones of one client config share its session store, so the second
+    // connection offers to resume the first one's session.
+    let config = client_config(&m.ca, Some(&cert), Alpn::H1);
+    let (_, answer) = post_tls(m.tls_addr, config.clone(), CHAT, &[], chat_body())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = post_tls(m.tls_addr, config, CHAT, &[], chat_body()).await;
+    refused_with(later, "CertificateExpired");
+    assert_eq!(upstream.seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_required_listener_refuses_clients_without_a_certificate() {
     let upstream = FakeUpstream::start(chat_upstream()).await;

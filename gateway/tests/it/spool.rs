@@ -327,3 +327,89 @@ async fn enough_waiting_events_ship_at_once_and_a_trickle_after_the_delay() {
     assert!(trickle.elapsed() >= Duration::from_millis(1500));
     assert_eq!(shipped_text(&sink)[8..], ["e8", "e9", "e10"]);
 }
+
+/// A record damaged in the middle of the file (a bad sector, a flipped bit)
+/// loses only itself: every record after it is still shipped, and the
+/// damaged file is kept aside for inspection.
+#[tokio::test]
+async fn damage_in_the_middle_loses_only_the_damaged_record() {
+    let dir = TempDir::new();
+    let failing = Arc::new(MemorySink::default());
+    failing.failing.store(true, Ordering::SeqCst);
+    {
+        let spool = Spool::open(SpoolConfig::new(&dir.0), failing.clone()).unwrap();
+        for i in 0..5u32 {
+            spool
+                .append(format!("event-{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    let path = dir.0.join("events.spool");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Flip a byte inside the payload of the third record.
+    let record = bytes.len() / 5;
+    bytes[2 * record + record - 2] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let sink = Arc::new(MemorySink::default());
+    let _spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    wait_for(&sink, 4).await;
+    assert_eq!(
+        shipped_text(&sink),
+        ["event-0", "event-1", "event-3", "event-4"]
+    );
+    let kept: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged file is kept aside");
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), bytes);
+}
+
+/// Two spools on one directory would each count, ship and cut the file
+/// without knowing of the other's records: the second open is refused.
+#[tokio::test]
+async fn a_spool_directory_is_used_by_one_spool_at_a_time() {
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    let first = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    let second = Spool::open(SpoolConfig::new(&dir.0), sink.clone());
+    let Err(err) = second else {
+        panic!("a second spool on the same directory was opened");
+    };
+    let err = err.to_string();
+    assert!(err.contains("another process is using this spool"), "{err}");
+    drop(first);
+    Spool::open(SpoolConfig::new(&dir.0), sink).expect("free again once the first is dropped");
+}
+
+/// Bytes that hold no record where shipping stands (a partial write whose
+/// cleanup failed) are reported as a failure, not as an empty batch that
+/// would stop shipping for good while looking healthy.
+#[tokio::test]
+async fn junk_where_shipping_stands_is_an_error_not_an_empty_batch() {
+    use std::io::Write;
+    let dir = TempDir::new();
+    let sink = Arc::new(MemorySink::default());
+    let mut config = SpoolConfig::new(&dir.0);
+    config.flush_interval = Duration::from_secs(3600);
+    config.ship_delay = Duration::from_secs(3600);
+    config.ship_records = 1000;
+    let spool = Spool::open(config, sink.clone()).unwrap();
+    spool.append(b"event-0".to_vec()).await.unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.0.join("events.spool"))
+        .unwrap()
+        .write_all(&[0xCA, 0xFF, 0xFF, 0, 0, 1, 2])
+        .unwrap();
+    spool.append(b"event-1".to_vec()).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(10), spool.flush_now(sink.as_ref()))
+        .await
+        .expect("flush_now returns");
+    let err = flushed.expect_err("the junk is reported");
+    assert!(err.contains("no valid record"), "{err}");
+    assert_eq!(shipped_text(&sink), ["event-0"]);
+}

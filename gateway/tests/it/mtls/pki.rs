@@ -75,6 +75,18 @@ impl Ca {
         })
     }
 
+    /// A client certificate that expires `seconds` from now.
+    pub fn client_expiring_in(&self, uri: &str, seconds: u64) -> Issued {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let epoch = date_time_ymd(1970, 1, 1);
+        self.client_params(&[uri], |p| {
+            p.not_before = epoch + since_epoch - std::time::Duration::from_secs(60);
+            p.not_after = epoch + since_epoch + std::time::Duration::from_secs(seconds);
+        })
+    }
+
     /// A client certificate with serial number `serial`, for revoking.
     pub fn client_with_serial(&self, uri: &str, serial: u64) -> Issued {
         self.client_params(&[uri], |p| {
