@@ -64,6 +64,36 @@ fn with_default_namespace(mut doc: Value) -> Value {
     doc
 }
 
+/// The names a Kubernetes API server would accept: a namespace is a DNS
+/// label, an object name a DNS subdomain. Names become file paths
+/// (`credentials/NAMESPACE/NAME.env`) and key-table entries, so `..`, a
+/// `/`, or `Bot` beside `bot` on a case-insensitive disk must not get in.
+fn check_names(doc: &Value) -> Result<(), String> {
+    let meta = doc.get("metadata");
+    let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
+    let name = field("name").ok_or("metadata.name is missing")?;
+    let namespace = field("namespace").unwrap_or("default");
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if !label(namespace) {
+        return Err(format!(
+            "metadata.namespace {namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"
+        ));
+    }
+    if name.len() > 253 || !name.split('.').all(label) {
+        return Err(format!(
+            "metadata.name {name:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    Ok(())
+}
+
 /// Parse one file's documents into `out`. Every bad document is reported,
 /// not only the first.
 pub fn parse_file(text: &str, path: &Path, out: &mut Manifests) -> Result<(), SetupError> {
@@ -106,6 +136,9 @@ fn add_document(doc: Value, n: usize, out: &mut Manifests) -> Result<(), String>
         ));
     }
     let doc = with_default_namespace(doc);
+    if matches!(kind.as_str(), "Agent" | "Policy" | "Delegation") {
+        check_names(&doc).map_err(|e| format!("document {n} ({kind}): {e}"))?;
+    }
     let bad = |e: serde_json::Error| format!("document {n} ({kind}): {e}");
     match kind.as_str() {
         "Agent" => out.agents.push(serde_json::from_value(doc).map_err(bad)?),
@@ -183,6 +216,24 @@ spec:
             (
                 "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {name: x}\nspec: {owner: a, identity: {}, colour: red}\n",
                 "colour",
+            ),
+            // Names a Kubernetes API server would refuse: they become file
+            // paths and key-table entries here.
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {name: ../../x, namespace: team}\nspec: {owner: a, identity: {}}\n",
+                "metadata.name \"../../x\"",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {name: Bot, namespace: team}\nspec: {owner: a, identity: {}}\n",
+                "metadata.name \"Bot\"",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {name: bot, namespace: ./team}\nspec: {owner: a, identity: {}}\n",
+                "metadata.namespace \"./team\"",
+            ),
+            (
+                "apiVersion: caracal.dev/v1alpha1\nkind: Agent\nmetadata: {namespace: team}\nspec: {owner: a, identity: {}}\n",
+                "metadata.name is missing",
             ),
         ];
         for (text, needle) in cases {
