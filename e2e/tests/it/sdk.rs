@@ -10,9 +10,10 @@ use crate::{
     harness::{FakeUpstream, curl, scratch_dir, sdk_call},
 };
 
-#[test]
-fn sdk_calls_are_metered_exactly() {
-    let dir = scratch_dir("sdk");
+/// A fake provider and `caracal dev` serving `team/bot` with $10 a day,
+/// and the agent's SDK environment.
+fn bot_with_ten_dollars(scratch: &str) -> (FakeUpstream, Dev, Vec<(String, String)>) {
+    let dir = scratch_dir(scratch);
     let upstream = FakeUpstream::start(&dir);
     let dev = Dev::start(
         &dir,
@@ -22,6 +23,24 @@ fn sdk_calls_are_metered_exactly() {
         true,
     );
     let env = dev.env("team", "bot");
+    (upstream, dev, env)
+}
+
+/// Every call the provider served carried the provider's key, never the
+/// agent's.
+fn assert_provider_keys_only(served: &[serde_json::Value]) {
+    for s in served {
+        let auth = s["auth"].as_str().unwrap_or_default();
+        assert!(
+            auth == "Bearer sk-fake-openai" || auth == "sk-fake-anthropic",
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn sdk_calls_are_metered_exactly() {
+    let (upstream, dev, env) = bot_with_ten_dollars("sdk");
 
     let cases: Vec<(Vec<&str>, u64, u64)> = vec![
         (vec!["openai-chat", "--message", "hi usage=11/7"], 11, 7),
@@ -65,13 +84,7 @@ fn sdk_calls_are_metered_exactly() {
         assert_eq!(event["tokens"]["output"], json!(output), "{args:?}");
     }
     // The provider saw the provider's key, never the agent's.
-    for served in upstream.served() {
-        let auth = served["auth"].as_str().unwrap_or_default();
-        assert!(
-            auth == "Bearer sk-fake-openai" || auth == "sk-fake-anthropic",
-            "{served}"
-        );
-    }
+    assert_provider_keys_only(&upstream.served());
     let (ok, report) = dev.merkle_verify();
     assert!(ok, "{report}");
 }
@@ -223,16 +236,7 @@ spec:
 /// through the gateway with the provider's key, and leave no ledger entry.
 #[test]
 fn free_sdk_helpers_pass_without_a_charge() {
-    let dir = scratch_dir("sdk-free");
-    let upstream = FakeUpstream::start(&dir);
-    let dev = Dev::start(
-        &dir,
-        &agent_with_budget("team", "bot", "10.00", ""),
-        &config_yaml(&upstream),
-        &[],
-        true,
-    );
-    let env = dev.env("team", "bot");
+    let (upstream, dev, env) = bot_with_ten_dollars("sdk-free");
     let models = ["gpt-4o-mini", "claude-haiku-4-5"];
     let openai = sdk_call(&env, &["openai-models"]);
     assert_eq!(openai["ok"], true, "{openai}");
@@ -266,11 +270,5 @@ fn free_sdk_helpers_pass_without_a_charge() {
         ],
         "{served:#?}"
     );
-    for s in &served {
-        let auth = s["auth"].as_str().unwrap_or_default();
-        assert!(
-            auth == "Bearer sk-fake-openai" || auth == "sk-fake-anthropic",
-            "{s}"
-        );
-    }
+    assert_provider_keys_only(&served);
 }

@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, body::Incoming};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, http::request::Parts};
 use serde_json::Value;
 
 use super::{Gateway, admit, read_body, refusal_for};
@@ -52,27 +52,9 @@ pub(super) async fn handle(
     let (snapshot, record) = admit(gw, &req, provider, request_id, started)?;
     may_pass(gw, &snapshot, &record.agent, provider)?;
     let (parts, body) = req.into_parts();
-    let bytes = if parts.method == Method::POST {
-        read_body(
-            body,
-            gw.limits.max_request_bytes,
-            started + gw.limits.max_call_duration,
-        )
-        .await?
-    } else {
-        Bytes::new()
-    };
+    let bytes = posted_body(gw, &parts.method, body, started).await?;
     if provider.kind != ProviderKind::Mock {
-        return pass_on(
-            gw,
-            provider,
-            parts.method,
-            rest,
-            &parts.headers,
-            bytes,
-            started,
-        )
-        .await;
+        return pass_on(gw, provider, parts, rest, bytes, started).await;
     }
     let models: Vec<&str> = snapshot
         .prices
@@ -110,6 +92,25 @@ pub(super) async fn handle(
     Ok(response)
 }
 
+/// The body of a POST, read within the gateway's size limit and call
+/// deadline; nothing for other methods (a GET or DELETE carries none).
+pub(super) async fn posted_body(
+    gw: &Gateway,
+    method: &Method,
+    body: Incoming,
+    started: Instant,
+) -> Result<Bytes, Refusal> {
+    if *method != Method::POST {
+        return Ok(Bytes::new());
+    }
+    read_body(
+        body,
+        gw.limits.max_request_bytes,
+        started + gw.limits.max_call_duration,
+    )
+    .await
+}
+
 /// Refuse unless the request's agent may reach `provider` now.
 pub(super) fn may_pass(
     gw: &Gateway,
@@ -126,15 +127,14 @@ pub(super) fn may_pass(
 pub(super) async fn pass_on(
     gw: &Arc<Gateway>,
     provider: &Provider,
-    method: Method,
+    parts: Parts,
     rest: &str,
-    headers: &HeaderMap,
     bytes: Bytes,
     started: Instant,
 ) -> Result<Response<Body>, Refusal> {
     let response = gw
         .upstream
-        .send(provider, method, rest, headers, bytes)
+        .send(provider, parts.method, rest, &parts.headers, bytes)
         .await
         .map_err(|e| {
             let reason = "upstream_unreachable";

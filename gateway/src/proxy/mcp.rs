@@ -19,7 +19,7 @@ use super::{
     authorize::{Authorized, authorize},
     free,
     model::settle,
-    read_body, spool_refusal,
+    spool_refusal,
 };
 use crate::{
     config::Provider,
@@ -54,16 +54,7 @@ pub(super) async fn handle(
     let (snapshot, mut record) = admit(gw, &req, provider, request_id, started)?;
     let agent = record.agent.clone();
     let (parts, body) = req.into_parts();
-    let bytes = if parts.method == Method::POST {
-        read_body(
-            body,
-            gw.limits.max_request_bytes,
-            started + gw.limits.max_call_duration,
-        )
-        .await?
-    } else {
-        Bytes::new()
-    };
+    let bytes = free::posted_body(gw, &parts.method, body, started).await?;
     let (message, bytes) = if parts.method == Method::POST {
         let (message, canonical) = classify_canonical(&bytes).map_err(|e| {
             Refusal::new(
@@ -80,16 +71,7 @@ pub(super) async fn handle(
     let McpMessage::ToolCall { tool } = message else {
         // Not metered, but still only for agents that may use this server.
         free::may_pass(gw, &snapshot, &agent, provider)?;
-        return free::pass_on(
-            gw,
-            provider,
-            parts.method,
-            rest,
-            &parts.headers,
-            bytes,
-            started,
-        )
-        .await;
+        return free::pass_on(gw, provider, parts, rest, bytes, started).await;
     };
 
     record.tool = Some(tool.clone());

@@ -359,15 +359,16 @@ async fn metrics_and_health_endpoints() {
     .await;
     assert_eq!(get(&format!("{}/healthz", gw.url)).await.status, 200);
     assert_eq!(get(&format!("{}/readyz", gw.url)).await.status, 200);
-    let metrics = get(&format!("{}/metrics", gw.url)).await.text();
-    for needle in [
-        "caracal_gateway_requests_total{provider=\"openai\",outcome=\"allowed\"} 1",
-        "caracal_gateway_tokens_total{provider=\"openai\",kind=\"output\"} 4",
-        "caracal_gateway_spend_micros_total{provider=\"openai\"} 48",
-        "caracal_gateway_spool_pending_records",
-    ] {
-        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
-    }
+    assert_metrics_contain(
+        &gw,
+        &[
+            "caracal_gateway_requests_total{provider=\"openai\",outcome=\"allowed\"} 1",
+            "caracal_gateway_tokens_total{provider=\"openai\",kind=\"output\"} 4",
+            "caracal_gateway_spend_micros_total{provider=\"openai\"} 48",
+            "caracal_gateway_spool_pending_records",
+        ],
+    )
+    .await;
 }
 
 /// The metric lines of `gw` that start with `prefix`, as (labels, value).

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use caracal_gateway::config::{Limits, ProviderKind};
-use caracal_policy::fixtures::{SnapshotBuilder, daily, policy_rule, with_budget};
+use caracal_gateway::config::ProviderKind;
+use caracal_policy::fixtures::{daily, policy_rule, with_budget};
 use hyper::Method;
 use serde_json::json;
 
@@ -21,20 +21,11 @@ async fn two_provider_gateway(upstream: &FakeUpstream, providers: Option<&[&str]
         "team/bot",
     );
     rule.allow.providers = providers.map(|p| p.iter().map(|s| s.to_string()).collect());
-    start(Setup {
-        providers: vec![
-            provider("openai", ProviderKind::Openai, Some(&upstream.url)),
-            provider("anthropic", ProviderKind::Anthropic, Some(&upstream.url)),
-        ],
-        snapshot: Some(
-            SnapshotBuilder::new()
-                .agent("team/bot", &[], vec![rule])
-                .build(),
-        ),
-        agent: "team/bot".into(),
-        limits: Limits::default(),
-    })
-    .await
+    let providers = vec![
+        provider("openai", ProviderKind::Openai, Some(&upstream.url)),
+        provider("anthropic", ProviderKind::Anthropic, Some(&upstream.url)),
+    ];
+    start_for_bot(providers, rule).await
 }
 
 /// Answers a model list, a token count or a chat completion by path.
@@ -122,14 +113,15 @@ async fn model_lists_and_token_counts_pass_with_the_provider_key_and_cost_nothin
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].model.as_deref(), Some("gpt-test"));
 
-    let metrics = get(&format!("{}/metrics", gw.url)).await.text();
-    for needle in [
-        "caracal_gateway_requests_total{provider=\"openai\",outcome=\"passed\"} 2",
-        "caracal_gateway_requests_total{provider=\"anthropic\",outcome=\"passed\"} 1",
-        "caracal_gateway_requests_total{provider=\"openai\",outcome=\"allowed\"} 1",
-    ] {
-        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
-    }
+    assert_metrics_contain(
+        &gw,
+        &[
+            "caracal_gateway_requests_total{provider=\"openai\",outcome=\"passed\"} 2",
+            "caracal_gateway_requests_total{provider=\"anthropic\",outcome=\"passed\"} 1",
+            "caracal_gateway_requests_total{provider=\"openai\",outcome=\"allowed\"} 1",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -205,6 +205,24 @@ pub fn provider(name: &str, kind: ProviderKind, base: Option<&str>) -> Provider 
     }
 }
 
+/// A gateway for `team/bot` alone, under `rule`, with default limits.
+pub async fn start_for_bot(
+    providers: Vec<Provider>,
+    rule: caracal_api::snapshot::Rule,
+) -> TestGateway {
+    start(Setup {
+        providers,
+        snapshot: Some(
+            caracal_policy::fixtures::SnapshotBuilder::new()
+                .agent("team/bot", &[], vec![rule])
+                .build(),
+        ),
+        agent: "team/bot".into(),
+        limits: Limits::default(),
+    })
+    .await
+}
+
 pub async fn start(setup: Setup) -> TestGateway {
     start_with_jwt(setup, None, Vec::new()).await
 }
@@ -377,6 +395,14 @@ impl TestGateway {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("expected {n} events, ledger has {:?}", self.sink.decoded());
+    }
+}
+
+/// `/metrics` holds every line of `needles`.
+pub async fn assert_metrics_contain(gw: &TestGateway, needles: &[&str]) {
+    let metrics = get(&format!("{}/metrics", gw.url)).await.text();
+    for needle in needles {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
 }
 

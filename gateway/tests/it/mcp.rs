@@ -17,21 +17,12 @@ async fn mcp_gateway(upstream: &FakeUpstream) -> TestGateway {
     );
     // Tools are named `provider/tool` in allowlists.
     rule.allow.tools = Some(vec!["search/web_*".into()]);
-    start(Setup {
-        providers: vec![provider(
-            "search",
-            ProviderKind::Mcp,
-            Some(&format!("{}/mcp", upstream.url)),
-        )],
-        snapshot: Some(
-            SnapshotBuilder::new()
-                .agent("team/bot", &[], vec![rule])
-                .build(),
-        ),
-        agent: "team/bot".into(),
-        limits: Limits::default(),
-    })
-    .await
+    let search = provider(
+        "search",
+        ProviderKind::Mcp,
+        Some(&format!("{}/mcp", upstream.url)),
+    );
+    start_for_bot(vec![search], rule).await
 }
 
 fn call(tool: &str) -> String {
@@ -111,14 +102,15 @@ async fn other_messages_pass_without_a_charge() {
     assert_eq!(answer.status, 401);
     assert_eq!(upstream.seen.lock().unwrap().len(), 1);
     // Both are in the metrics: one passed on, one refused.
-    let metrics = get(&format!("{}/metrics", gw.url)).await.text();
-    for needle in [
-        "caracal_gateway_requests_total{provider=\"search\",outcome=\"passed\"} 1",
-        "caracal_gateway_requests_total{provider=\"search\",outcome=\"denied\"} 1",
-        "caracal_gateway_decisions_total{reason=\"missing_credentials\"} 1",
-    ] {
-        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
-    }
+    assert_metrics_contain(
+        &gw,
+        &[
+            "caracal_gateway_requests_total{provider=\"search\",outcome=\"passed\"} 1",
+            "caracal_gateway_requests_total{provider=\"search\",outcome=\"denied\"} 1",
+            "caracal_gateway_decisions_total{reason=\"missing_credentials\"} 1",
+        ],
+    )
+    .await;
 }
 
 /// Only the configured endpoint is reachable: a sub-path or a dot segment

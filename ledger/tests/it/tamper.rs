@@ -98,22 +98,25 @@ async fn forged_entry_inserted_in_the_middle_is_caught() {
     assert_caught(&report, 20);
 }
 
-#[tokio::test]
-async fn forged_entry_appended_is_caught() {
-    let mut scene = scene().await;
-    let leaf = hex::encode(
-        caracal_ledger::event::MeteringEvent::example(777)
-            .encode()
-            .unwrap(),
-    );
-    let id = caracal_ledger::event::MeteringEvent::example(777).id;
+/// Insert, as the attacker, the entry of example event `example` at `idx`,
+/// claiming a batch no gateway signed.
+async fn insert_unsigned_entry(scene: &mut Scene, idx: u64, example: u64) {
+    let event = caracal_ledger::event::MeteringEvent::example(example);
+    let leaf = hex::encode(event.encode().unwrap());
     scene
         .attack(&format!(
             "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
-             VALUES (30, '{id}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-0');",
+             VALUES ({idx}, '{}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-0');",
+            event.id,
             hex::encode([7u8; 32])
         ))
         .await;
+}
+
+#[tokio::test]
+async fn forged_entry_appended_is_caught() {
+    let mut scene = scene().await;
+    insert_unsigned_entry(&mut scene, 30, 777).await;
     assert_caught(&scene.verify().await, 30);
 }
 
@@ -130,19 +133,7 @@ async fn verify_within(scene: &Scene, seconds: u64) -> caracal_ledger::verify::R
 #[tokio::test]
 async fn forged_entry_far_beyond_the_end_is_caught_at_once() {
     let mut scene = Scene::with_steps(&[0..300, 300..768, 768..900]).await;
-    let leaf = hex::encode(
-        caracal_ledger::event::MeteringEvent::example(5000)
-            .encode()
-            .unwrap(),
-    );
-    let id = caracal_ledger::event::MeteringEvent::example(5000).id;
-    scene
-        .attack(&format!(
-            "INSERT INTO ledger_entries (idx, event_id, leaf, batch_root, batch_pos, event_time, agent)
-             VALUES (4611686018427387904, '{id}', '\\x{leaf}', '\\x{}', 0, now(), 'team-a/agent-0');",
-            hex::encode([7u8; 32])
-        ))
-        .await;
+    insert_unsigned_entry(&mut scene, 1 << 62, 5000).await;
     let report = verify_within(&scene, 30).await;
     assert_caught_saying(
         &report,
