@@ -188,11 +188,7 @@ impl Drop for SpoolFile {
 /// be read, and the bytes to use from now on are returned. The shipped mark
 /// no longer fits and is set to 0, so everything is shipped again, which
 /// the ledger takes idempotently (the caller resets the mark).
-fn salvage_damaged(
-    log_path: &Path,
-    log: &mut File,
-    bytes: &[u8],
-) -> Result<Option<Vec<u8>>, SpoolError> {
+fn salvage_damaged(log_path: &Path, bytes: &[u8]) -> Result<Option<Vec<u8>>, SpoolError> {
     let whole = format::scan(bytes, usize::MAX);
     if !whole.torn_tail {
         return Ok(None);
@@ -205,14 +201,30 @@ fn salvage_damaged(
         "spool.damaged-{}",
         chrono::Utc::now().timestamp_millis()
     ));
+    // The copy and the salvaged file are both on disk before the salvaged
+    // one replaces the original (by rename), so a crash at any point leaves
+    // either the original or the salvaged file, never less.
     std::fs::copy(log_path, &kept).map_err(io(&kept))?;
+    File::open(&kept)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&kept))?;
     let mut out = Vec::with_capacity(bytes.len());
     for record in &records {
         format::encode(record, &mut out);
     }
-    log.set_len(0).map_err(io(log_path))?;
-    (&*log).write_all(&out).map_err(io(log_path))?;
-    log.sync_all().map_err(io(log_path))?;
+    let salvaged = log_path.with_extension("spool.salvaged");
+    File::create(&salvaged)
+        .and_then(|mut f| {
+            f.write_all(&out)?;
+            f.sync_all()
+        })
+        .map_err(io(&salvaged))?;
+    std::fs::rename(&salvaged, log_path).map_err(io(log_path))?;
+    if let Some(dir) = log_path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
     tracing::error!(
         path = %log_path.display(),
         kept = %kept.display(),
@@ -259,10 +271,16 @@ impl SpoolFile {
         }
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io(&log_path))?;
-        let salvaged = salvage_damaged(&log_path, &mut log, &bytes)?;
+        let salvaged = salvage_damaged(&log_path, &bytes)?;
         let rewritten = salvaged.is_some();
         if let Some(salvaged) = salvaged {
             bytes = salvaged;
+            // The file was replaced: use the new one.
+            log = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(io(&log_path))?;
         }
         let (mark_file, mark) = MarkFile::open(&mark_path).map_err(io(&mark_path))?;
         // The mark is an offset into the file as it was: ship all again.
