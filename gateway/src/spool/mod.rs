@@ -213,9 +213,16 @@ impl Spool {
 
     /// Ship everything written so far (used on shutdown and in tests).
     pub async fn flush_now(&self, sink: &dyn LedgerSink) -> Result<(), String> {
+        // Only durable records ship: let everything written become so. After
+        // a failed fsync nothing more will, and what is left stays in the
+        // file for the next start instead of being asked for in a loop.
+        let written = self.file.shared().written.load(Ordering::Acquire);
+        let _ = self.file.durable_past(written).await;
         while self.status().pending_records > 0 {
             let _one_shipper = self.shipping.lock().await;
-            ship_one_batch(&self.file, &self.config, sink).await?;
+            if ship_one_batch(&self.file, &self.config, sink).await? == 0 {
+                break;
+            }
         }
         Ok(())
     }

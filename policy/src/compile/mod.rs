@@ -279,7 +279,7 @@ fn policy_template(policy: &Policy, id: &str) -> Result<PolicyTemplate, convert:
     let spec = &policy.spec;
     let budget = match &spec.budget {
         Some(b) => Some((
-            positive(b.limit, "budget.limit")?,
+            countable(b.limit, "budget.limit")?,
             convert::window(&b.window)?,
         )),
         None => None,
@@ -298,6 +298,24 @@ fn policy_template(policy: &Policy, id: &str) -> Result<PolicyTemplate, convert:
         max_request_cost,
         budget,
     })
+}
+
+/// A budget limit the stores can count exactly: positive and at most 2^53
+/// micro-dollars (about $9 billion; Redis counts in Lua doubles). A larger
+/// one is refused here, naming the field, rather than denying every call
+/// later as `budget_store_unavailable`.
+fn countable(m: Micros, field: &str) -> Result<Micros, convert::Refusal> {
+    let m = positive(m, field)?;
+    if m.get() > crate::store::MAX_EXACT_AMOUNT {
+        return Err((
+            "invalid_limit",
+            format!(
+                "{field} must be at most {:#} dollars, the most a budget store counts exactly",
+                Micros(crate::store::MAX_EXACT_AMOUNT)
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 fn positive(m: Micros, field: &str) -> Result<Micros, convert::Refusal> {
@@ -336,7 +354,7 @@ fn grant(
         id: agent_id(ns, name),
         parent,
         child,
-        limit: positive(d.spec.budget.limit, "budget.limit")?,
+        limit: countable(d.spec.budget.limit, "budget.limit")?,
         window: convert::window(&d.spec.budget.window)?,
         allow: convert::allow(d.spec.allow.as_ref()),
         expires_at,

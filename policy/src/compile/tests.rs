@@ -253,6 +253,21 @@ fn refusals_table() {
             "ready",
         ),
         (
+            "limit beyond exact counting",
+            vec![agent("a")],
+            vec![{
+                let mut p = policy("huge", &["a"]);
+                p.spec.budget = Some(Budget {
+                    limit: Micros((1 << 53) + 1),
+                    window: Window::calendar(Period::Daily),
+                });
+                p
+            }],
+            vec![],
+            "a",
+            "invalid_policy",
+        ),
+        (
             "cycle",
             vec![agent("p"), agent("c")],
             vec![policy("p-pol", &["p", "c"])],

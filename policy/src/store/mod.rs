@@ -37,6 +37,7 @@ use crate::window::WindowInstance;
 
 pub use budgets::{Budgets, DEFAULT_RESERVATION_TTL, DEFAULT_STORE_TIMEOUT};
 pub use memory::MemoryBudgetStore;
+pub(crate) use redis_store::MAX_SCRIPT_AMOUNT as MAX_EXACT_AMOUNT;
 pub use redis_store::RedisBudgetStore;
 
 /// A boxed future, so stores can be used as `Arc<dyn BudgetStore>`.
