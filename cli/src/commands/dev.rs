@@ -128,9 +128,13 @@ fn seeded_manifests_dir(state_dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Load the signing key `name` from `path`, creating it on first start.
 fn load_or_create_key(path: &Path, name: &str) -> anyhow::Result<KeyPair> {
-    if let Ok(pem) = std::fs::read_to_string(path) {
-        return KeyPair::from_pem(name, &pem)
-            .with_context(|| format!("reading key {}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            return KeyPair::from_pem(name, &pem)
+                .with_context(|| format!("reading key {}", path.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading key {}", path.display())),
     }
     let key = KeyPair::generate(name)?;
     if let Some(dir) = path.parent() {
@@ -145,17 +149,27 @@ fn load_or_create_key(path: &Path, name: &str) -> anyhow::Result<KeyPair> {
     Ok(key)
 }
 
-/// Create `path` readable by its owner only, from the first byte: a private
-/// key written with the default umask would be readable by every local user.
+/// Create `path` readable by its owner only, from the first byte (a private
+/// key written with the default umask would be readable by every local
+/// user), whole or not at all: written to a temporary file beside it and
+/// renamed into place, so a full disk or a kill mid-write leaves no empty
+/// key that would stop every later start. A `path` that exists is an error.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    // Renamed only where nothing is yet: a key made by another start
+    // meanwhile is kept, and this one is an error.
+    let placed = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    placed
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
@@ -229,6 +243,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         providers: providers.clone(),
         live: live_tx,
         version: 0,
+        key_files: Vec::new(),
     };
     let mut gateway = Gateway::new(
         providers,
@@ -273,13 +288,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     plain?;
     tls?;
     tracing::info!("stopped serving; shipping the spool");
-    if tokio::time::timeout(Duration::from_secs(5), spool.flush_now(sink.as_ref()))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
+    match tokio::time::timeout(Duration::from_secs(5), spool.flush_now(sink.as_ref())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "the spool could not be shipped; it will be replayed on the next start"
+        ),
+        Err(_) => tracing::warn!(
             "the spool could not be shipped in time; it will be replayed on the next start"
-        );
+        ),
     }
     if let Err(e) = ledger.sequence_pending(&log_key).await {
         tracing::warn!(error = %e, "final sequencing failed; events stay pending until the next start");
@@ -370,11 +387,21 @@ struct Reloader {
     providers: Vec<Provider>,
     live: LiveSender,
     version: u64,
+    /// Credentials files of the agents holding keys as of the last reload.
+    key_files: Vec<PathBuf>,
 }
 
 impl Reloader {
+    /// Polls the manifest directory every second. A change is loaded once
+    /// two polls in a row agree (an editor's save or a file being written is
+    /// not loaded half-done); the first poll loads at once. A reload that
+    /// failed is tried again every poll (its error logged once), and a
+    /// deleted credentials file of a current agent also reloads, which
+    /// issues the agent a new key.
     async fn run(mut self) {
-        let mut last = None;
+        let mut loaded = None;
+        let mut seen = None;
+        let mut failing: Option<String> = None;
         // The directory's last read error, logged once rather than every second.
         let mut unreadable: Option<String> = None;
         loop {
@@ -390,21 +417,35 @@ impl Reloader {
                 (Ok(_), Some(_)) => tracing::info!("the manifest directory is readable again"),
                 (Ok(_), None) => {}
             }
-            match fingerprint {
-                Ok(fp) if last.as_ref() != Some(&fp) => {
+            if let Ok(fp) = fingerprint {
+                let settled = seen.as_ref() == Some(&fp) || (loaded.is_none() && seen.is_none());
+                let due = loaded.as_ref() != Some(&fp) || self.a_credentials_file_is_missing();
+                if settled && due {
                     match self.reload() {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            loaded = Some(fp.clone());
+                            failing = None;
+                        }
                         // Keep serving the last good snapshot (or none).
                         Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "manifests not loaded; keeping the previous configuration")
+                            let now = format!("{e:#}");
+                            if failing.as_ref() != Some(&now) {
+                                tracing::error!(error = %now, "manifests not loaded; keeping the previous configuration (tried again every second)");
+                            }
+                            failing = Some(now);
                         }
                     }
-                    last = Some(fp);
                 }
-                _ => {}
+                seen = Some(fp);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Whether an agent of the current snapshot has no credentials file
+    /// (deleted to rotate its key).
+    fn a_credentials_file_is_missing(&self) -> bool {
+        self.key_files.iter().any(|f| !f.exists())
     }
 
     fn reload(&mut self) -> anyhow::Result<()> {
@@ -423,13 +464,38 @@ impl Reloader {
         for p in &compiled.problems {
             tracing::warn!(kind = ?p.kind, object = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, "{}", p.message);
         }
+        // Keys only for agents that ask for one (`identity.apiKey.issue`),
+        // as the operator issues them: an agent meant to use its service
+        // account's token or certificate gets no key that would also work.
+        let keyed: std::collections::HashSet<String> = objects
+            .agents
+            .iter()
+            .filter(|a| a.spec.identity.api_key.as_ref().is_some_and(|k| k.issue))
+            .map(|a| {
+                caracal_api::snapshot::agent_id(
+                    a.metadata.namespace.as_deref().unwrap_or("default"),
+                    a.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
         let agents: BTreeMap<String, Vec<String>> = compiled
             .snapshot
             .agents
             .iter()
+            .filter(|(id, _)| keyed.contains(*id))
             .map(|(id, e)| (id.clone(), e.providers.clone()))
             .collect();
         let keys = credentials::ensure(&self.state_dir, &self.url, &agents, &self.providers)?;
+        self.key_files = agents
+            .keys()
+            .map(|id| {
+                let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+                self.state_dir
+                    .join("credentials")
+                    .join(ns)
+                    .join(format!("{name}.env"))
+            })
+            .collect();
         tracing::info!(
             version = self.version,
             agents = agents.len(),

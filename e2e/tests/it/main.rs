@@ -6,4 +6,5 @@ mod dev;
 mod fail_closed;
 mod harness;
 mod logs;
+mod reload;
 mod sdk;

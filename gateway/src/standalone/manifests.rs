@@ -6,10 +6,7 @@
 //! typo is never silently ignored. A missing namespace means `default`, as
 //! `kubectl apply` would do.
 
-use std::{
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::path::{Path, PathBuf};
 
 use caracal_api::crd::{Agent, Delegation, Policy};
 use serde_json::Value;
@@ -37,14 +34,18 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SetupError> {
     Ok(files)
 }
 
-/// A cheap summary of the directory (names, sizes, modification times) to
-/// notice changes without parsing.
-pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>, SetupError> {
+/// What the directory holds, to notice changes without parsing: each
+/// manifest file's name and the SHA-256 of its contents. Contents, not size
+/// and modification time: an edit that keeps the size within the
+/// filesystem's timestamp granularity (`"1.00"` to `"0.50"` within a second),
+/// or a copy that keeps the time, must not be missed.
+pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, [u8; 32])>, SetupError> {
+    use sha2::{Digest, Sha256};
     yaml_files(dir)?
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
-            Ok((path, meta.len(), meta.modified().ok()))
+            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+            Ok((path, Sha256::digest(&bytes).into()))
         })
         .collect()
 }
