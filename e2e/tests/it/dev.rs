@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    FakeUpstream, Process, built_binary, free_port, read_env_file, wait_for_status,
+    FakeUpstream, Process, built_binary, free_port, read_env_file, scratch_dir, wait_for_status,
 };
 
 /// The `caracal` binary, built once per test run so `cargo test -p
@@ -231,6 +231,22 @@ impl Dev {
             ),
         )
     }
+}
+
+/// A fake provider and `caracal dev` serving `team/bot` with $10 a day,
+/// and the agent's SDK environment.
+pub fn bot_with_ten_dollars(scratch: &str) -> (FakeUpstream, Dev, Vec<(String, String)>) {
+    let dir = scratch_dir(scratch);
+    let upstream = FakeUpstream::start(&dir);
+    let dev = Dev::start(
+        &dir,
+        &agent_with_budget("team", "bot", "10.00", ""),
+        &config_yaml(&upstream),
+        &[],
+        true,
+    );
+    let env = dev.env("team", "bot");
+    (upstream, dev, env)
 }
 
 /// An agent with an API key and a daily budget of `limit` dollars.

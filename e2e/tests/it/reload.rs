@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    dev::{Dev, agent_with_budget, config_yaml},
+    dev::{Dev, agent_with_budget, bot_with_ten_dollars, config_yaml},
     harness::{FakeUpstream, curl, scratch_dir},
 };
 
@@ -38,18 +38,10 @@ fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn deleting_a_credentials_file_rotates_the_agent_key() {
-    let dir = scratch_dir("rotate");
-    let upstream = FakeUpstream::start(&dir);
-    let dev = Dev::start(
-        &dir,
-        &agent_with_budget("team", "bot", "10.00", ""),
-        &config_yaml(&upstream),
-        &[],
-        true,
-    );
+    let (_upstream, dev, _) = bot_with_ten_dollars("rotate");
     let old = dev.key("team", "bot");
     assert_eq!(chat(&dev, &old).0, 200);
-    let file = dir.join("state/credentials/team/bot.env");
+    let file = dev.dir.join("state/credentials/team/bot.env");
     assert!(file.exists(), "{}", file.display());
     fs::remove_file(&file).unwrap();
     eventually(Duration::from_secs(10), "a new key file", || file.exists());

@@ -6,25 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::{
-    dev::{Dev, agent_with_budget, config_yaml, cost},
+    dev::{Dev, agent_with_budget, bot_with_ten_dollars, config_yaml, cost},
     harness::{FakeUpstream, curl, scratch_dir, sdk_call},
 };
-
-/// A fake provider and `caracal dev` serving `team/bot` with $10 a day,
-/// and the agent's SDK environment.
-fn bot_with_ten_dollars(scratch: &str) -> (FakeUpstream, Dev, Vec<(String, String)>) {
-    let dir = scratch_dir(scratch);
-    let upstream = FakeUpstream::start(&dir);
-    let dev = Dev::start(
-        &dir,
-        &agent_with_budget("team", "bot", "10.00", ""),
-        &config_yaml(&upstream),
-        &[],
-        true,
-    );
-    let env = dev.env("team", "bot");
-    (upstream, dev, env)
-}
 
 /// Every call the provider served carried the provider's key, never the
 /// agent's.
