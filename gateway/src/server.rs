@@ -111,6 +111,9 @@ async fn serve_with(
             }
         });
     }
+    // New clients are refused at once rather than left waiting on a
+    // listener nobody accepts from while the open connections drain.
+    drop(listener);
     tracing::info!(connections = graceful.count(), "draining");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await

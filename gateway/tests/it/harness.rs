@@ -185,7 +185,16 @@ pub struct TestGateway {
     /// The gateway behind `url`, to serve on further listeners (TLS).
     pub gateway: Arc<Gateway>,
     _spool_dir: TempDir,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestGateway {
+    /// Tell the server to stop accepting and drain (as on SIGTERM).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 pub struct Setup {
@@ -290,7 +299,7 @@ async fn start_full(
         sink,
         gateway,
         _spool_dir: spool_dir,
-        _stop: stop,
+        stop: Some(stop),
     }
 }
 

@@ -194,6 +194,76 @@ fn stalling_upstream(content_type: &'static str, first: String) -> Handler {
     })
 }
 
+/// On shutdown the listener closes at once (a new client is refused, not
+/// left waiting), while a stream already running is served to its end.
+#[tokio::test]
+async fn shutdown_refuses_new_clients_and_drains_a_running_stream() {
+    let handler: Handler = Arc::new(|_: &Seen| {
+        let frames = futures::stream::unfold(0, |step| async move {
+            let data = match step {
+                0 => chunk("first "),
+                1 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                    chunk("second")
+                }
+                2 => usage_chunk(5, 2),
+                3 => "data: [DONE]\n\n".to_owned(),
+                _ => return None,
+            };
+            Some((
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(data))),
+                step + 1,
+            ))
+        });
+        hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::BodyExt::boxed(
+                http_body_util::StreamBody::new(frames),
+            ))
+            .unwrap()
+    });
+    let upstream = FakeUpstream::start(handler).await;
+    let mut gw = openai_gateway(&upstream, 10_000_000).await;
+    let url = format!("{}/openai/v1/chat/completions", gw.url);
+    let auth = gw.bearer();
+    let running = tokio::spawn(async move {
+        post(
+            &url,
+            &[("authorization", &auth)],
+            json!({"model": "gpt-test", "stream": true}).to_string(),
+        )
+        .await
+    });
+    for _ in 0..100 {
+        if !upstream.seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gw.begin_shutdown();
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused,
+        "a new client was still accepted after shutdown began"
+    );
+    assert!(
+        !running.is_finished(),
+        "refused while the stream still runs"
+    );
+    let answer = running.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.text().contains("second"), "{}", answer.text());
+    assert_eq!(gw.events(1).await[0].outcome, Outcome::Allowed);
+}
+
 /// A budgeted OpenAI gateway in front of `upstream` whose calls end after
 /// 300 ms.
 async fn gateway_with_short_deadline(upstream: &FakeUpstream) -> TestGateway {
