@@ -275,6 +275,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     println!("caracal dev: ledger at {database_url}");
 
     let drain = Duration::from_secs(10);
+    // The first SIGTERM or Ctrl-C drains (below); a second one, as a user
+    // who does not want to wait gives, ends the process at once. Nothing
+    // acknowledged is lost: the spool is on disk and replayed on the next
+    // start.
+    tokio::spawn(async {
+        server::shutdown_signal().await;
+        server::shutdown_signal().await;
+        tracing::warn!(
+            "second signal: exiting without waiting for the drain; the spool is replayed on the next start"
+        );
+        std::process::exit(130);
+    });
     let plain = server::serve(listener, gateway.clone(), server::shutdown_signal(), drain);
     let tls = async {
         match tls {

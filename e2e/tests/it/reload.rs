@@ -98,3 +98,53 @@ fn only_agents_that_ask_for_a_key_get_one() {
     );
     assert_eq!(chat(&dev, &dev.key("team", "bot")).0, 200);
 }
+
+/// A first SIGTERM drains (a call still waiting on its provider holds the
+/// process); a second one ends it at once.
+#[test]
+fn a_second_signal_ends_the_drain_at_once() {
+    let dir = scratch_dir("second-signal");
+    // A provider that accepts and never answers keeps a call in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let config = format!(
+        "providers:\n  - {{name: openai, kind: openai, baseUrl: \"{base}\"}}\nprices:\n  version: t\n  models:\n    - {{provider: openai, model: gpt-4o-mini, input: \"0.15\", output: \"0.60\", maxOutputTokens: 100}}\n"
+    );
+    let mut dev = Dev::start(
+        &dir,
+        &agent_with_budget("team", "bot", "10.00", ""),
+        &config,
+        &[],
+        true,
+    );
+    let key = dev.key("team", "bot");
+    let url = dev.url();
+    let in_flight = std::thread::spawn(move || {
+        curl(
+            &format!("{url}/openai/v1/chat/completions"),
+            &[
+                "-H",
+                &format!("authorization: Bearer {key}"),
+                "-d",
+                r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        dev.process.terminate(Duration::from_secs(1)).is_none(),
+        "the first signal drains while a call is in flight"
+    );
+    let status = dev
+        .process
+        .terminate(Duration::from_secs(3))
+        .expect("the second signal ends the process at once");
+    assert_eq!(status.code(), Some(130), "{}", dev.process.output());
+    let _ = in_flight.join();
+}
