@@ -21,6 +21,24 @@ async fn wait_for(sink: &MemorySink, n: usize) {
     );
 }
 
+/// Open the spool in a directory a dropped spool used: its flusher may still
+/// be finishing a batch for a moment, holding the directory's lock.
+async fn reopen(config: SpoolConfig, sink: Arc<MemorySink>) -> Spool {
+    for _ in 0..200 {
+        match Spool::open(config.clone(), sink.clone()) {
+            Ok(spool) => return spool,
+            Err(e)
+                if e.to_string()
+                    .contains("another process is using this spool") =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the spool directory stayed locked after its spool was dropped");
+}
+
 /// What the sink received, as text, in order.
 fn shipped_text(sink: &MemorySink) -> Vec<String> {
     sink.events
@@ -54,7 +72,7 @@ async fn unshipped_records_are_replayed_after_a_restart() {
     std::fs::write(&path, &bytes).unwrap();
 
     let sink = Arc::new(MemorySink::default());
-    let spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    let spool = reopen(SpoolConfig::new(&dir.0), sink.clone()).await;
     wait_for(&sink, 25).await;
     let got = shipped_text(&sink);
     let want: Vec<String> = (0..25).map(|i| format!("event-{i}")).collect();
@@ -92,7 +110,7 @@ async fn shipped_records_are_not_shipped_again() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let again = Arc::new(MemorySink::default());
-    let spool = Spool::open(SpoolConfig::new(&dir.0), again.clone()).unwrap();
+    let spool = reopen(SpoolConfig::new(&dir.0), again.clone()).await;
     assert_eq!(spool.status().pending_records, 0);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(again.events.lock().unwrap().is_empty());
@@ -110,7 +128,7 @@ async fn shipped_records_are_not_shipped_again() {
     for bytes in [torn, b"14".to_vec()] {
         std::fs::write(&mark, &bytes).unwrap();
         let replayed = Arc::new(MemorySink::default());
-        let spool = Spool::open(SpoolConfig::new(&dir.0), replayed.clone()).unwrap();
+        let spool = reopen(SpoolConfig::new(&dir.0), replayed.clone()).await;
         assert_eq!(spool.status().pending_records, 5);
         wait_for(&replayed, 5).await;
         drop(spool);
@@ -198,7 +216,7 @@ async fn a_fully_shipped_spool_is_truncated_and_keeps_working() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Nothing is shipped twice after a restart.
     let again = Arc::new(MemorySink::default());
-    let spool = Spool::open(config(), again.clone()).unwrap();
+    let spool = reopen(config(), again.clone()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(spool.status().pending_records, 0);
     assert!(again.events.lock().unwrap().is_empty());
@@ -224,7 +242,7 @@ async fn ack_on_write_still_replays_everything_after_a_restart() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let sink = Arc::new(MemorySink::default());
-    let _spool = Spool::open(config(), sink.clone()).unwrap();
+    let _spool = reopen(config(), sink.clone()).await;
     wait_for(&sink, 10).await;
     let got: Vec<u8> = sink.events.lock().unwrap().iter().map(|r| r[0]).collect();
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
@@ -249,7 +267,7 @@ async fn a_backlog_larger_than_the_read_window_ships_whole_and_in_order() {
         }
     }
     let sink = Arc::new(MemorySink::default());
-    let _spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    let _spool = reopen(SpoolConfig::new(&dir.0), sink.clone()).await;
     wait_for(&sink, 3000).await;
     let got = sink.events.lock().unwrap().clone();
     assert_eq!(got.len(), 3000);
@@ -353,7 +371,7 @@ async fn damage_in_the_middle_loses_only_the_damaged_record() {
     std::fs::write(&path, &bytes).unwrap();
 
     let sink = Arc::new(MemorySink::default());
-    let _spool = Spool::open(SpoolConfig::new(&dir.0), sink.clone()).unwrap();
+    let _spool = reopen(SpoolConfig::new(&dir.0), sink.clone()).await;
     wait_for(&sink, 4).await;
     assert_eq!(
         shipped_text(&sink),
@@ -382,7 +400,8 @@ async fn a_spool_directory_is_used_by_one_spool_at_a_time() {
     let err = err.to_string();
     assert!(err.contains("another process is using this spool"), "{err}");
     drop(first);
-    Spool::open(SpoolConfig::new(&dir.0), sink).expect("free again once the first is dropped");
+    // Free again once the first is dropped.
+    reopen(SpoolConfig::new(&dir.0), sink).await;
 }
 
 /// Bytes that hold no record where shipping stands (a partial write whose
