@@ -500,13 +500,7 @@ impl Reloader {
         let keys = credentials::ensure(&self.state_dir, &self.url, &agents, &self.providers)?;
         self.key_files = agents
             .keys()
-            .map(|id| {
-                let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-                self.state_dir
-                    .join("credentials")
-                    .join(ns)
-                    .join(format!("{name}.env"))
-            })
+            .map(|id| credentials::file_of(&self.state_dir, id))
             .collect();
         tracing::info!(
             version = self.version,

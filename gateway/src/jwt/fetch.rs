@@ -17,7 +17,6 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use super::{KeyError, VerifyKey};
 
@@ -48,6 +47,9 @@ pub enum FetchError {
     Url(String, &'static str),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// The CA file (the error names it).
+    #[error(transparent)]
+    CaFile(#[from] crate::mtls::TlsError),
     #[error("fetching {url}: {message}")]
     Request { url: String, message: String },
     #[error("fetching {url}: HTTP status {status}")]
@@ -203,28 +205,12 @@ impl JwksUrl {
     fn client(
         &self,
     ) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>, FetchError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let file_error = |message: String| FetchError::File {
-                    path: path.clone(),
-                    message,
-                };
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| file_error(e.to_string()))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| file_error(format!("not valid PEM: {e}")))?;
-                if certs.is_empty() {
-                    return Err(file_error("no `BEGIN CERTIFICATE` block found".into()));
-                }
-                for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| file_error(format!("not a usable CA certificate: {e}")))?;
-                }
-            }
-            None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        }
+        let roots = match &self.ca_file {
+            Some(path) => crate::mtls::trust_anchors(path)?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -1,4 +1,5 @@
-//! Reading the TLS listener's PEM files. Every error names the file, so a
+//! Reading PEM files: the TLS listener's, and the CA bundles trusted for a
+//! provider (`caFile`) or a JWK Set URL. Every error names the file, so a
 //! gateway that cannot start says which file to fix.
 
 use std::path::{Path, PathBuf};

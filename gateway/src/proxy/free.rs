@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, http::request::Parts};
 use serde_json::Value;
 
-use super::{Gateway, admit, read_body, refusal_for};
+use super::{Gateway, admit, path_of, read_body, refusal_for};
 use crate::{
     config::{Provider, ProviderKind},
     mock,
@@ -35,8 +35,7 @@ pub(super) fn free_endpoint(
         ProviderKind::Mock => Dialect::Both,
         ProviderKind::Mcp => return None,
     };
-    let path = rest.split('?').next().unwrap_or(rest);
-    FreeEndpoint::from_request(dialect, method, path)
+    FreeEndpoint::from_request(dialect, method, path_of(rest))
 }
 
 /// Serve a free endpoint of a model provider.
@@ -66,8 +65,7 @@ pub(super) async fn handle(
     let response = match endpoint {
         FreeEndpoint::ListModels => mock::models(&models),
         FreeEndpoint::Model => {
-            let path = rest.split('?').next().unwrap_or(rest);
-            let id = path.rsplit('/').next().unwrap_or_default();
+            let id = path_of(rest).rsplit('/').next().unwrap_or_default();
             if !models.contains(&id) {
                 return Err(Refusal::new(
                     StatusCode::NOT_FOUND,

@@ -39,8 +39,7 @@ pub(super) async fn handle(
     // Streamable HTTP has one endpoint, the configured URL. Any other path
     // would reach whatever else that server hosts (another MCP server's
     // endpoint, its admin pages) under this server's name and allowlist.
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path != "/" {
+    if super::path_of(rest) != "/" {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "unsupported_endpoint",

@@ -302,6 +302,12 @@ async fn route(
     })
 }
 
+/// The path of `rest` (the part of the request after the provider's name,
+/// query included), without its query.
+pub(crate) fn path_of(rest: &str) -> &str {
+    rest.split('?').next().unwrap_or(rest)
+}
+
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(full(text.to_owned()));
     *r.status_mut() = status;

@@ -32,8 +32,7 @@ use crate::{
 };
 
 fn endpoint_for(kind: ProviderKind, rest: &str) -> Option<Endpoint> {
-    let path = rest.split('?').next().unwrap_or(rest);
-    let endpoint = Endpoint::from_path(path)?;
+    let endpoint = Endpoint::from_path(super::path_of(rest))?;
     let fits = match kind {
         ProviderKind::Anthropic => endpoint == Endpoint::Messages,
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => endpoint != Endpoint::Messages,

@@ -188,13 +188,16 @@ impl Drop for SpoolFile {
 /// be read, and the bytes to use from now on are returned. The shipped mark
 /// no longer fits and is set to 0, so everything is shipped again, which
 /// the ledger takes idempotently (the caller resets the mark).
-fn salvage_damaged(log_path: &Path, bytes: &[u8]) -> Result<Option<Vec<u8>>, SpoolError> {
-    let whole = format::scan(bytes, usize::MAX);
-    if !whole.torn_tail {
-        return Ok(None);
-    }
+///
+/// `bytes` is the file, known to hold `intact` whole records before its
+/// first damage.
+fn salvage_damaged(
+    log_path: &Path,
+    bytes: &[u8],
+    intact: usize,
+) -> Result<Option<Vec<u8>>, SpoolError> {
     let (records, damaged) = format::salvage(bytes);
-    if records.len() == whole.records.len() {
+    if records.len() == intact {
         return Ok(None); // a torn tail only: cut as usual
     }
     let kept = log_path.with_extension(format!(
@@ -271,10 +274,15 @@ impl SpoolFile {
         }
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io(&log_path))?;
-        let salvaged = salvage_damaged(&log_path, &bytes)?;
+        let mut whole = format::scan(&bytes, usize::MAX);
+        let salvaged = match whole.torn_tail {
+            true => salvage_damaged(&log_path, &bytes, whole.records.len())?,
+            false => None,
+        };
         let rewritten = salvaged.is_some();
         if let Some(salvaged) = salvaged {
             bytes = salvaged;
+            whole = format::scan(&bytes, usize::MAX);
             // The file was replaced: use the new one.
             log = OpenOptions::new()
                 .read(true)
@@ -291,7 +299,6 @@ impl SpoolFile {
             mark
         };
         // A mark past the valid data cannot be trusted: re-ship everything.
-        let whole = format::scan(&bytes, usize::MAX);
         let mark = if mark as usize > whole.valid_len {
             0
         } else {

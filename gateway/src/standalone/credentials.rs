@@ -72,6 +72,15 @@ pub fn sdk_providers<'a>(
 
 /// Make sure every agent in `agents` (id -> allowed providers) has a key
 /// file, and return the key table for all of them.
+/// Where the credentials of agent `id` (`namespace/name`) are written.
+pub fn file_of(state_dir: &Path, id: &str) -> PathBuf {
+    let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+    state_dir
+        .join("credentials")
+        .join(ns)
+        .join(format!("{name}.env"))
+}
+
 pub fn ensure(
     state_dir: &Path,
     gateway_url: &str,
@@ -80,10 +89,10 @@ pub fn ensure(
 ) -> Result<KeyTable, SetupError> {
     let mut entries = Vec::new();
     for (id, allowed) in agents {
-        let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-        let dir = state_dir.join("credentials").join(ns);
-        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let path: PathBuf = dir.join(format!("{name}.env"));
+        let path = file_of(state_dir, id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        }
         let existing = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| read_key(&t));
